@@ -1,0 +1,1 @@
+"""Measurements that print numbers: decode speed now; latency, quality and cost later."""

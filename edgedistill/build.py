@@ -1,0 +1,179 @@
+"""The orchestrator: chains the stages, caches their outputs, keeps the manifest.
+
+A stage's output is reused when the manifest holds a record with the same key (hash of
+its config, its input artifact and the package version) and its files are intact, so a
+rerun is all "cached" and a killed build resumes at the stage it was in. Each stage
+writes into a temporary folder inside the build folder; its outputs are renamed into
+place and only then is its manifest record written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgedistill.artifacts import Artifact, atomic_write_json, new_manifest, read_manifest, stage_key, MANIFEST_NAME
+from edgedistill.config import Recipe, to_dict
+
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # exposes OUTPUTS and run(cfg, inp, out_dir) -> Artifact
+    config: Callable[[Recipe, dict], dict]  # everything the stage's output depends on
+    enabled: Callable[[Recipe], bool] = lambda recipe: True
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", "edgedistill.pipeline.teacher",
+          lambda r, pre: {"teacher": r.teacher, "seed": r.seed, "source": pre["teacher_source"]}),
+    Stage("prune", "edgedistill.pipeline.prune", lambda r, pre: {"prune": r.prune, "data": r.data, "seed": r.seed}),
+    Stage("distill", "edgedistill.pipeline.distill",
+          lambda r, pre: {"distill": r.distill, "data": r.data, "seed": r.seed, "recipe_name": r.name}),
+    Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
+    Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
+    Stage("bench", "edgedistill.pipeline.bench", lambda r, pre: {"bench": r.bench}, lambda r: r.bench.enabled),
+)
+
+
+def preflight(recipe: Recipe) -> dict:
+    """Check every input before anything is written; raises UserError naming the problem."""
+    from edgedistill.pipeline.data import resolve_data_path
+    from edgedistill.pipeline.teacher import resolve_source
+
+    resolve_data_path(recipe.data.path)
+    return {"teacher_source": resolve_source(recipe.teacher)}
+
+
+def plan(recipe: Recipe, out_dir: Path) -> list[tuple[str, str]]:
+    """(stage, "cached" | "run" | "skip") without running anything, for ``--dry-run``."""
+    manifest = read_manifest(out_dir) or {"stages": {}}
+    pre = preflight(recipe)
+    rows, artifact, reusable = [], None, True
+    for stage in STAGES:
+        if not stage.enabled(recipe):
+            rows.append((stage.name, "skip"))
+            continue
+        cached = _cached_artifact(stage, stage.config(recipe, pre), artifact, manifest, out_dir) if reusable else None
+        reusable = cached is not None
+        artifact = cached
+        rows.append((stage.name, "cached" if cached else "run"))
+    return rows
+
+
+def _cached_artifact(stage: Stage, cfg: dict, inp: Artifact | None, manifest: dict, out_dir: Path) -> Artifact | None:
+    record = manifest["stages"].get(stage.name)
+    key = stage_key(stage.name, to_dict(cfg), inp.hash if inp else "")
+    if not record or record["key"] != key:
+        return None
+    artifact = Artifact.from_record(stage.name, record["artifact"], out_dir, inp)
+    return None if artifact.files_intact() else artifact
+
+
+def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
+    module = importlib.import_module(stage.module)
+    temp = out_dir / f"{TEMP_PREFIX}{stage.name}-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        artifact = module.run(cfg, inp, temp)
+        for name in module.OUTPUTS:
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if (temp / name).exists():
+                (temp / name).rename(target)
+        return artifact.relocated(out_dir) if artifact.root == temp else artifact
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], None] = lambda *a: None) -> dict:
+    """Run (or reuse) every stage into ``out_dir``; returns the final manifest.
+
+    ``on_stage(name, status, seconds)`` is called after each stage with status "cached",
+    "ran" or "skip".
+    """
+    from edgedistill.benchmarks.machine import package_versions
+
+    pre = preflight(recipe)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob(f"{TEMP_PREFIX}*"):  # from a killed run
+        shutil.rmtree(leftover, ignore_errors=True)
+    manifest = read_manifest(out_dir) or new_manifest(to_dict(recipe), package_versions())
+    manifest.update(status="incomplete", recipe=to_dict(recipe), versions=package_versions())
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+
+    artifact: Artifact | None = None
+    for stage in STAGES:
+        if not stage.enabled(recipe):
+            manifest["stages"].pop(stage.name, None)
+            on_stage(stage.name, "skip", 0.0)
+            continue
+        cfg = stage.config(recipe, pre)
+        cached = _cached_artifact(stage, cfg, artifact, manifest, out_dir)
+        if cached is not None:
+            artifact = cached
+            on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
+            continue
+        input_hash = artifact.hash if artifact else ""
+        started = time.perf_counter()
+        artifact = _run_stage(stage, cfg, artifact, out_dir)
+        seconds = time.perf_counter() - started
+        manifest["stages"][stage.name] = {
+            "config": to_dict(cfg),
+            "key": stage_key(stage.name, to_dict(cfg), input_hash),
+            "input_hash": input_hash,
+            "seconds": seconds,
+            "artifact": artifact.to_record(out_dir),
+        }
+        atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+        on_stage(stage.name, "ran", seconds)
+
+    manifest["artifacts"] = compose_artifacts(manifest)
+    manifest["metrics"] = collect_metrics(manifest)
+    ready = all(a["device_ready"] for a in manifest["artifacts"])
+    manifest["status"] = "complete" if ready else "failed_verification"
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def compose_artifacts(manifest: dict) -> list[dict]:
+    """One entry per exported artifact: format, quantization, path, files, parity, speed."""
+    stages = manifest["stages"]
+    export = stages["export"]["artifact"]
+    parity = stages.get("verify", {}).get("artifact", {}).get("payload", {}).get("results", {})
+    speed = {row["name"]: row for row in stages.get("bench", {}).get("artifact", {}).get("payload", {}).get("artifacts", [])}
+    entries = []
+    for entry in export["payload"]["exports"]:
+        files = [f for f in export["files"] if f["path"] == entry["path"] or f["path"].startswith(entry["path"] + "/")]
+        result = parity.get(entry["name"])
+        entries.append({
+            **{key: entry[key] for key in ("name", "format", "quantization", "path", "facts")},
+            "bytes": sum(f["bytes"] for f in files),
+            "files": files,
+            "parity": result,
+            "device_ready": bool(result and result["device_ready"]),
+            "reason": None if result is None or result["device_ready"] else "; ".join(result["failures"]),
+            "decode_tokens_per_s": speed.get(entry["name"], {}).get("decode_tokens_per_s"),
+        })
+        if result is None:
+            entries[-1]["reason"] = "not verified"
+    return entries
+
+
+def collect_metrics(manifest: dict) -> dict:
+    """Every stage's numeric metrics plus ``build_seconds`` (sum of stage compute time)."""
+    metrics: dict = {}
+    for record in manifest["stages"].values():
+        metrics.update({k: v for k, v in record["artifact"]["metrics"].items() if isinstance(v, (int, float))})
+    metrics["build_seconds"] = sum(record["seconds"] for record in manifest["stages"].values())
+    return metrics

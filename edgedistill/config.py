@@ -1,0 +1,248 @@
+"""Typed, frozen recipe schema with strict validation.
+
+A recipe is a YAML file (or a bundled recipe name) whose keys may only override fields
+declared here. Unknown keys, wrong types and out-of-range values raise ``UserError``
+naming the dotted key and what is allowed, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from edgedistill.errors import UserError
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | None = None,
+         low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+    """A recipe field: its default, a one-line reason, and optional allowed values/range.
+
+    ``choices`` is a callable so that registries living in heavy modules are imported only
+    when that field is validated.
+    """
+    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _onnx_types() -> tuple[str, ...]:
+    from edgedistill.exporters.formats import ONNX_QUANTIZATIONS
+    return tuple(ONNX_QUANTIZATIONS)
+
+
+def _gguf_types() -> tuple[str, ...]:
+    from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
+    return tuple(GGUF_QUANTIZATIONS)
+
+
+def _kd_objectives() -> tuple[str, ...]:
+    from edgedistill.pipeline.distill.losses import KD_OBJECTIVES
+    return tuple(KD_OBJECTIVES)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = knob("builtin:tiny-corpus", "text file, folder of .txt files, or builtin:tiny-corpus (ships with the package)")
+    seq_len: int = knob(128, "tokens per packed training sequence", low=8)
+    validation_fraction: float = knob(0.1, "share of packed sequences held out for evaluation", low=0.0, high=0.5, low_open=True)
+    max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    target_params: float = knob(0.5, "student size as a fraction of the teacher's parameters", low=0.0, high=1.0, low_open=True)
+    round_to: int = knob(32, "kept MLP channels are a multiple of this (hardware-friendly shapes)", low=1)
+    calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student)", choices=_kd_objectives)
+    alpha: float = knob(0.5, "loss = alpha * KD + (1 - alpha) * CE", low=0.0, high=1.0)
+    temperature: float = knob(2.0, "KD temperature dividing both teacher and student logits", low=0.0, low_open=True)
+    scale_by_t2: bool = knob(True, "multiply the KD term by T^2 (Hinton et al., 2015) to keep gradient scale")
+    steps: int = knob(50, "optimizer steps", low=0)
+    batch_size: int = knob(8, "sequences per optimizer step", low=1)
+    learning_rate: float = knob(1e-3, "AdamW learning rate", low=0.0, low_open=True)
+    weight_decay: float = knob(0.0, "AdamW decoupled weight decay", low=0.0)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache)", choices=_onnx_types)
+    gguf: tuple[str, ...] = knob(("f16",), "GGUF quantization types to write for llama.cpp", choices=_gguf_types)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    positions: int = knob(64, "token positions compared per parity prompt", low=2)
+    greedy_tokens: int = knob(24, "tokens of greedy continuation that must match for lossless formats", low=1)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    enabled: bool = knob(True, "run the benchmark stage")
+    decode_tokens: int = knob(64, "tokens generated per timed run", low=1)
+    repeats: int = knob(3, "timed runs per artifact; the median is reported", low=1)
+    warmup: int = knob(1, "untimed runs before timing", low=0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = knob("custom", "label recorded in the manifest and the model card")
+    description: str = knob("", "one line shown by `edgedistill recipes`")
+    teacher: str = knob("builtin:tiny-llama", "local HF folder, hub id, or builtin:tiny-llama / builtin:tiny-qwen2")
+    seed: int = knob(0, "seed for data order, initialisation and sampling")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
+    prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"doc": "knowledge distillation"})
+    export: ExportConfig = field(default_factory=ExportConfig, metadata={"doc": "device formats"})
+    verify: VerifyConfig = field(default_factory=VerifyConfig, metadata={"doc": "parity gate"})
+    bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed"})
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON/YAML-ready values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {key: to_dict(value) for key, value in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Recipe name -> YAML path for the recipes shipped in the package."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def load_recipe(source: str | None, overrides: list[str] | tuple[str, ...] = (), default: str = "tiny") -> Recipe:
+    """Resolve a recipe name or YAML path, apply ``key=value`` overrides and validate."""
+    path = _recipe_path(source or default)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    for override in overrides:
+        _apply_override(data, override)
+    return from_dict(Recipe, data)
+
+
+def _recipe_path(source: str) -> Path:
+    bundled = bundled_recipes()
+    if source in bundled:
+        return bundled[source]
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    raise UserError(f"recipe '{source}' is neither a bundled recipe ({', '.join(bundled)}) nor a YAML file")
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value (e.g. distill.alpha=0.3), got '{override}'")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{part}' is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(data, dict):
+        raise UserError(f"recipe key '{where}' must be a section (mapping), got {_type_name(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            raise UserError(f"recipe key '{prefix}{key}' is unknown; {hint}allowed in {where}: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        hint, meta = hints[name], fields[name].metadata
+        if dataclasses.is_dataclass(hint):
+            values[name] = from_dict(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _check_value(f"{prefix}{name}", hint, value, meta)
+    return cls(**values)
+
+
+def _check_value(key: str, hint: Any, value: Any, meta: dict) -> Any:
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"recipe key '{key}' must be a list of strings, got {_type_name(value)}")
+        value = tuple(value)
+        items = value
+    else:
+        value = _coerce_scalar(key, hint, value)
+        items = (value,)
+    choices = meta.get("choices")
+    if choices is not None:
+        allowed = choices()
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise UserError(f"recipe key '{key}' has unsupported value '{bad[0]}'; allowed: {', '.join(allowed)}")
+    _check_range(key, value, meta)
+    return value
+
+
+def _coerce_scalar(key: str, hint: Any, value: Any) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise UserError(f"recipe key '{key}' must be {hint.__name__}, got {_type_name(value)} {value!r}")
+    return float(value) if hint is float else value
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("low_open") and value == low)):
+        relation = ">" if meta.get("low_open") else ">="
+        raise UserError(f"recipe key '{key}' must be {relation} {low}, got {value}")
+    if high is not None and value > high:
+        raise UserError(f"recipe key '{key}' must be <= {high}, got {value}")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "mapping", list: "list", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def describe_fields(cls: type = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, reason) for every recipe field, for docs and `--dry-run`."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe_fields(hint, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{prefix}{f.name}", repr(to_dict(default)), f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,1 @@
+"""Embedded defaults: shipped text and tiny teachers that build offline in seconds."""

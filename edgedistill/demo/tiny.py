@@ -1,0 +1,81 @@
+"""Tiny random teachers (Llama and Qwen2 with GQA) and their BPE tokenizer.
+
+They exist so the whole chain runs offline in seconds and tests have real, standard HF
+models to work on. The tokenizer is a byte-level BPE trained on the shipped corpus with
+the GPT-2 pre-tokenizer regex, which llama.cpp knows as ``gpt-2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_CORPUS = Path(__file__).with_name("data") / "tiny_corpus.txt"
+SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
+TOKENIZER_VOCAB_SIZE = 512
+
+# Architecture facts of each builtin teacher; hidden 64 with 4 query / 2 KV heads (GQA).
+TINY_TEACHERS: dict[str, dict] = {
+    "tiny-llama": {
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "tie_word_embeddings": True, "max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+    },
+    "tiny-qwen2": {
+        "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "tie_word_embeddings": False, "max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+    },
+}
+
+
+def train_tokenizer(text: str, vocab_size: int = TOKENIZER_VOCAB_SIZE):
+    """Byte-level BPE over ``text`` -> a ``PreTrainedTokenizerFast`` with BOS/EOS/PAD.
+
+    No BOS is added automatically: the same ids come out of HF, the runtime and llama.cpp.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(text.split("\n\n"), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_input_names=["input_ids", "attention_mask"],
+        **SPECIAL_TOKENS,
+    )
+
+
+def build_tiny_teacher(name: str, out_dir: Path, seed: int = 0) -> Path:
+    """Write a seeded random ``name`` teacher (config, safetensors, tokenizer) to ``out_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    tokenizer = train_tokenizer(TINY_CORPUS.read_text(encoding="utf-8"))
+    facts = dict(TINY_TEACHERS[name])
+    config = AutoConfig.for_model(
+        facts.pop("model_type"),
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **facts,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    ).save_pretrained(out_dir)
+    return out_dir

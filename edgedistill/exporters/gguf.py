@@ -1,0 +1,169 @@
+"""GGUF writer for llama.cpp, driven by the architecture table in ``arch.py``.
+
+f32 / f16 / q8_0 / q4_0 are written from Python with gguf-py. One-dimensional tensors
+(norms, biases) stay f32, as llama.cpp expects. A 2-D tensor whose rows do not fit the
+quant block size is written f16, and the real per-tensor types are returned so the
+manifest never claims a type the file does not have.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.errors import UserError
+from edgedistill.exporters.arch import ArchSpec, arch_spec, gguf_tensor_name
+from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
+
+_FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0"}
+
+
+def permute_for_llama_rope(weight: np.ndarray, num_heads: int, head_dim: int) -> np.ndarray:
+    """Reorder Q/K rows from HF's rotate-half layout to llama.cpp's interleaved pairs.
+
+    weight: (num_heads * head_dim, in) or (num_heads * head_dim,) -> same shape.
+    """
+    return weight.reshape(num_heads, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+class StudentGGUFWriter:
+    """Writes one HF model folder as one GGUF file, in a fixed order of states.
+
+    ``new -> metadata -> tokenizer -> tensors -> closed``; calling a step out of order
+    raises ``RuntimeError`` naming the state it expected.
+    """
+
+    def __init__(self, model_dir: Path, out_path: Path, quantization: str):
+        import gguf
+
+        if quantization not in GGUF_QUANTIZATIONS:
+            raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
+        self.model_dir, self.out_path, self.quantization = Path(model_dir), Path(out_path), quantization
+        self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+        self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""))
+        self.qtype = gguf.GGMLQuantizationType[GGUF_QUANTIZATIONS[quantization].ggml_type]
+        self.writer = gguf.GGUFWriter(self.out_path, self.spec.gguf_arch)
+        self.tensor_types: Counter[str] = Counter()
+        self.state = "new"
+
+    def _advance(self, expected: str, new: str) -> None:
+        if self.state != expected:
+            raise RuntimeError(f"GGUF writer is in state '{self.state}', expected '{expected}' before '{new}'")
+        self.state = new
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.get("head_dim") or self.config["hidden_size"] // self.config["num_attention_heads"]
+
+    def add_metadata(self) -> None:
+        import gguf
+
+        self._advance("new", "metadata")
+        cfg, w = self.config, self.writer
+        if cfg.get("rope_scaling"):
+            raise UserError(f"GGUF export of rope_scaling {cfg['rope_scaling']} is not supported yet; use a model without rope_scaling")
+        w.add_name(self.model_dir.name)
+        w.add_context_length(cfg["max_position_embeddings"])
+        w.add_embedding_length(cfg["hidden_size"])
+        w.add_block_count(cfg["num_hidden_layers"])
+        w.add_feed_forward_length(cfg["intermediate_size"])
+        w.add_head_count(cfg["num_attention_heads"])
+        w.add_head_count_kv(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
+        w.add_key_length(self.head_dim)
+        w.add_value_length(self.head_dim)
+        w.add_rope_dimension_count(self.head_dim)
+        w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+        w.add_vocab_size(cfg["vocab_size"])
+        w.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[self.qtype.name]))
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_string("edgedistill.quantization", self.quantization)
+
+    def add_tokenizer(self) -> None:
+        """Byte-level BPE metadata; llama.cpp calls the GPT-2 regex pre-tokenizer ``gpt-2``."""
+        import gguf
+
+        self._advance("metadata", "tokenizer")
+        data = json.loads((self.model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+        model, pre = data["model"], data.get("pre_tokenizer") or {}
+        if model.get("type") != "BPE" or pre.get("type") != "ByteLevel":
+            raise UserError("GGUF export supports byte-level BPE tokenizers (GPT-2 style) only for now")
+        size = self.config["vocab_size"]
+        tokens = [f"[PAD{i}]" for i in range(size)]
+        types = [gguf.TokenType.UNUSED] * size
+        for token, index in model["vocab"].items():
+            tokens[index], types[index] = token, gguf.TokenType.NORMAL
+        for added in data.get("added_tokens", []):
+            tokens[added["id"]] = added["content"]
+            types[added["id"]] = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        w = self.writer
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        for key, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id)):
+            if isinstance(self.config.get(key), int):
+                add(self.config[key])
+        w.add_add_bos_token(False)  # the HF tokenizer adds no BOS either: same ids everywhere
+        w.add_add_eos_token(False)
+
+    def add_tensors(self) -> None:
+        from safetensors import safe_open
+
+        self._advance("tokenizer", "tensors")
+        files = sorted(self.model_dir.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{self.model_dir} has no .safetensors weights; save the model with safe_serialization=True")
+        for file in files:
+            with safe_open(file, framework="pt") as handle:
+                for name in handle.keys():
+                    if name == "lm_head.weight" and self.config.get("tie_word_embeddings"):
+                        continue  # llama.cpp reuses token_embd when output.weight is absent
+                    self._add_tensor(gguf_tensor_name(self.spec, name), self._prepared(name, handle.get_tensor(name)))
+
+    def _prepared(self, hf_name: str, tensor) -> np.ndarray:
+        array = tensor.float().numpy()
+        if self.spec.permute_qk and ".self_attn.q_proj." in hf_name:
+            array = permute_for_llama_rope(array, self.config["num_attention_heads"], self.head_dim)
+        elif self.spec.permute_qk and ".self_attn.k_proj." in hf_name:
+            kv_heads = self.config.get("num_key_value_heads", self.config["num_attention_heads"])
+            array = permute_for_llama_rope(array, kv_heads, self.head_dim)
+        return array
+
+    def _add_tensor(self, name: str, array: np.ndarray) -> None:
+        import gguf
+
+        qtype = self.qtype if array.ndim == 2 else gguf.GGMLQuantizationType.F32
+        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        if array.shape[-1] % block:
+            qtype = gguf.GGMLQuantizationType.F16  # rows too short for this block size
+        if qtype == gguf.GGMLQuantizationType.F32:
+            self.writer.add_tensor(name, array.astype(np.float32))
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            self.writer.add_tensor(name, array.astype(np.float16))
+        else:
+            self.writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        self.tensor_types[qtype.name.lower()] += 1
+
+    def close(self) -> dict:
+        self._advance("tensors", "closed")
+        self.writer.write_header_to_file()
+        self.writer.write_kv_data_to_file()
+        self.writer.write_tensors_to_file()
+        self.writer.close()
+        return {"gguf_arch": self.spec.gguf_arch, "tensor_types": dict(sorted(self.tensor_types.items()))}
+
+
+def export_gguf(model_dir: Path, out_path: Path, quantization: str) -> dict:
+    """Write ``model_dir`` as a GGUF file; returns facts for the manifest (arch, tensor types)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = StudentGGUFWriter(model_dir, out_path, quantization)
+    writer.add_metadata()
+    writer.add_tokenizer()
+    writer.add_tensors()
+    return writer.close()

@@ -1,0 +1,119 @@
+"""Parity gate: every exported artifact against the fp32 PyTorch student.
+
+On fixed token ids (``PARITY_TEXTS`` tokenized and repeated to ``positions`` tokens) the
+artifact's logits, computed through ``edgedistill.runtime``, are compared with torch's:
+max |dlogit|, mean KL(p_torch || p_artifact) per position (nats, T=1), and top-1
+agreement. Greedy continuations of each text's first tokens must match for lossless
+formats, and the runtime's tokenizer must give the HF tokenizer's ids. Thresholds come
+from ``formats.py`` and are written into the result next to the measured values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.exporters.formats import FORMATS
+
+PARITY_TEXTS = (
+    "The json module exposes an API familiar to users of the standard library marshal and pickle modules.",
+    "Return a new path with the suffix changed. If the original path doesn't have a suffix, the new suffix is appended.",
+    "def parse(argv=None):\n    parser = argparse.ArgumentParser(description='Process some integers.')\n",
+)
+TOKENIZER_TEXTS = PARITY_TEXTS + ("Unicode: café, naïve, 東京 — tabs\tand  spaces.", "end of text<|eos|>next")
+GREEDY_PROMPT_TOKENS = 8
+
+
+def parity_token_ids(tokenizer, positions: int) -> list[list[int]]:
+    """One id list of exactly ``positions`` tokens per parity text (the text repeated)."""
+    sequences = []
+    for text in PARITY_TEXTS:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        sequences.append((ids * (positions // len(ids) + 1))[:positions])
+    return sequences
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """(T, V) reference vs (T, V) candidate -> max |d|, mean KL(ref || cand), top-1 agreement."""
+    ref_logprobs, cand_logprobs = log_softmax(reference), log_softmax(candidate)
+    kl = (np.exp(ref_logprobs) * (ref_logprobs - cand_logprobs)).sum(axis=-1)  # (T,)
+    return {
+        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+        "mean_kl": float(kl.mean()),
+        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+    }
+
+
+def torch_logits(model, token_ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([token_ids])).logits[0].float().numpy()  # (T, V)
+
+
+def torch_greedy(model, prompt_ids: list[int], max_tokens: int, eos_token_id: int | None) -> list[int]:
+    """Greedy continuation with the KV cache, stopping at EOS like the runtime does."""
+    import torch
+
+    generated: list[int] = []
+    past, inputs = None, torch.tensor([prompt_ids])
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            out = model(inputs, past_key_values=past, use_cache=True)
+            token = int(out.logits[0, -1].argmax())
+            if token == eos_token_id:
+                break
+            generated.append(token)
+            past, inputs = out.past_key_values, torch.tensor([[token]])
+    return generated
+
+
+def check_artifact(student, tokenizer, path: Path, fmt: str, quantization: str, verify_cfg) -> dict:
+    """Measure one artifact and judge it against its format's thresholds."""
+    from edgedistill.runtime import load
+
+    thresholds = FORMATS[fmt][quantization].thresholds
+    runtime_model = load(path)
+    measured = [compare_logits(torch_logits(student, ids), runtime_model.logits(ids))
+                for ids in parity_token_ids(tokenizer, verify_cfg.positions)]
+    result = {
+        "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in measured),
+        "mean_kl": float(np.mean([m["mean_kl"] for m in measured])),
+        "top1_agreement": float(np.mean([m["top1_agreement"] for m in measured])),
+        "greedy_match": True,
+        "tokenizer_match": all(
+            runtime_model.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"] for text in TOKENIZER_TEXTS
+        ),
+    }
+    eos = tokenizer.eos_token_id
+    for text in PARITY_TEXTS:
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:GREEDY_PROMPT_TOKENS]
+        expected = torch_greedy(student, prompt, verify_cfg.greedy_tokens, eos)
+        got = runtime_model.generate(prompt, max_tokens=verify_cfg.greedy_tokens).tokens
+        result["greedy_match"] = result["greedy_match"] and got == expected
+    failures = judge(result, thresholds)
+    return {**result, "thresholds": dataclasses.asdict(thresholds), "device_ready": not failures, "failures": failures}
+
+
+def judge(result: dict, thresholds) -> list[str]:
+    """Human-readable reasons an artifact fails its thresholds (empty list = passes)."""
+    failures = []
+    if thresholds.max_abs_logit is not None and result["max_abs_logit_diff"] > thresholds.max_abs_logit:
+        failures.append(f"max |dlogit| {result['max_abs_logit_diff']:.3g} > {thresholds.max_abs_logit:g}")
+    if result["mean_kl"] > thresholds.max_mean_kl:
+        failures.append(f"mean KL {result['mean_kl']:.3g} > {thresholds.max_mean_kl:g}")
+    if result["top1_agreement"] < thresholds.min_top1:
+        failures.append(f"top-1 agreement {result['top1_agreement']:.4f} < {thresholds.min_top1:g}")
+    if thresholds.greedy_must_match and not result["greedy_match"]:
+        failures.append("greedy continuation differs from the PyTorch student")
+    if not result["tokenizer_match"]:
+        failures.append("runtime tokenizer ids differ from the HF tokenizer")
+    return failures

@@ -1,0 +1,47 @@
+"""Loading Hugging Face models and tokenizers from local folders (torch side only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgedistill.errors import UserError
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
+
+
+def read_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{model_dir} is not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_architecture(model_dir: Path) -> str:
+    model_type = read_config(model_dir).get("model_type", "")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise UserError(
+            f"unsupported architecture '{model_type}' in {model_dir}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return model_type
+
+
+def load_model(model_dir: Path):
+    """The model in fp32, eval mode, without KV cache defaults changed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
+def count_parameters(model) -> int:
+    """Unique parameters (a tied embedding / lm_head counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,1 @@
+"""Build stages. Each exposes ``run(cfg, inp, out_dir) -> Artifact`` (see DESIGN.md)."""

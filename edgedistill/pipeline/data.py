@@ -1,0 +1,58 @@
+"""Training/calibration text: load, tokenize, pack into fixed-length sequences, split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgedistill.errors import UserError
+
+BUILTIN_CORPORA = {"builtin:tiny-corpus": "tiny_corpus.txt"}
+
+
+def resolve_data_path(spec: str) -> Path:
+    """The file or folder behind a ``data.path`` value; raises UserError when missing."""
+    if spec in BUILTIN_CORPORA:
+        return Path(__file__).parents[1] / "demo" / "data" / BUILTIN_CORPORA[spec]
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"data.path '{spec}' does not exist; give a text file, a folder of .txt files, or one of: {', '.join(BUILTIN_CORPORA)}"
+        )
+    if path.is_dir() and not any(path.rglob("*.txt")):
+        raise UserError(f"data.path folder '{spec}' holds no .txt files")
+    return path
+
+
+def load_documents(spec: str) -> list[str]:
+    """Documents of the data source: one per file, files sorted by path."""
+    path = resolve_data_path(spec)
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    return [f.read_text(encoding="utf-8") for f in files]
+
+
+def packed_sequences(data_cfg, tokenizer, seed: int):
+    """Token sequences of ``data_cfg.seq_len``: (train (N, L), validation (M, L)) LongTensors.
+
+    Documents are joined with EOS, the stream is cut into full windows (the ragged tail is
+    dropped), windows are shuffled with ``seed`` and the last ``validation_fraction`` of
+    them (at least one) are held out.
+    """
+    import torch
+
+    stream: list[int] = []
+    for doc in load_documents(data_cfg.path):
+        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        stream.append(tokenizer.eos_token_id)
+        if data_cfg.max_tokens and len(stream) >= data_cfg.max_tokens:
+            stream = stream[: data_cfg.max_tokens]
+            break
+    count = len(stream) // data_cfg.seq_len
+    if count < 2:
+        raise UserError(
+            f"data.path '{data_cfg.path}' gives {len(stream)} tokens: fewer than two sequences of data.seq_len={data_cfg.seq_len}"
+        )
+    windows = torch.tensor(stream[: count * data_cfg.seq_len]).view(count, data_cfg.seq_len)  # (N, L)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    windows = windows[order]
+    held_out = max(1, int(count * data_cfg.validation_fraction))
+    return windows[:-held_out], windows[-held_out:]

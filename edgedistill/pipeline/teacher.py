@@ -1,0 +1,77 @@
+"""Teacher stage: materialize the teacher as an HF folder and count its parameters.
+
+``builtin:<name>`` builds a seeded tiny teacher into the build folder; a local folder is
+used in place (never copied or written to); a hub id is fetched into the Hugging Face
+cache first (on a connected machine).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgedistill.artifacts import Artifact, record_files, sha256_json
+from edgedistill.errors import UserError
+
+OUTPUTS = ("teacher",)
+BUILTIN_PREFIX = "builtin:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
+
+
+def resolve_source(spec: str) -> dict:
+    """Preflight (before any output is written): where the teacher comes from.
+
+    Returns ``{"kind": "builtin", "name": ...}`` or ``{"kind": "local", "path": ...,
+    "fingerprint": <hash of its files>}``; raises UserError naming the problem.
+    """
+    from edgedistill.demo.tiny import TINY_TEACHERS
+    from edgedistill.hf import check_architecture
+
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX):]
+        if name not in TINY_TEACHERS:
+            allowed = ", ".join(BUILTIN_PREFIX + n for n in TINY_TEACHERS)
+            raise UserError(f"teacher '{spec}' is not a builtin teacher; builtin: {allowed}")
+        return {"kind": "builtin", "name": name}
+    path = Path(spec).expanduser()
+    if not path.exists() and _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        path = _download(spec)
+    if not path.is_dir():
+        raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a hub id, or builtin:tiny-llama")
+    check_architecture(path)
+    files = _model_files(path)
+    return {"kind": "local", "path": str(path.resolve()), "fingerprint": sha256_json([[f.path, f.sha256] for f in files])}
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # network, auth, missing repo: all mean "no teacher here"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"could not fetch teacher '{repo_id}' from the hub ({reason}); pass a local model folder instead") from None
+
+
+def _model_files(path: Path):
+    names = sorted({p.name for pattern in _MODEL_FILES for p in path.glob(pattern) if p.is_file()})
+    return record_files(path, names)
+
+
+def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
+    """cfg: {"teacher": spec, "seed": int, "source": resolve_source(spec)}."""
+    from edgedistill.hf import count_parameters, load_model
+
+    source = cfg["source"]
+    if source["kind"] == "builtin":
+        from edgedistill.demo.tiny import build_tiny_teacher
+
+        model_dir = build_tiny_teacher(source["name"], out_dir / "teacher", seed=cfg["seed"])
+        root, rel = out_dir, "teacher"
+        files = record_files(out_dir, ["teacher"])
+    else:
+        model_dir = root = Path(source["path"])
+        rel, files = ".", _model_files(root)
+    params = count_parameters(load_model(model_dir))
+    return Artifact("teacher", root, files, payload={"model_dir": rel}, metrics={"teacher_params": params})

@@ -1,0 +1,35 @@
+"""Verify stage: run the parity gate on every exported artifact (see exporters/verify.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgedistill.artifacts import Artifact, record_files
+
+OUTPUTS = ("verify",)
+
+
+def verify_exports(export: Artifact, verify_cfg) -> dict[str, dict]:
+    """Artifact name -> parity result, against the student that ``export`` came from."""
+    from edgedistill.exporters.verify import check_artifact
+    from edgedistill.hf import load_model, load_tokenizer
+
+    student_dir = export.find("distill").model_dir
+    student, tokenizer = load_model(student_dir), load_tokenizer(student_dir)
+    return {
+        entry["name"]: check_artifact(student, tokenizer, export.root / entry["path"], entry["format"], entry["quantization"], verify_cfg)
+        for entry in export.payload["exports"]
+    }
+
+
+def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+    """cfg: {"verify": VerifyConfig}. Failing artifacts are recorded, not raised."""
+    results = verify_exports(inp, cfg["verify"])
+    (out_dir / "verify").mkdir(parents=True)
+    (out_dir / "verify" / "parity.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    metrics = {
+        "artifacts_device_ready": sum(r["device_ready"] for r in results.values()),
+        "artifacts_failed_parity": sum(not r["device_ready"] for r in results.values()),
+    }
+    return Artifact("verify", out_dir, record_files(out_dir, ["verify"]), {"results": results}, metrics, inp)

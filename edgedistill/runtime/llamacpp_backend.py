@@ -1,0 +1,61 @@
+"""llama.cpp backend through llama-cpp-python (a GGUF file carries its own tokenizer)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgedistill.runtime.base import Model
+
+F32_CACHE = 0  # ggml type id of f32: an f16 KV cache alone limits f32 parity to ~1e-2
+
+
+class LlamaCppModel(Model):
+    """Decoding over a GGUF file with llama.cpp's KV cache and our sampling.
+
+    Uses two internals of llama-cpp-python 0.3.36 (pinned): ``_ctx.get_logits_ith`` for
+    the last row after a decode, and ``_batch``/``_ctx.decode`` to request logits for
+    every position in :meth:`logits`.
+    """
+
+    format = "gguf"
+
+    def __init__(self, path: Path, threads: int | None = None, f32_cache: bool = True):
+        from llama_cpp import Llama
+
+        cache_type = {"type_k": F32_CACHE, "type_v": F32_CACHE} if f32_cache else {}
+        self.llm = Llama(
+            model_path=str(path), n_ctx=0, n_threads=threads or os.cpu_count(), logits_all=False,
+            verbose=False, **cache_type,
+        )
+        self.n_vocab = self.llm.n_vocab()
+        self.eos_token_id = self.llm.token_eos()
+
+    def encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(token_ids)).decode("utf-8", errors="replace")
+
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def _append(self, token_ids: Sequence[int]) -> np.ndarray:
+        self.llm.eval(list(token_ids))
+        row = self.llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        self.reset()
+        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        rows = []
+        for start in range(0, len(token_ids), self.llm.n_batch):
+            chunk = list(token_ids[start: start + self.llm.n_batch])
+            self.llm._batch.set_batch(batch=chunk, n_past=start, logits_all=True)
+            self.llm._ctx.decode(self.llm._batch)
+            rows.append(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(len(chunk), self.n_vocab)).copy())
+        self.reset()
+        return np.concatenate(rows).astype(np.float32)  # (T, V)

@@ -1,0 +1,87 @@
+"""ONNX Runtime backend: an optimum-layout decoder with explicit KV-cache inputs/outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgedistill.runtime.base import Model
+
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxModel(Model):
+    """Greedy/sampled decoding over ``model.onnx`` with the cache kept between steps.
+
+    Cache shapes come from config.json's ``head_dim`` and ``num_key_value_heads`` (never
+    ``hidden_size // num_attention_heads``, which is wrong after head pruning).
+    """
+
+    format = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.num_layers = config["num_hidden_layers"]
+        self.kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+        self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        self.eos_token_id = _first_id(_generation_eos(path) or config.get("eos_token_id"))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_names = set(inputs)
+        self.cache_dtype = _ORT_TO_NUMPY[inputs["past_key_values.0.key"].type]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.reset()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def reset(self) -> None:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.cache_dtype)  # (B, KV, T, D)
+        self.cache = {f"past_key_values.{i}.{kind}": empty for i in range(self.num_layers) for kind in ("key", "value")}
+        self.cached_tokens = 0
+
+    def _run(self, token_ids: Sequence[int]) -> np.ndarray:
+        count = len(token_ids)
+        feed = {
+            "input_ids": np.asarray([token_ids], dtype=np.int64),  # (1, T)
+            "attention_mask": np.ones((1, self.cached_tokens + count), dtype=np.int64),
+            **self.cache,
+        }
+        if "position_ids" in self.input_names:
+            feed["position_ids"] = np.arange(self.cached_tokens, self.cached_tokens + count, dtype=np.int64)[None]
+        outputs = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        for name in self.cache:
+            self.cache[name] = outputs[name.replace("past_key_values", "present")]
+        self.cached_tokens += count
+        return outputs["logits"][0]  # (T, V)
+
+    def _append(self, token_ids: Sequence[int]) -> np.ndarray:
+        return self._run(token_ids)[-1]
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        self.reset()
+        return self._run(token_ids).astype(np.float32)
+
+
+def _generation_eos(path: Path):
+    file = path / "generation_config.json"
+    return json.loads(file.read_text(encoding="utf-8")).get("eos_token_id") if file.is_file() else None
+
+
+def _first_id(value) -> int | None:
+    return value[0] if isinstance(value, list) and value else value

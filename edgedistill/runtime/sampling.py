@@ -1,0 +1,65 @@
+"""Token sampling shared by every backend (numpy only), so settings mean the same everywhere.
+
+Order of operations on one row of logits: repetition penalty (CTRL, Keskar et al. 2019:
+positive logits of seen tokens divided by the penalty, negative ones multiplied) ->
+greedy argmax if ``temperature == 0`` -> divide by temperature -> keep the ``top_k``
+highest -> keep the smallest set whose probability reaches ``top_p`` (nucleus, Holtzman
+et al. 2020) -> draw with the request's seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: list[int], penalty: float) -> np.ndarray:
+    if penalty == 1.0 or not seen:
+        return logits
+    logits = logits.copy()
+    ids = np.unique(np.asarray(seen))
+    values = logits[ids]
+    logits[ids] = np.where(values > 0, values / penalty, values * penalty)
+    return logits
+
+
+def sample_token(logits: np.ndarray, seen: list[int], params: SamplingParams, rng: np.random.Generator) -> int:
+    """One token id from a (V,) row of logits."""
+    logits = apply_repetition_penalty(np.asarray(logits, dtype=np.float64), seen, params.repetition_penalty)
+    if params.temperature == 0:
+        return int(np.argmax(logits))
+    logits = logits / params.temperature
+    if 0 < params.top_k < logits.size:
+        cutoff = np.partition(logits, -params.top_k)[-params.top_k]
+        logits = np.where(logits >= cutoff, logits, -np.inf)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
+        mask = np.zeros_like(probs, dtype=bool)
+        mask[keep] = True
+        probs = np.where(mask, probs, 0.0)
+        probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))
