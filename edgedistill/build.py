@@ -177,3 +177,38 @@ def collect_metrics(manifest: dict) -> dict:
         metrics.update({k: v for k, v in record["artifact"]["metrics"].items() if isinstance(v, (int, float))})
     metrics["build_seconds"] = sum(record["seconds"] for record in manifest["stages"].values())
     return metrics
+
+
+def load_chain(out_dir: Path) -> tuple[dict, dict[str, Artifact]]:
+    """The manifest of a build folder and its stage artifacts, linked parent to child."""
+    from edgedistill.errors import UserError
+
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise UserError(f"{out_dir} has no readable {MANIFEST_NAME}; pass a folder written by `edgedistill build`")
+    artifacts: dict[str, Artifact] = {}
+    parent = None
+    for stage in STAGES:
+        record = manifest["stages"].get(stage.name)
+        if record is not None:
+            parent = artifacts[stage.name] = Artifact.from_record(stage.name, record["artifact"], out_dir, parent)
+    return manifest, artifacts
+
+
+def reverify(out_dir: Path) -> tuple[list[str], dict[str, dict]]:
+    """Re-hash every recorded file and re-run the parity gate on every exported artifact.
+
+    Returns (integrity problems, artifact name -> fresh parity result).
+    """
+    from edgedistill.config import from_dict
+    from edgedistill.errors import UserError
+    from edgedistill.pipeline.verify import verify_exports
+
+    manifest, artifacts = load_chain(out_dir)
+    problems = [f"{name}: {p}" for name, art in artifacts.items() for p in art.files_intact(full_hash=True)]
+    if "export" not in artifacts or "distill" not in artifacts:
+        raise UserError(f"{out_dir} has no exported artifacts yet; run `edgedistill build` to finish it")
+    if problems:
+        return problems, {}
+    recipe = from_dict(Recipe, manifest["recipe"])
+    return problems, verify_exports(artifacts["export"], recipe.verify)

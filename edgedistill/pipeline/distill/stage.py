@@ -10,6 +10,7 @@ for large vocabularies.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def train(student, teacher, train_windows, distill_cfg, seed: int) -> list[dict]
     optimizer = torch.optim.AdamW(student.parameters(), lr=distill_cfg.learning_rate, weight_decay=distill_cfg.weight_decay)
     student.train()
     log = []
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("distill", total=distill_cfg.steps)
         for step, batch in enumerate(_batches(train_windows, distill_cfg.batch_size, distill_cfg.steps, seed)):
             labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)

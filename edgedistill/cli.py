@@ -1,0 +1,166 @@
+"""Command line: ``edgedistill build | recipes | verify | generate``.
+
+Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgedistill.errors import UserError, VerificationError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Distill a Hugging Face causal LM into a small, quantized, device-ready student.",
+)
+console = Console(width=None if sys.stdout.isatty() else 120)  # pipes/CI get full rows
+DEFAULT_RECIPE = "tiny"  # becomes docs-assistant when the embedded demo teacher lands
+
+
+@app.command()
+def build(
+    recipe: Optional[str] = typer.Argument(None, help=f"bundled recipe name or YAML path (default: {DEFAULT_RECIPE})"),
+    out: Optional[Path] = typer.Option(None, "--out", help="build folder (default: edgedistill-out/<recipe name>)"),
+    overrides: List[str] = typer.Option([], "--set", help="override a recipe key, e.g. --set distill.alpha=0.3"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved recipe and the stage plan, run nothing"),
+) -> int:
+    """Prune, distill, export, verify and benchmark: teacher -> device-ready student."""
+    import yaml
+
+    from edgedistill.build import build as run_build
+    from edgedistill.build import plan
+    from edgedistill.config import load_recipe, to_dict
+
+    resolved = load_recipe(recipe, overrides, default=DEFAULT_RECIPE)
+    out_dir = out or Path("edgedistill-out") / resolved.name
+    if dry_run:
+        console.print(yaml.safe_dump(to_dict(resolved), sort_keys=False).rstrip(), markup=False, highlight=False)
+        console.print(f"stage plan for {out_dir}:", highlight=False)
+        for stage, status in plan(resolved, out_dir):
+            console.print(f"  {stage:<8} {status}", highlight=False)
+        return 0
+    stage_rows: list[tuple[str, str, float]] = []
+
+    def on_stage(name: str, status: str, seconds: float) -> None:
+        stage_rows.append((name, status, seconds))
+        console.print(f"[bold]{name:<8}[/bold] {status:<7} {seconds:8.1f}s")
+
+    manifest = run_build(resolved, out_dir, on_stage)
+    print_summary(manifest, out_dir)
+    return 0 if manifest["status"] == "complete" else 1
+
+
+def print_summary(manifest: dict, out_dir: Path) -> None:
+    metrics = manifest["metrics"]
+    table = Table("artifact", "path", "bytes", "device ready", "top-1 vs torch", "max |dlogit|", "decode tok/s", title="artifacts")
+    for art in manifest["artifacts"]:
+        parity = art["parity"] or {}
+        table.add_row(
+            art["name"], art["path"], f"{art['bytes']:,}", "yes" if art["device_ready"] else f"NO: {art['reason']}",
+            f"{parity.get('top1_agreement', float('nan')):.4f}", f"{parity.get('max_abs_logit_diff', float('nan')):.2e}",
+            f"{art['decode_tokens_per_s'] or 0:.0f}",
+        )
+    console.print(table)
+    console.print(
+        f"teacher params {metrics.get('teacher_params', 0):,} -> student params {metrics.get('student_params', 0):,} "
+        f"({metrics.get('student_params', 0) / max(metrics.get('teacher_params', 1), 1):.2f}x); "
+        f"held-out ppl teacher {metrics.get('teacher_val_ppl', float('nan')):.1f}, student {metrics.get('student_val_ppl', float('nan')):.1f}"
+    )
+    console.print(f"manifest: {out_dir / 'manifest.json'} (status: {manifest['status']})")
+
+
+@app.command()
+def recipes() -> int:
+    """List the bundled recipes."""
+    import yaml
+
+    from edgedistill.config import bundled_recipes
+
+    table = Table("name", "description")
+    for name, path in bundled_recipes().items():
+        table.add_row(name, (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", ""))
+    console.print(table)
+    return 0
+
+
+@app.command()
+def verify(build_dir: Path = typer.Argument(..., help="a build folder (holds manifest.json)")) -> int:
+    """Re-check a build: file hashes against the manifest and every artifact's parity gate."""
+    from edgedistill.build import reverify
+
+    problems, results = reverify(build_dir)
+    for problem in problems:
+        console.print(f"[red]integrity[/red] {problem}", highlight=False)
+    table = Table("artifact", "device ready", "top-1", "mean KL", "max |dlogit|", "greedy", title="parity")
+    for name, result in results.items():
+        table.add_row(
+            name, "yes" if result["device_ready"] else "NO: " + "; ".join(result["failures"]),
+            f"{result['top1_agreement']:.4f}", f"{result['mean_kl']:.2e}", f"{result['max_abs_logit_diff']:.2e}",
+            str(result["greedy_match"]),
+        )
+    if results:
+        console.print(table)
+    failed = [name for name, result in results.items() if not result["device_ready"]]
+    if problems or failed:
+        raise VerificationError(f"{len(problems)} integrity problem(s), {len(failed)} artifact(s) failing parity")
+    return 0
+
+
+@app.command()
+def generate(
+    path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
+    prompt: str = typer.Argument(..., help="text to continue"),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="most tokens to generate"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    top_k: int = typer.Option(0, "--top-k", help="0 = off"),
+    top_p: float = typer.Option(1.0, "--top-p", help="1 = off"),
+    seed: Optional[int] = typer.Option(None, help="sampling seed"),
+    stream: bool = typer.Option(False, "--stream", help="print tokens as they are decoded"),
+) -> int:
+    """Continue PROMPT with an exported student (no torch needed)."""
+    from edgedistill.runtime import load
+
+    model = load(path)
+    options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if stream:
+        for chunk in model.stream(prompt, **options):
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print(model.generate(prompt, **options).text)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps errors to exit codes with a one-line message."""
+    try:
+        result = app(args=argv, prog_name="edgedistill", standalone_mode=False)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click.UsageError as exc:
+        return _fail(exc.format_message().splitlines()[0], 2)
+    except VerificationError as exc:
+        return _fail(str(exc), 1)
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
