@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from typer._click import exceptions as click_errors  # typer 0.29 vendors click: catch its own classes
 
 from edgedistill.errors import UserError, VerificationError
 
@@ -150,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="edgedistill", standalone_mode=False)
     except (UserError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else "")
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
         return 0
-    except click.UsageError as exc:
+    except click_errors.UsageError as exc:
         return _fail(exc.format_message().splitlines()[0], 2)
     except VerificationError as exc:
         return _fail(str(exc), 1)
-    except click.exceptions.Abort:
+    except click_errors.Abort:
         return _fail("aborted", 130)
     return result if isinstance(result, int) else 0
 

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+from gguf import GGUFReader
+
+from edgedistill.errors import UserError
+from edgedistill.exporters.arch import ARCHITECTURES, gguf_tensor_name
+from edgedistill.exporters.gguf import StudentGGUFWriter, export_gguf, permute_for_llama_rope
+from edgedistill.exporters.verify import TOKENIZER_TEXTS, compare_logits, torch_logits
+from edgedistill.hf import load_model, load_tokenizer
+from edgedistill.runtime import load
+
+REQUIRED_KEYS = (
+    "general.architecture", "{arch}.context_length", "{arch}.embedding_length", "{arch}.block_count",
+    "{arch}.feed_forward_length", "{arch}.attention.head_count", "{arch}.attention.head_count_kv",
+    "{arch}.attention.layer_norm_rms_epsilon", "{arch}.rope.freq_base", "tokenizer.ggml.model",
+    "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.eos_token_id",
+    "edgedistill.quantization",
+)
+
+
+def test_llama_rope_permutation_interleaves_halves():
+    head_dim = 4
+    rows = np.arange(2 * head_dim, dtype=np.float32)[:, None]  # 2 heads, rows 0..7
+
+    permuted = permute_for_llama_rope(rows, num_heads=2, head_dim=head_dim)
+
+    # per head: HF halves (0,1 | 2,3) become llama.cpp pairs (0,2, 1,3)
+    assert permuted[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_tensor_names_come_from_the_table():
+    spec = ARCHITECTURES["qwen2"]
+
+    assert gguf_tensor_name(spec, "model.layers.11.self_attn.k_proj.bias") == "blk.11.attn_k.bias"
+    assert gguf_tensor_name(spec, "model.embed_tokens.weight") == "token_embd.weight"
+    with pytest.raises(UserError, match="has no GGUF name"):
+        gguf_tensor_name(ARCHITECTURES["llama"], "model.layers.0.self_attn.q_proj.bias")
+
+
+@pytest.mark.parametrize(("fixture", "arch"), [("tiny_llama_dir", "llama"), ("tiny_qwen2_dir", "qwen2")])
+def test_f32_gguf_reads_back_and_matches_torch_in_llama_cpp(fixture, arch, request, tmp_path):
+    model_dir = request.getfixturevalue(fixture)
+    path = tmp_path / "model.bin"  # the name says nothing: detection reads the magic bytes
+
+    facts = export_gguf(model_dir, path, "f32")
+
+    reader = GGUFReader(path)
+    for key in REQUIRED_KEYS:
+        assert key.format(arch=arch) in reader.fields, key
+    assert facts == {"gguf_arch": arch, "tensor_types": {"f32": len(reader.tensors)}}
+    torch_model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    runtime_model = load(path)
+    ids = list(range(3, 60))
+    measured = compare_logits(torch_logits(torch_model, ids), runtime_model.logits(ids))
+    assert measured["max_abs_logit_diff"] < 1e-4
+    assert measured["top1_agreement"] == 1.0
+    for text in TOKENIZER_TEXTS:
+        assert runtime_model.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tied_embedding_writes_no_output_tensor(tiny_llama_dir, tiny_qwen2_dir, tmp_path):
+    export_gguf(tiny_llama_dir, tmp_path / "tied.gguf", "f16")
+    export_gguf(tiny_qwen2_dir, tmp_path / "untied.gguf", "f16")
+
+    tied = {t.name for t in GGUFReader(tmp_path / "tied.gguf").tensors}
+    untied = {t.name for t in GGUFReader(tmp_path / "untied.gguf").tensors}
+
+    assert "output.weight" not in tied and "token_embd.weight" in tied
+    assert "output.weight" in untied
+
+
+def test_q8_0_writes_quantized_matrices_and_f32_norms(tiny_llama_dir, tmp_path):
+    facts = export_gguf(tiny_llama_dir, tmp_path / "q8.gguf", "q8_0")
+
+    types = {t.name: t.tensor_type.name for t in GGUFReader(tmp_path / "q8.gguf").tensors}
+
+    assert types["blk.0.ffn_up.weight"] == "Q8_0"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert facts["tensor_types"] == {"f32": 5, "q8_0": 15}
+
+
+def test_writer_refuses_steps_out_of_order(tiny_llama_dir, tmp_path):
+    writer = StudentGGUFWriter(tiny_llama_dir, tmp_path / "x.gguf", "f16")
+
+    with pytest.raises(RuntimeError, match="in state 'new', expected 'tokenizer' before 'tensors'"):
+        writer.add_tensors()
+
+
+def test_unknown_quantization_and_architecture_are_user_errors(tiny_llama_dir, tmp_path):
+    config = (tiny_llama_dir / "config.json").read_text()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(config.replace('"model_type": "llama"', '"model_type": "gpt2"'))
+
+    with pytest.raises(UserError, match="unknown GGUF quantization 'q3_k'; supported: f32, f16, q8_0, q4_0"):
+        export_gguf(tiny_llama_dir, tmp_path / "x.gguf", "q3_k")
+    with pytest.raises(UserError, match="does not support architecture 'gpt2'; supported: llama, mistral, qwen2"):
+        export_gguf(odd, tmp_path / "y.gguf", "f16")

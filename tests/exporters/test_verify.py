@@ -1,0 +1,55 @@
+import numpy as np
+
+from edgedistill.config import VerifyConfig
+from edgedistill.exporters.formats import FORMATS, ParityThresholds
+from edgedistill.exporters.gguf import export_gguf
+from edgedistill.exporters.verify import check_artifact, compare_logits, judge
+from edgedistill.hf import load_model, load_tokenizer
+
+
+def test_compare_logits_golden():
+    reference = np.array([[0.0, np.log(3.0)], [np.log(3.0), 0.0]])  # p = (1/4, 3/4), (3/4, 1/4)
+    candidate = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])  # q = (1/2, 1/2), (3/4, 1/4)
+
+    measured = compare_logits(reference, candidate)
+
+    kl_first_row = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)  # KL(p || q); second row is 0
+    assert measured["max_abs_logit_diff"] == np.log(3.0)
+    assert measured["top1_agreement"] == 0.5  # row 0: argmax 1 vs 0 (tie -> first); row 1 agrees
+    assert np.isclose(measured["mean_kl"], kl_first_row / 2)
+
+
+def test_judge_lists_every_failed_threshold():
+    thresholds = ParityThresholds(max_abs_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
+    result = {"max_abs_logit_diff": 0.5, "mean_kl": 0.01, "top1_agreement": 0.9, "greedy_match": False, "tokenizer_match": False}
+
+    failures = judge(result, thresholds)
+
+    assert failures == [
+        "max |dlogit| 0.5 > 0.001", "mean KL 0.01 > 0.0001", "top-1 agreement 0.9000 < 0.99",
+        "greedy continuation differs from the PyTorch student", "runtime tokenizer ids differ from the HF tokenizer",
+    ]
+    assert judge({**result, "max_abs_logit_diff": 0, "mean_kl": 0, "top1_agreement": 1, "greedy_match": True,
+                  "tokenizer_match": True}, thresholds) == []
+
+
+def test_every_format_has_thresholds():
+    for quantizations in FORMATS.values():
+        for quantization in quantizations.values():
+            assert 0 < quantization.thresholds.min_top1 <= 1
+            assert quantization.thresholds.max_mean_kl > 0
+
+
+def test_gate_passes_the_right_model_and_rejects_another(tiny_llama_dir, tiny_qwen2_dir, tmp_path):
+    student, tokenizer = load_model(tiny_llama_dir), load_tokenizer(tiny_llama_dir)
+    export_gguf(tiny_llama_dir, tmp_path / "right.gguf", "f32")
+    export_gguf(tiny_qwen2_dir, tmp_path / "wrong.gguf", "f32")  # same tokenizer, other weights
+    cfg = VerifyConfig(positions=32, greedy_tokens=8)
+
+    right = check_artifact(student, tokenizer, tmp_path / "right.gguf", "gguf", "f32", cfg)
+    wrong = check_artifact(student, tokenizer, tmp_path / "wrong.gguf", "gguf", "f32", cfg)
+
+    assert right["device_ready"] and right["failures"] == [] and right["greedy_match"]
+    assert not wrong["device_ready"]
+    assert any(f.startswith("max |dlogit|") for f in wrong["failures"])
+    assert wrong["thresholds"]["max_abs_logit"] == 1e-3

@@ -1,0 +1,45 @@
+import pytest
+
+from edgedistill.config import DataConfig
+from edgedistill.errors import UserError
+from edgedistill.hf import load_tokenizer
+from edgedistill.pipeline.data import load_documents, packed_sequences
+
+
+def test_packing_split_is_deterministic_and_disjoint(tiny_llama_dir):
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    cfg = DataConfig(seq_len=32, validation_fraction=0.1, max_tokens=5000)
+
+    train, heldout = packed_sequences(cfg, tokenizer, seed=3)
+    train_again, _ = packed_sequences(cfg, tokenizer, seed=3)
+    train_other, _ = packed_sequences(cfg, tokenizer, seed=4)
+
+    assert train.shape[1] == heldout.shape[1] == 32
+    assert len(train) + len(heldout) == 5000 // 32
+    assert len(heldout) == int(5000 // 32 * 0.1)
+    assert (train == train_again).all()
+    assert not (train == train_other).all()
+    train_rows = {tuple(row.tolist()) for row in train}
+    assert not any(tuple(row.tolist()) in train_rows for row in heldout)
+
+
+def test_folder_of_text_files_is_read_in_path_order(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "skip.md").write_text("not text data")
+
+    assert load_documents(str(tmp_path)) == ["first", "second"]
+
+
+def test_missing_or_too_small_data_is_a_user_error(tmp_path, tiny_llama_dir):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("only a few words")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(UserError, match="does not exist"):
+        load_documents(str(tmp_path / "nope.txt"))
+    with pytest.raises(UserError, match="holds no .txt files"):
+        load_documents(str(empty))
+    with pytest.raises(UserError, match="fewer than two sequences"):
+        packed_sequences(DataConfig(path=str(tiny), seq_len=64), load_tokenizer(tiny_llama_dir), seed=0)

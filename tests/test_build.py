@@ -1,0 +1,84 @@
+import dataclasses
+import json
+
+import pytest
+
+from edgedistill.artifacts import read_manifest
+from edgedistill.build import STAGES, build, plan
+from edgedistill.config import load_recipe
+from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
+from edgedistill.pipeline.distill import stage as distill_stage
+
+FAST = ["distill.steps=5", "bench.repeats=1", "bench.decode_tokens=8", "export.onnx=[]"]
+
+
+def record_stages(log):
+    return lambda name, status, _seconds: log.append((name, status))
+
+
+@pytest.mark.slow
+def test_rerun_is_cached_and_a_config_change_reruns_only_downstream(tmp_path):
+    log = []
+    build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
+    first = read_manifest(tmp_path)
+    log.clear()
+
+    build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
+    assert log == [(stage.name, "cached") for stage in STAGES]
+    assert read_manifest(tmp_path)["stages"] == first["stages"]
+
+    log.clear()
+    build(load_recipe("tiny", FAST + ["distill.alpha=0.9"]), tmp_path, record_stages(log))
+    assert log == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran"), ("export", "ran"),
+                   ("verify", "ran"), ("bench", "ran")]
+
+
+@pytest.mark.slow
+def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_stage, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(load_recipe("tiny", FAST), tmp_path)
+
+    manifest = read_manifest(tmp_path)
+    assert manifest["status"] == "incomplete"
+    assert set(manifest["stages"]) == {"teacher", "prune"}
+    assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / "student").exists()
+
+    monkeypatch.undo()
+    log = []
+    assert plan(load_recipe("tiny", FAST), tmp_path)[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "run")]
+    build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
+    assert log[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran")]
+    assert read_manifest(tmp_path)["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_missing_output_file_invalidates_its_stage(tmp_path):
+    build(load_recipe("tiny", FAST), tmp_path)
+    (tmp_path / "gguf" / "student-f16.gguf").unlink()
+    log = []
+
+    build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
+
+    assert ("export", "ran") in log and ("distill", "cached") in log
+    assert (tmp_path / "gguf" / "student-f16.gguf").is_file()
+
+
+@pytest.mark.slow
+def test_a_failing_artifact_is_recorded_not_shipped(tmp_path, monkeypatch):
+    # Hold q4_0 to the lossless gate, which 4-bit weights cannot meet.
+    strict = dataclasses.replace(GGUF_QUANTIZATIONS["q4_0"], thresholds=LOSSLESS_FP32)
+    monkeypatch.setitem(GGUF_QUANTIZATIONS, "q4_0", strict)
+
+    manifest = build(load_recipe("tiny", FAST + ["export.gguf=[f16, q4_0]"]), tmp_path)
+
+    entries = {a["name"]: a for a in manifest["artifacts"]}
+    assert manifest["status"] == "failed_verification"
+    assert entries["gguf-f16"]["device_ready"] is True
+    assert entries["gguf-q4_0"]["device_ready"] is False
+    assert "max |dlogit|" in entries["gguf-q4_0"]["reason"]
+    assert entries["gguf-q4_0"]["facts"]["tensor_types"]["q4_0"] > 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "failed_verification"

@@ -1,0 +1,122 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgedistill.exporters.verify import torch_greedy
+from edgedistill.hf import load_model, load_tokenizer
+from edgedistill.runtime import load
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgedistill.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "--set", "distill.alpah=0.3"], "recipe key 'distill.alpah' is unknown; did you mean 'distill.alpha'?"),
+        (["build", "--set", "distill.steps=many"], "recipe key 'distill.steps' must be int, got str 'many'"),
+        (["build", "--set", "teacher=/no/such/teacher"], "teacher path '/no/such/teacher' does not exist"),
+        (["build", "--set", "data.path=/no/such/text.txt"], "data.path '/no/such/text.txt' does not exist"),
+        (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (tiny) nor a YAML file"),
+        (["build", "--frobnicate"], "No such option: --frobnicate"),
+        (["generate", "/no/such/model.gguf", "hi"], "does not exist"),
+        (["verify", "/no/such/build"], "has no readable manifest.json"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path):
+    result = cli(*args, "--out", tmp_path / "out") if args[0] == "build" else cli(*args)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    result = cli("build", "tiny", "--out", tmp_path / "out", "--dry-run", "--set", "distill.alpha=0.25")
+
+    assert result.returncode == 0, result.stderr
+    assert "alpha: 0.25" in result.stdout
+    for stage in ("teacher", "prune", "distill", "export", "verify", "bench"):
+        assert f"  {stage:<8} run" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_recipes_lists_the_bundled_ones():
+    result = cli("recipes")
+
+    assert result.returncode == 0
+    assert "tiny" in result.stdout
+
+
+@pytest.mark.slow
+def test_build_tiny_end_to_end(tmp_path):
+    out_dir = tmp_path / "x"
+
+    result = cli("build", "tiny", "--out", out_dir)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["schema_version"] == 1
+    assert list(manifest["stages"]) == ["teacher", "prune", "distill", "export", "verify", "bench"]
+    for name, record in manifest["stages"].items():
+        assert record["key"] and record["seconds"] >= 0
+        files = record["artifact"]["files"]
+        assert files, name
+        assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in files)
+    ready = {a["format"] for a in manifest["artifacts"] if a["device_ready"]}
+    assert ready == {"gguf", "onnx"}
+    metrics = manifest["metrics"]
+    assert 0 < metrics["student_params"] < metrics["teacher_params"]
+    assert metrics["decode_tokens_per_s_gguf_f16"] > 0 and metrics["build_seconds"] > 0
+    assert "cached" not in result.stdout
+
+    # the GGUF continues a fixed prompt exactly like the PyTorch student
+    student_dir = out_dir / "student"
+    student, tokenizer = load_model(student_dir), load_tokenizer(student_dir)
+    prompt = tokenizer("The json module exposes", add_special_tokens=False)["input_ids"]
+    gguf_tokens = load(out_dir / "gguf" / "student-f16.gguf").generate(prompt, max_tokens=24).tokens
+    assert gguf_tokens == torch_greedy(student, prompt, 24, tokenizer.eos_token_id)
+
+    rerun = cli("build", "tiny", "--out", out_dir)
+    assert rerun.returncode == 0
+    assert rerun.stdout.count("cached") == 6
+    assert json.loads((out_dir / "manifest.json").read_text())["stages"] == manifest["stages"]
+
+    verified = cli("verify", out_dir)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    generated = cli("generate", out_dir / "gguf" / "student-f16.gguf", "The json module", "--max-tokens", "8", "--stream")
+    assert generated.returncode == 0 and generated.stdout.strip()
+
+    gguf_path = out_dir / "gguf" / "student-f16.gguf"
+    data = bytearray(gguf_path.read_bytes())
+    data[-100] ^= 0xFF
+    gguf_path.write_bytes(bytes(data))
+    tampered = cli("verify", out_dir)
+    assert tampered.returncode == 1
+    assert "gguf/student-f16.gguf: sha256 differs from the manifest" in tampered.stdout
+
+
+@pytest.mark.slow
+def test_build_exits_1_when_an_artifact_fails_its_gate(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from edgedistill.cli import main
+    from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
+
+    monkeypatch.setitem(GGUF_QUANTIZATIONS, "q4_0", dataclasses.replace(GGUF_QUANTIZATIONS["q4_0"], thresholds=LOSSLESS_FP32))
+
+    code = main(["build", "tiny", "--out", str(tmp_path), "--set", "export.gguf=[q4_0]", "--set", "distill.steps=5",
+                 "--set", "bench.enabled=false"])
+
+    assert code == 1
+    assert "status: failed_verification" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "bench" not in manifest["stages"]

@@ -1,0 +1,86 @@
+import dataclasses
+
+import pytest
+
+from edgedistill.config import Recipe, bundled_recipes, describe_fields, from_dict, load_recipe, to_dict
+from edgedistill.errors import UserError
+
+
+@pytest.mark.parametrize("name", sorted(bundled_recipes()))
+def test_every_bundled_recipe_loads(name):
+    recipe = load_recipe(name)
+
+    assert recipe.name == name
+    assert recipe.description
+
+
+def test_defaults_round_trip_through_dict():
+    recipe = Recipe()
+
+    assert from_dict(Recipe, to_dict(recipe)) == recipe
+
+
+def test_every_field_has_a_reason():
+    rows = describe_fields()
+
+    assert {key for key, _, _ in rows} >= {"teacher", "distill.alpha", "prune.target_params", "export.gguf"}
+    assert all(reason for _, _, reason in rows)
+
+
+def test_overrides_apply_with_yaml_types():
+    recipe = load_recipe("tiny", ["distill.alpha=0.3", "export.gguf=[f16, q8_0]", "distill.steps=2", "bench.enabled=false"])
+
+    assert recipe.distill.alpha == 0.3
+    assert recipe.export.gguf == ("f16", "q8_0")
+    assert recipe.distill.steps == 2
+    assert recipe.bench.enabled is False
+
+
+def test_recipe_is_frozen():
+    recipe = load_recipe("tiny")
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.distill.alpha = 0.1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("distill.alpah=0.3", "recipe key 'distill.alpah' is unknown; did you mean 'distill.alpha'?"),
+        ("distil.alpha=0.3", "recipe key 'distil' is unknown; did you mean 'distill'?"),
+        ("distill.alpha=abc", "recipe key 'distill.alpha' must be float, got str 'abc'"),
+        ("distill.steps=2.5", "recipe key 'distill.steps' must be int, got float 2.5"),
+        ("distill.scale_by_t2=1", "recipe key 'distill.scale_by_t2' must be bool, got int 1"),
+        ("distill.alpha=1.5", "recipe key 'distill.alpha' must be <= 1.0, got 1.5"),
+        ("distill.temperature=0", "recipe key 'distill.temperature' must be > 0.0, got 0.0"),
+        ("export.gguf=[q9]", "recipe key 'export.gguf' has unsupported value 'q9'; allowed: f32, f16, q8_0, q4_0"),
+        ("distill.objective=mse", "recipe key 'distill.objective' has unsupported value 'mse'; allowed: forward_kl"),
+        ("distill=3", "recipe key 'distill' must be a section (mapping), got int"),
+        ("novalue", "--set expects key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(UserError) as error:
+        load_recipe("tiny", [override])
+
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_yaml_file_recipe_and_its_errors(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("teacher: builtin:tiny-qwen2\ndistill:\n  steps: 3\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("distill: [unclosed\n")
+
+    recipe = load_recipe(str(good))
+
+    assert (recipe.name, recipe.teacher, recipe.distill.steps) == ("mine", "builtin:tiny-qwen2", 3)
+    with pytest.raises(UserError, match="must be a mapping"):
+        load_recipe(str(bad))
+    with pytest.raises(UserError, match="is not valid YAML"):
+        load_recipe(str(broken))
+    with pytest.raises(UserError, match="neither a bundled recipe"):
+        load_recipe(str(tmp_path / "missing.yaml"))
