@@ -83,17 +83,22 @@ def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path) -> 
     temp.mkdir()
     try:
         artifact = module.run(cfg, inp, temp)
+        _remove_outputs(module.OUTPUTS, out_dir)
         for name in module.OUTPUTS:
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
             if (temp / name).exists():
-                (temp / name).rename(target)
+                (temp / name).rename(out_dir / name)
         return artifact.relocated(out_dir) if artifact.root == temp else artifact
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _remove_outputs(names: tuple[str, ...], out_dir: Path) -> None:
+    for name in names:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], None] = lambda *a: None) -> dict:
@@ -116,6 +121,7 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
     for stage in STAGES:
         if not stage.enabled(recipe):
             manifest["stages"].pop(stage.name, None)
+            _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
             on_stage(stage.name, "skip", 0.0)
             continue
         cfg = stage.config(recipe, pre)

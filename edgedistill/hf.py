@@ -42,6 +42,26 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
+def count_parameters_on_disk(model_dir: Path) -> int | None:
+    """Parameters stored in the folder's safetensors, read from headers (no weights loaded).
+
+    A tied lm_head is not stored by save_pretrained, so it counts once, as in
+    :func:`count_parameters`. None when the folder has no safetensors files.
+    """
+    from math import prod
+
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(file, framework="np") as handle:
+            total += sum(prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+    return total
+
+
 def count_parameters(model) -> int:
     """Unique parameters (a tied embedding / lm_head counts once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -32,6 +32,11 @@ def test_rerun_is_cached_and_a_config_change_reruns_only_downstream(tmp_path):
     assert log == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran"), ("export", "ran"),
                    ("verify", "ran"), ("bench", "ran")]
 
+    log.clear()
+    build(load_recipe("tiny", FAST + ["distill.alpha=0.9", "bench.enabled=false"]), tmp_path, record_stages(log))
+    assert log[-1] == ("bench", "skip")
+    assert "bench" not in read_manifest(tmp_path)["stages"] and not (tmp_path / "bench").exists()
+
 
 @pytest.mark.slow
 def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):

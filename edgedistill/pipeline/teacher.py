@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgedistill.artifacts import Artifact, record_files, sha256_json
+from edgedistill.artifacts import Artifact, FileRecord, record_files
 from edgedistill.errors import UserError
 
 OUTPUTS = ("teacher",)
@@ -23,7 +23,9 @@ def resolve_source(spec: str) -> dict:
     """Preflight (before any output is written): where the teacher comes from.
 
     Returns ``{"kind": "builtin", "name": ...}`` or ``{"kind": "local", "path": ...,
-    "fingerprint": <hash of its files>}``; raises UserError naming the problem.
+    "files": [[path, sha256, bytes], ...]}`` (the content is part of the stage's cache
+    key, so an edited teacher folder is never mistaken for a cached one); raises
+    UserError naming the problem.
     """
     from edgedistill.demo.tiny import TINY_TEACHERS
     from edgedistill.hf import check_architecture
@@ -40,8 +42,8 @@ def resolve_source(spec: str) -> dict:
     if not path.is_dir():
         raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a hub id, or builtin:tiny-llama")
     check_architecture(path)
-    files = _model_files(path)
-    return {"kind": "local", "path": str(path.resolve()), "fingerprint": sha256_json([[f.path, f.sha256] for f in files])}
+    files = [[f.path, f.sha256, f.bytes] for f in _model_files(path)]
+    return {"kind": "local", "path": str(path.resolve()), "files": files}
 
 
 def _download(repo_id: str) -> Path:
@@ -61,7 +63,7 @@ def _model_files(path: Path):
 
 def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
     """cfg: {"teacher": spec, "seed": int, "source": resolve_source(spec)}."""
-    from edgedistill.hf import count_parameters, load_model
+    from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
 
     source = cfg["source"]
     if source["kind"] == "builtin":
@@ -72,6 +74,6 @@ def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
         files = record_files(out_dir, ["teacher"])
     else:
         model_dir = root = Path(source["path"])
-        rel, files = ".", _model_files(root)
-    params = count_parameters(load_model(model_dir))
+        rel, files = ".", tuple(FileRecord(*record) for record in source["files"])  # hashed in preflight
+    params = count_parameters_on_disk(model_dir) or count_parameters(load_model(model_dir))
     return Artifact("teacher", root, files, payload={"model_dir": rel}, metrics={"teacher_params": params})

@@ -1,0 +1,62 @@
+import shutil
+
+import pytest
+
+from edgedistill.errors import UserError
+from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
+from edgedistill.pipeline import teacher
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen2_dir"])
+def test_parameters_counted_from_headers_equal_the_loaded_model(fixture, request):
+    model_dir = request.getfixturevalue(fixture)
+
+    assert count_parameters_on_disk(model_dir) == count_parameters(load_model(model_dir))
+
+
+def test_local_teacher_is_used_in_place_and_its_content_keys_the_stage(tiny_llama_dir, tmp_path):
+    local = tmp_path / "teacher"
+    shutil.copytree(tiny_llama_dir, local)
+    source = teacher.resolve_source(str(local))
+
+    artifact = teacher.run({"teacher": str(local), "seed": 0, "source": source}, None, tmp_path / "build")
+
+    assert artifact.model_dir == local
+    assert not (tmp_path / "build").exists()  # nothing written for a local teacher
+    assert {f.path for f in artifact.files} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert artifact.metrics["teacher_params"] == count_parameters(load_model(local))
+    (local / "generation_config.json").write_text('{"eos_token_id": 1}')
+    assert teacher.resolve_source(str(local)) != source
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("builtin:huge", "teacher 'builtin:huge' is not a builtin teacher; builtin: builtin:tiny-llama, builtin:tiny-qwen2"),
+        ("./missing-folder", "teacher path './missing-folder' does not exist"),
+    ],
+)
+def test_bad_teacher_specs_are_user_errors(spec, message):
+    with pytest.raises(UserError) as error:
+        teacher.resolve_source(spec)
+
+    assert message in str(error.value)
+
+
+def test_unsupported_architecture_is_named(tiny_llama_dir, tmp_path):
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_llama_dir, odd)
+    config = (odd / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "bert"')
+    (odd / "config.json").write_text(config)
+
+    with pytest.raises(UserError, match="unsupported architecture 'bert' .* supported: llama, qwen2, mistral"):
+        teacher.resolve_source(str(odd))
+
+
+def test_unreachable_hub_id_is_a_user_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(UserError, match="could not fetch teacher 'some-org/some-model' from the hub"):
+        teacher.resolve_source("some-org/some-model")
