@@ -61,19 +61,29 @@ def plan(recipe: Recipe, out_dir: Path) -> list[tuple[str, str]]:
         if not stage.enabled(recipe):
             rows.append((stage.name, "skip"))
             continue
-        cached = _cached_artifact(stage, stage.config(recipe, pre), artifact, manifest, out_dir) if reusable else None
+        cfg = stage.config(recipe, pre)
+        key = stage_key(stage.name, to_dict(cfg), artifact.hash if artifact else "")
+        cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir) if reusable else None
         reusable = cached is not None
         artifact = cached
         rows.append((stage.name, "cached" if cached else "run"))
     return rows
 
 
-def _cached_artifact(stage: Stage, cfg: dict, inp: Artifact | None, manifest: dict, out_dir: Path) -> Artifact | None:
-    record = manifest["stages"].get(stage.name)
-    key = stage_key(stage.name, to_dict(cfg), inp.hash if inp else "")
+def check_build_folder(out_dir: Path) -> None:
+    """Refuse a non-empty folder that is not a build folder: stages replace their outputs."""
+    from edgedistill.errors import UserError
+
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file()):
+        raise UserError(f"--out {out_dir} exists and is not an edgedistill build folder; choose a new or empty folder")
+
+
+def _cached_artifact(name: str, key: str, inp: Artifact | None, manifest: dict, out_dir: Path) -> Artifact | None:
+    """The recorded output of stage ``name`` if its key matches and its files are intact."""
+    record = manifest["stages"].get(name)
     if not record or record["key"] != key:
         return None
-    artifact = Artifact.from_record(stage.name, record["artifact"], out_dir, inp)
+    artifact = Artifact.from_record(name, record["artifact"], out_dir, inp)
     return None if artifact.files_intact() else artifact
 
 
@@ -110,6 +120,7 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
     from edgedistill.benchmarks.machine import package_versions
 
     pre = preflight(recipe)
+    check_build_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.glob(f"{TEMP_PREFIX}*"):  # from a killed run
         shutil.rmtree(leftover, ignore_errors=True)
@@ -125,18 +136,19 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
             on_stage(stage.name, "skip", 0.0)
             continue
         cfg = stage.config(recipe, pre)
-        cached = _cached_artifact(stage, cfg, artifact, manifest, out_dir)
+        input_hash = artifact.hash if artifact else ""
+        key = stage_key(stage.name, to_dict(cfg), input_hash)
+        cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir)
         if cached is not None:
             artifact = cached
             on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
             continue
-        input_hash = artifact.hash if artifact else ""
         started = time.perf_counter()
         artifact = _run_stage(stage, cfg, artifact, out_dir)
         seconds = time.perf_counter() - started
         manifest["stages"][stage.name] = {
             "config": to_dict(cfg),
-            "key": stage_key(stage.name, to_dict(cfg), input_hash),
+            "key": key,
             "input_hash": input_hash,
             "seconds": seconds,
             "artifact": artifact.to_record(out_dir),

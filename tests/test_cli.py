@@ -37,6 +37,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_build_refuses_a_folder_that_is_not_a_build(tmp_path):
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "precious.txt").write_text("keep me")
+
+    result = cli("build", "tiny", "--out", tmp_path)
+
+    assert result.returncode == 2
+    assert "is not an edgedistill build folder" in result.stderr
+    assert (tmp_path / "student" / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = cli("build", "tiny", "--out", tmp_path / "out", "--dry-run", "--set", "distill.alpha=0.25")
 
