@@ -87,3 +87,14 @@ def test_a_failing_artifact_is_recorded_not_shipped(tmp_path, monkeypatch):
     assert "max |dlogit|" in entries["gguf-q4_0"]["reason"]
     assert entries["gguf-q4_0"]["facts"]["tensor_types"]["q4_0"] > 0
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "failed_verification"
+
+
+@pytest.mark.slow
+def test_qwen2_teacher_builds_end_to_end(tmp_path):
+    manifest = build(load_recipe("tiny", FAST + ["teacher=builtin:tiny-qwen2", "export.onnx=[fp32]"]), tmp_path)
+
+    entries = {a["name"]: a for a in manifest["artifacts"]}
+    assert manifest["status"] == "complete"
+    assert entries["gguf-f16"]["facts"]["gguf_arch"] == "qwen2"
+    assert entries["onnx-fp32"]["parity"]["greedy_match"] is True
+    assert manifest["metrics"]["student_params"] < manifest["metrics"]["teacher_params"]

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
+from edgedistill.runtime.gguf_metadata import read_gguf_metadata
 
 F32_CACHE = 0  # ggml type id of f32: an f16 KV cache alone limits f32 parity to ~1e-2
 
@@ -24,10 +25,15 @@ class LlamaCppModel(Model):
     format = "gguf"
 
     def __init__(self, path: Path, threads: int | None = None, n_ctx: int = 4096, f32_cache: bool = True):
-        """``n_ctx``: KV-cache length in tokens (prompt + generation); ``f32_cache``: exact
-        parity with torch (~1e-5) at twice the cache memory of llama.cpp's f16 default."""
+        """``n_ctx``: KV-cache length in tokens (prompt + generation), capped at the model's
+        trained context; ``f32_cache``: exact parity with torch (~1e-5) at twice the cache
+        memory of llama.cpp's f16 default."""
         from llama_cpp import Llama
 
+        arch_key = "general.architecture"
+        arch = read_gguf_metadata(path, {arch_key})[arch_key]
+        trained = read_gguf_metadata(path, {f"{arch}.context_length"}).get(f"{arch}.context_length")
+        n_ctx = min(n_ctx, trained) if trained else n_ctx
         cache_type = {"type_k": F32_CACHE, "type_v": F32_CACHE} if f32_cache else {}
         self.llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), logits_all=False,
