@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -38,6 +39,35 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _hash_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgedistill" / "file-hashes.json"
+
+
+def sha256_file_cached(path: Path, min_bytes: int = 64 << 20) -> str:
+    """sha256 of a file, remembered by (absolute path, size, mtime_ns) for large files.
+
+    Every build re-checks its inputs (teacher weights, data); re-hashing gigabytes each
+    time would make a fully cached rerun slow. Small files are simply hashed.
+    """
+    stat = path.stat()
+    if stat.st_size < min_bytes:
+        return sha256_file(path)
+    cache_path = _hash_cache_path()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key not in cache:
+        cache[key] = sha256_file(path)
+        try:
+            atomic_write_json(cache_path, cache)
+        except OSError:
+            pass  # a read-only home only costs re-hashing next time
+    return cache[key]
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str  # relative to the artifact root, POSIX separators
@@ -45,15 +75,19 @@ class FileRecord:
     bytes: int
 
 
-def record_files(root: Path, subpaths: list[str] | tuple[str, ...]) -> tuple[FileRecord, ...]:
-    """Hash every file under ``root/sub`` for each sub (a file or a folder), sorted by path."""
+def record_files(root: Path, subpaths: list[str] | tuple[str, ...], cached: bool = False) -> tuple[FileRecord, ...]:
+    """Hash every file under ``root/sub`` for each sub (a file or a folder), sorted by path.
+
+    ``cached``: reuse hashes of large unchanged files (inputs such as teacher weights).
+    """
     records = []
     for sub in subpaths:
         target = root / sub
         paths = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
         for path in paths:
             rel = path.relative_to(root).as_posix()
-            records.append(FileRecord(rel, sha256_file(path), path.stat().st_size))
+            digest = sha256_file_cached(path) if cached else sha256_file(path)
+            records.append(FileRecord(rel, digest, path.stat().st_size))
     return tuple(sorted(records, key=lambda r: r.path))
 
 
@@ -158,8 +192,19 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by None: the file stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
 def read_manifest(build_dir: Path) -> dict | None:

@@ -10,6 +10,7 @@ place and only then is its manifest record written.
 from __future__ import annotations
 
 import importlib
+import math
 import shutil
 import time
 import uuid
@@ -34,9 +35,11 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "edgedistill.pipeline.teacher",
           lambda r, pre: {"teacher": r.teacher, "seed": r.seed, "source": pre["teacher_source"]}),
-    Stage("prune", "edgedistill.pipeline.prune", lambda r, pre: {"prune": r.prune, "data": r.data, "seed": r.seed}),
+    Stage("prune", "edgedistill.pipeline.prune",
+          lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed}),
     Stage("distill", "edgedistill.pipeline.distill",
-          lambda r, pre: {"distill": r.distill, "data": r.data, "seed": r.seed, "recipe_name": r.name}),
+          lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
+                          "recipe_name": r.name}),
     Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
     Stage("bench", "edgedistill.pipeline.bench", lambda r, pre: {"bench": r.bench}, lambda r: r.bench.enabled),
@@ -44,12 +47,19 @@ STAGES: tuple[Stage, ...] = (
 
 
 def preflight(recipe: Recipe) -> dict:
-    """Check every input before anything is written; raises UserError naming the problem."""
-    from edgedistill.pipeline.data import resolve_data_path
-    from edgedistill.pipeline.teacher import resolve_source
+    """Check every input before anything is written; raises UserError naming the problem.
 
-    resolve_data_path(recipe.data.path)
-    return {"teacher_source": resolve_source(recipe.teacher)}
+    Returns what the stage configs need beyond the recipe: the teacher's source and the
+    content hashes of the data files (so edited data is never mistaken for cached data).
+    """
+    from edgedistill.artifacts import sha256_file_cached
+    from edgedistill.pipeline.data import data_files
+    from edgedistill.pipeline.teacher import check_sequence_budget, resolve_source
+
+    source = resolve_source(recipe.teacher)
+    check_sequence_budget(recipe, source)
+    content = [[file.name, sha256_file_cached(file), file.stat().st_size] for file in data_files(recipe.data.path)]
+    return {"teacher_source": source, "data_content": content}
 
 
 def plan(recipe: Recipe, out_dir: Path) -> list[tuple[str, str]]:
@@ -74,7 +84,8 @@ def check_build_folder(out_dir: Path) -> None:
     """Refuse a non-empty folder that is not a build folder: stages replace their outputs."""
     from edgedistill.errors import UserError
 
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file()):
+    foreign = out_dir.is_dir() and any(out_dir.iterdir()) and read_manifest(out_dir) is None
+    if out_dir.is_file() or foreign:
         raise UserError(f"--out {out_dir} exists and is not an edgedistill build folder; choose a new or empty folder")
 
 
@@ -147,15 +158,15 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
         artifact = _run_stage(stage, cfg, artifact, out_dir)
         seconds = time.perf_counter() - started
         manifest["stages"][stage.name] = {
-            "config": to_dict(cfg),
-            "key": key,
-            "input_hash": input_hash,
-            "seconds": seconds,
+            "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,
             "artifact": artifact.to_record(out_dir),
         }
-        atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+        atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # the record comes after the outputs
         on_stage(stage.name, "ran", seconds)
+    return _finish(manifest, out_dir)
 
+
+def _finish(manifest: dict, out_dir: Path) -> dict:
     manifest["artifacts"] = compose_artifacts(manifest)
     manifest["metrics"] = collect_metrics(manifest)
     ready = all(a["device_ready"] for a in manifest["artifacts"])
@@ -192,7 +203,8 @@ def collect_metrics(manifest: dict) -> dict:
     """Every stage's numeric metrics plus ``build_seconds`` (sum of stage compute time)."""
     metrics: dict = {}
     for record in manifest["stages"].values():
-        metrics.update({k: v for k, v in record["artifact"]["metrics"].items() if isinstance(v, (int, float))})
+        metrics.update({k: v for k, v in record["artifact"]["metrics"].items()
+                        if isinstance(v, (int, float)) and math.isfinite(v)})
     metrics["build_seconds"] = sum(record["seconds"] for record in manifest["stages"].values())
     return metrics
 

@@ -1,11 +1,14 @@
 """Command line: ``edgedistill build | recipes | verify | generate``.
 
-Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback).
+Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback),
+3 an internal error (a bug: the traceback is printed), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
@@ -128,15 +131,20 @@ def generate(
     """Continue PROMPT with an exported student (no torch needed)."""
     from edgedistill.runtime import load
 
-    model = load(path)
     options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    if stream:
-        for chunk in model.stream(prompt, **options):
+    try:  # the runtime reports bad paths and arguments as ValueError / FileNotFoundError
+        model = load(path)
+        chunks = model.stream(prompt, **options)
+        first = next(chunks)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    for chunk in itertools.chain([first], chunks):
+        if stream:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
-        sys.stdout.write("\n")
-    else:
-        print(model.generate(prompt, **options).text)
+        elif chunk.completion is not None:
+            sys.stdout.write(chunk.completion.text)
+    sys.stdout.write("\n")
     return 0
 
 
@@ -146,10 +154,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps errors to exit codes with a one-line message."""
+    """Entry point: maps errors to exit codes (0 ok, 1 verification, 2 bad input, 3 internal)."""
     try:
         result = app(args=argv, prog_name="edgedistill", standalone_mode=False)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except UserError as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
     except click_errors.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "")
@@ -158,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message().splitlines()[0], 2)
     except VerificationError as exc:
         return _fail(str(exc), 1)
-    except click_errors.Abort:
-        return _fail("aborted", 130)
+    except (typer.Abort, KeyboardInterrupt):
+        return _fail("interrupted; rerun the same command to resume", 130)
+    except Exception:  # a bug, not bad input: keep the traceback for the report
+        traceback.print_exc()
+        return _fail("internal error (traceback above); please report it", 3)
     return result if isinstance(result, int) else 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,10 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"doc": "device formats"})
     verify: VerifyConfig = field(default_factory=VerifyConfig, metadata={"doc": "parity gate"})
     bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed"})
+
+    def __post_init__(self) -> None:
+        if not self.export.onnx and not self.export.gguf:
+            raise UserError("export.onnx and export.gguf are both empty; name at least one format to export, e.g. export.gguf=[f16]")
 
 
 def to_dict(obj: Any) -> Any:
@@ -211,6 +216,11 @@ def _check_value(key: str, hint: Any, value: Any, meta: dict) -> Any:
 
 
 def _coerce_scalar(key: str, hint: Any, value: Any) -> Any:
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -223,6 +233,8 @@ def _coerce_scalar(key: str, hint: Any, value: Any) -> Any:
 
 
 def _check_range(key: str, value: Any, meta: dict) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"recipe key '{key}' must be a finite number, got {value}")
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value < low or (meta.get("low_open") and value == low)):
         relation = ">" if meta.get("low_open") else ">="

@@ -14,7 +14,10 @@ def read_config(model_dir: Path) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{model_dir} is not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it with save_pretrained") from None
 
 
 def check_architecture(model_dir: Path) -> str:

@@ -78,6 +78,12 @@ def test_artifact_hash_changes_with_content(tmp_path):
     assert Artifact("x", tmp_path, record_files(tmp_path, ["f"])).hash != first
 
 
+def test_manifest_json_stays_valid_with_non_finite_numbers(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"ppl": float("inf"), "rows": [float("nan"), 1.5]})
+
+    assert json.loads((tmp_path / "m.json").read_text()) == {"ppl": None, "rows": [None, 1.5]}
+
+
 def test_atomic_write_keeps_old_content_when_the_rename_fails(tmp_path, monkeypatch):
     target = tmp_path / "manifest.json"
     atomic_write_json(target, {"status": "complete"})

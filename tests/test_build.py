@@ -39,6 +39,22 @@ def test_rerun_is_cached_and_a_config_change_reruns_only_downstream(tmp_path):
 
 
 @pytest.mark.slow
+def test_edited_data_is_not_mistaken_for_cached_data(tmp_path):
+    from edgedistill.demo.tiny import TINY_CORPUS
+
+    data = tmp_path / "data.txt"
+    data.write_text(TINY_CORPUS.read_text()[:40000])
+    recipe = load_recipe("tiny", FAST + [f"data.path={data}", "bench.enabled=false"])
+    build(recipe, tmp_path / "out")
+    data.write_text(TINY_CORPUS.read_text()[40000:80000])
+    log = []
+
+    build(recipe, tmp_path / "out", record_stages(log))
+
+    assert log[:3] == [("teacher", "cached"), ("prune", "ran"), ("distill", "ran")]
+
+
+@pytest.mark.slow
 def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):
     def killed(*_args, **_kwargs):
         raise KeyboardInterrupt

@@ -22,19 +22,69 @@ def cli(*args, cwd=None):
         (["build", "--set", "teacher=/no/such/teacher"], "teacher path '/no/such/teacher' does not exist"),
         (["build", "--set", "data.path=/no/such/text.txt"], "data.path '/no/such/text.txt' does not exist"),
         (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (tiny) nor a YAML file"),
+        (["build", "--set", "verify.positions=600"], "verify.positions needs 600 tokens of context but the teacher's context is 512"),
+        (["build", "--set", "distill.learning_rate=.nan"], "recipe key 'distill.learning_rate' must be a finite number"),
         (["build", "--frobnicate"], "No such option: --frobnicate"),
-        (["generate", "/no/such/model.gguf", "hi"], "does not exist"),
-        (["verify", "/no/such/build"], "has no readable manifest.json"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path):
-    result = cli(*args, "--out", tmp_path / "out") if args[0] == "build" else cli(*args)
+def test_bad_build_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path):
+    result = cli(*args, "--out", tmp_path / "out")
 
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "/no/such/model.gguf", "hi"], "/no/such/model.gguf does not exist"),
+        (["generate", "{readme}", "hi"], "is not a GGUF file"),
+        (["verify", "/no/such/build"], "has no readable manifest.json"),
+    ],
+)
+def test_bad_runtime_input_exits_2_with_one_line(args, message):
+    readme = __file__.replace("tests/test_cli.py", "README.md")
+
+    result = cli(*[a.format(readme=readme) for a in args])
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_foreign_manifest_does_not_make_a_build_folder(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "mine.csv").write_text("1,2")
+    (tmp_path / "manifest.json").write_text('{"name": "my-web-app"}')
+
+    result = cli("build", "tiny", "--out", tmp_path)
+
+    assert result.returncode == 2
+    assert "is not an edgedistill build folder" in result.stderr
+    assert (tmp_path / "bench" / "mine.csv").is_file()
+    assert (tmp_path / "manifest.json").read_text() == '{"name": "my-web-app"}'
+
+
+def test_an_internal_error_exits_3_with_its_traceback(tmp_path, monkeypatch, capsys):
+    from edgedistill.cli import main
+    from edgedistill.pipeline import prune
+
+    def broken(*_args):
+        raise RuntimeError("bug in a stage")
+
+    monkeypatch.setattr(prune, "run", broken)
+
+    code = main(["build", "tiny", "--out", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Traceback" in err and "RuntimeError: bug in a stage" in err
+    assert "internal error" in err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["status"] == "incomplete"
 
 
 def test_build_refuses_a_folder_that_is_not_a_build(tmp_path):

@@ -36,6 +36,21 @@ def test_overrides_apply_with_yaml_types():
     assert recipe.bench.enabled is False
 
 
+def test_exponent_floats_are_floats_in_yaml_and_flags(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("distill:\n  learning_rate: 1e-4\n")
+
+    assert load_recipe(str(path)).distill.learning_rate == 1e-4
+    assert load_recipe("tiny", ["distill.learning_rate=3e-4"]).distill.learning_rate == 3e-4
+    with pytest.raises(UserError, match="must be int"):
+        load_recipe("tiny", ["distill.steps=1e3"])
+
+
+def test_a_recipe_that_exports_nothing_is_rejected():
+    with pytest.raises(UserError, match="export.onnx and export.gguf are both empty"):
+        load_recipe("tiny", ["export.onnx=[]", "export.gguf=[]"])
+
+
 def test_recipe_is_frozen():
     recipe = load_recipe("tiny")
 
@@ -57,6 +72,8 @@ def test_recipe_is_frozen():
         ("distill.objective=mse", "recipe key 'distill.objective' has unsupported value 'mse'; allowed: forward_kl"),
         ("distill=3", "recipe key 'distill' must be a section (mapping), got int"),
         ("novalue", "--set expects key=value"),
+        ("distill.alpha=.nan", "recipe key 'distill.alpha' must be a finite number, got nan"),
+        ("distill.temperature=.inf", "recipe key 'distill.temperature' must be a finite number, got inf"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 BENCH_PROMPT = "The pathlib module offers classes representing filesystem paths with semantics appropriate for"
+BENCH_PROMPT_TOKENS_MAX = len(BENCH_PROMPT.encode("utf-8")) + 1  # byte-level BPE: at most a token per byte (+ BOS)
 
 
 def measure_decode(path: Path, decode_tokens: int, repeats: int, warmup: int, threads: int | None = None) -> dict:

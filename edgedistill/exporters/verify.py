@@ -11,6 +11,7 @@ from ``formats.py`` and are written into the result next to the measured values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +105,18 @@ def check_artifact(student, tokenizer, path: Path, fmt: str, quantization: str, 
 
 
 def judge(result: dict, thresholds) -> list[str]:
-    """Human-readable reasons an artifact fails its thresholds (empty list = passes)."""
+    """Human-readable reasons an artifact fails its thresholds (empty list = passes).
+
+    Comparisons are written so that NaN fails them: a NaN logit is never "within" a bound.
+    """
     failures = []
-    if thresholds.max_abs_logit is not None and result["max_abs_logit_diff"] > thresholds.max_abs_logit:
+    if not all(math.isfinite(result[key]) for key in ("max_abs_logit_diff", "mean_kl", "top1_agreement")):
+        failures.append("non-finite logits or metrics (NaN/inf) from the artifact")
+    if thresholds.max_abs_logit is not None and not result["max_abs_logit_diff"] <= thresholds.max_abs_logit:
         failures.append(f"max |dlogit| {result['max_abs_logit_diff']:.3g} > {thresholds.max_abs_logit:g}")
-    if result["mean_kl"] > thresholds.max_mean_kl:
+    if not result["mean_kl"] <= thresholds.max_mean_kl:
         failures.append(f"mean KL {result['mean_kl']:.3g} > {thresholds.max_mean_kl:g}")
-    if result["top1_agreement"] < thresholds.min_top1:
+    if not result["top1_agreement"] >= thresholds.min_top1:
         failures.append(f"top-1 agreement {result['top1_agreement']:.4f} < {thresholds.min_top1:g}")
     if thresholds.greedy_must_match and not result["greedy_match"]:
         failures.append("greedy continuation differs from the PyTorch student")

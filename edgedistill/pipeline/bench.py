@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from edgedistill.artifacts import Artifact, record_files
+from edgedistill.artifacts import Artifact, atomic_write_json, record_files
 
 OUTPUTS = ("bench",)
 
@@ -32,5 +31,5 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         metrics[metric_name(entry["name"], "bytes")] = size
     (out_dir / "bench").mkdir(parents=True)
     results = {"machine": machine_info(), "config": {"decode_tokens": bench_cfg.decode_tokens, "repeats": bench_cfg.repeats}, "artifacts": rows}
-    (out_dir / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / "bench" / "results.json", results)
     return Artifact("bench", out_dir, record_files(out_dir, ["bench"]), {"artifacts": rows}, metrics, inp)

@@ -25,9 +25,19 @@ def resolve_data_path(spec: str) -> Path:
 
 def load_documents(spec: str) -> list[str]:
     """Documents of the data source: one per file, files sorted by path."""
+    documents = []
+    for file in data_files(spec):
+        try:
+            documents.append(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"data file {file} is not UTF-8 text; convert it or leave it out of data.path") from None
+    return documents
+
+
+def data_files(spec: str) -> list[Path]:
+    """The text files behind ``data.path``, sorted by path."""
     path = resolve_data_path(spec)
-    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
-    return [f.read_text(encoding="utf-8") for f in files]
+    return [path] if path.is_file() else sorted(path.rglob("*.txt"))
 
 
 def packed_sequences(data_cfg, tokenizer, seed: int):

@@ -21,6 +21,10 @@ OUTPUTS = ("pruned",)
 
 def mlp_channels_for_target(config, teacher_params: int, target_fraction: float, round_to: int) -> int:
     """Kept MLP channels per layer so the student has at most ``target_fraction`` of the params."""
+    if round_to > config.intermediate_size:
+        raise UserError(
+            f"prune.round_to={round_to} exceeds the teacher's intermediate_size {config.intermediate_size}; lower prune.round_to"
+        )
     params_per_channel = 3 * config.hidden_size * config.num_hidden_layers  # gate row, up row, down column
     non_mlp = teacher_params - params_per_channel * config.intermediate_size
     budget = target_fraction * teacher_params - non_mlp

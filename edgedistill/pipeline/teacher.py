@@ -42,8 +42,16 @@ def resolve_source(spec: str) -> dict:
     if not path.is_dir():
         raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a hub id, or builtin:tiny-llama")
     check_architecture(path)
+    _check_loadable(path)
     files = [[f.path, f.sha256, f.bytes] for f in _model_files(path)]
     return {"kind": "local", "path": str(path.resolve()), "files": files}
+
+
+def _check_loadable(path: Path) -> None:
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise UserError(f"teacher folder {path} has no weights (*.safetensors or *.bin); save it with save_pretrained")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        raise UserError(f"teacher folder {path} has no tokenizer (tokenizer.json or tokenizer.model); save the tokenizer beside it")
 
 
 def _download(repo_id: str) -> Path:
@@ -58,7 +66,34 @@ def _download(repo_id: str) -> Path:
 
 def _model_files(path: Path):
     names = sorted({p.name for pattern in _MODEL_FILES for p in path.glob(pattern) if p.is_file()})
-    return record_files(path, names)
+    return record_files(path, names, cached=True)
+
+
+def context_length(source: dict) -> int:
+    """The teacher's trained context (max_position_embeddings); the student inherits it."""
+    from edgedistill.demo.tiny import TINY_TEACHERS
+    from edgedistill.hf import read_config
+
+    if source["kind"] == "builtin":
+        return TINY_TEACHERS[source["name"]]["max_position_embeddings"]
+    return read_config(Path(source["path"]))["max_position_embeddings"]
+
+
+def check_sequence_budget(recipe, source: dict) -> None:
+    """Every sequence the build will run must fit the model's context: fail before writing."""
+    from edgedistill.benchmarks.decode import BENCH_PROMPT_TOKENS_MAX
+    from edgedistill.exporters.verify import GREEDY_PROMPT_TOKENS
+
+    limit = context_length(source)
+    needs = {
+        "data.seq_len": recipe.data.seq_len,
+        "verify.positions": recipe.verify.positions,
+        "verify.greedy_tokens": GREEDY_PROMPT_TOKENS + recipe.verify.greedy_tokens,
+        "bench.decode_tokens": BENCH_PROMPT_TOKENS_MAX + recipe.bench.decode_tokens,
+    }
+    for key, tokens in needs.items():
+        if tokens > limit:
+            raise UserError(f"{key} needs {tokens} tokens of context but the teacher's context is {limit}; lower {key}")
 
 
 def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from edgedistill.artifacts import Artifact, record_files
+from edgedistill.artifacts import Artifact, atomic_write_json, record_files
 
 OUTPUTS = ("verify",)
 
@@ -27,7 +26,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     """cfg: {"verify": VerifyConfig}. Failing artifacts are recorded, not raised."""
     results = verify_exports(inp, cfg["verify"])
     (out_dir / "verify").mkdir(parents=True)
-    (out_dir / "verify" / "parity.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / "verify" / "parity.json", results)
     metrics = {
         "artifacts_device_ready": sum(r["device_ready"] for r in results.values()),
         "artifacts_failed_parity": sum(not r["device_ready"] for r in results.values()),

@@ -1,8 +1,8 @@
 """The backend-independent model API: encode, sample, stream, time.
 
 A backend implements five things: ``encode``, ``decode``, ``reset``, ``_append`` (feed
-tokens after the cached ones, return the last position's logits) and ``logits`` (all
-positions for fixed ids, for parity checks). Sampling, stop strings, streaming and
+tokens after the cached ones, return the last position's logits) and ``_all_logits``
+(all positions for fixed ids, for parity checks), and sets ``context_length``. Sampling, stop strings, streaming and
 timings live here once, so both backends behave the same.
 """
 
@@ -62,6 +62,7 @@ class Model(ABC):
 
     format: str = ""
     eos_token_id: int | None = None
+    context_length: int = 0  # tokens the KV cache holds (prompt + generated); set by each backend
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -78,8 +79,14 @@ class Model(ABC):
         """Run ``token_ids`` after the cached ones; (V,) logits of the last position."""
 
     @abstractmethod
+    def _all_logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """(T, V) fp32 logits for every position, from an empty cache."""
+
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """(T, V) fp32 logits for every position of ``token_ids`` from an empty cache."""
+        if not 0 < len(token_ids) <= self.context_length:
+            raise ValueError(f"logits need 1 to {self.context_length} tokens (the model's context), got {len(token_ids)}")
+        return self._all_logits(token_ids)
 
     def generate(self, prompt: str | Sequence[int], **kwargs) -> Completion:
         """Generate to completion; same arguments as :meth:`stream`."""
@@ -103,8 +110,8 @@ class Model(ABC):
         """Yield a chunk per generated token; the last chunk carries the Completion.
 
         ``prompt`` is text or token ids. Greedy when ``temperature == 0``. Generation ends
-        at EOS (unless ``ignore_eos``), at a stop string (excluded from the text) or
-        after ``max_tokens``.
+        at EOS (unless ``ignore_eos``), at a stop string (excluded from the text), after
+        ``max_tokens``, or when the context is full (both ``"length"``).
         """
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
         if max_tokens < 1:
@@ -112,6 +119,8 @@ class Model(ABC):
         prompt_ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not prompt_ids:
             raise ValueError("prompt is empty: give at least one token")
+        if len(prompt_ids) >= self.context_length:
+            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the model's context holds {self.context_length}")
         rng = np.random.default_rng(seed)
         started = time.perf_counter()
         self.reset()
@@ -132,8 +141,8 @@ class Model(ABC):
             ready = len(text) if finish == "stop" else _printable_length(text, stop)
             yield StreamChunk(token, text[emitted:ready])
             emitted = max(emitted, ready)
-            if finish == "stop" or len(generated) >= max_tokens:
-                break
+            if finish == "stop" or len(generated) >= max_tokens or len(prompt_ids) + len(generated) >= self.context_length:
+                break  # "length": max_tokens reached or the context is full
             logits = self._append([token])
             steps += 1
         timings = Timings(len(prompt_ids), first_at - started, steps, time.perf_counter() - first_at)

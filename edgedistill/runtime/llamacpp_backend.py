@@ -41,6 +41,7 @@ class LlamaCppModel(Model):
         )
         self.n_vocab = self.llm.n_vocab()
         self.eos_token_id = self.llm.token_eos()
+        self.context_length = self.llm.n_ctx()
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -56,7 +57,7 @@ class LlamaCppModel(Model):
         row = self.llm._ctx.get_logits_ith(-1)
         return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
 
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+    def _all_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         rows = []

@@ -32,6 +32,7 @@ class OnnxModel(Model):
         self.kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         self.eos_token_id = _first_id(_generation_eos(path) or config.get("eos_token_id"))
+        self.context_length = config["max_position_embeddings"]
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -73,7 +74,7 @@ class OnnxModel(Model):
     def _append(self, token_ids: Sequence[int]) -> np.ndarray:
         return self._run(token_ids)[-1]
 
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+    def _all_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         return self._run(token_ids).astype(np.float32)
 

@@ -33,6 +33,17 @@ def test_judge_lists_every_failed_threshold():
                   "tokenizer_match": True}, thresholds) == []
 
 
+def test_nan_never_passes_the_gate():
+    thresholds = ParityThresholds(max_abs_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
+    nan = float("nan")
+    result = {"max_abs_logit_diff": nan, "mean_kl": nan, "top1_agreement": 1.0, "greedy_match": True, "tokenizer_match": True}
+
+    failures = judge(result, thresholds)
+
+    assert failures[0] == "non-finite logits or metrics (NaN/inf) from the artifact"
+    assert "max |dlogit| nan > 0.001" in failures and "mean KL nan > 0.0001" in failures
+
+
 def test_every_format_has_thresholds():
     for quantizations in FORMATS.values():
         for quantization in quantizations.values():

@@ -19,3 +19,23 @@ def test_training_moves_the_student_towards_the_data(tiny_llama_dir):
     assert after["student_val_ppl"] < before["student_val_ppl"]
     assert before["student_teacher_kl"] < 1e-6  # identical weights at the start
     assert not student.training
+
+
+def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
+    import pytest
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from edgedistill.errors import UserError
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.pipeline.distill.stage import shared_vocab_size
+
+    llama, qwen2 = load_model(tiny_llama_dir), load_model(tiny_qwen2_dir)
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    llama.resize_token_embeddings(576)  # padded embedding rows, same tokenizer
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))
+    other.add_tokens(["<|extra|>"])
+
+    assert shared_vocab_size(llama, qwen2, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
+    with pytest.raises(UserError, match="tokenizers differ"):
+        shared_vocab_size(llama, qwen2, tokenizer, other)

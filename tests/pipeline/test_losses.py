@@ -32,6 +32,19 @@ def test_forward_kl_direction_and_temperature_match_torch_kl_div(temperature):
     assert not torch.allclose(ours, forward_kl_per_token(teacher, student, temperature))  # not symmetric
 
 
+def test_teacher_zero_probability_entries_contribute_nothing():
+    student = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 1.0, float("-inf")]])
+
+    value = forward_kl_per_token(student, teacher, temperature=1.0)
+    value.sum().backward()
+
+    teacher_probs = torch.softmax(teacher, -1)[0, :2]
+    student_logprobs = torch.log_softmax(student.detach(), -1)[0, :2]
+    assert value.item() == pytest.approx((teacher_probs * (teacher_probs.log() - student_logprobs)).sum().item(), rel=1e-6)
+    assert torch.isfinite(student.grad).all()
+
+
 def test_alpha_endpoints_are_pure_ce_and_pure_scaled_kd():
     student, teacher = torch.randn(10, 50), torch.randn(10, 50)
     labels = torch.randint(0, 50, (10,))

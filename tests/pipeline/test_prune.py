@@ -58,3 +58,5 @@ def test_unreachable_budget_is_a_user_error(tiny_llama_dir):
 
     with pytest.raises(UserError, match=r"prune.target_params=0.1 is unreachable .* use prune.target_params >= 0.45"):
         prune.mlp_channels_for_target(model.config, count_parameters(model), 0.1, 32)
+    with pytest.raises(UserError, match="prune.round_to=100000 exceeds the teacher's intermediate_size 256"):
+        prune.mlp_channels_for_target(model.config, count_parameters(model), 0.5, 100000)

@@ -43,6 +43,23 @@ def test_bad_teacher_specs_are_user_errors(spec, message):
     assert message in str(error.value)
 
 
+def test_a_folder_without_weights_or_tokenizer_is_rejected_up_front(tiny_llama_dir, tmp_path):
+    no_weights, no_tokenizer = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_llama_dir, no_weights)
+    shutil.copytree(tiny_llama_dir, no_tokenizer)
+    (no_weights / "model.safetensors").unlink()
+    (no_tokenizer / "tokenizer.json").unlink()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text('{"model_type": "llama",')
+
+    with pytest.raises(UserError, match="has no weights"):
+        teacher.resolve_source(str(no_weights))
+    with pytest.raises(UserError, match="has no tokenizer"):
+        teacher.resolve_source(str(no_tokenizer))
+    with pytest.raises(UserError, match="config.json is not valid JSON"):
+        teacher.resolve_source(str(tmp_path / "c"))
+
+
 def test_unsupported_architecture_is_named(tiny_llama_dir, tmp_path):
     odd = tmp_path / "odd"
     shutil.copytree(tiny_llama_dir, odd)

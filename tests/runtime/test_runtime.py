@@ -109,3 +109,19 @@ def test_bad_requests_are_value_errors(artifacts):
         model.generate("", max_tokens=3)
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         load(artifacts["onnx"], backend="tflite")
+
+
+@pytest.mark.parametrize("backend", ["gguf", "onnx"])
+def test_generation_stops_at_a_full_context(artifacts, backend):
+    model = load(artifacts[backend])
+    def ids(count):  # valid token ids (vocab 512), `count` of them
+        return [5 + i % 400 for i in range(count)]
+
+    completion = model.generate(ids(model.context_length - 4), max_tokens=50, ignore_eos=True)
+
+    assert model.context_length == 512
+    assert len(completion.tokens) == 4 and completion.finish_reason == "length"
+    with pytest.raises(ValueError, match=r"prompt has 512 tokens; the model's context holds 512"):
+        model.generate(ids(512), max_tokens=1)
+    with pytest.raises(ValueError, match="logits need 1 to 512 tokens"):
+        model.logits(ids(513))

@@ -25,10 +25,16 @@ IGNORE_INDEX = -100
 
 
 def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(p_t || p_s) per row at temperature T. (N, V), (N, V) -> (N,), no T^2 factor."""
+    """KL(p_t || p_s) per row at temperature T. (N, V), (N, V) -> (N,), no T^2 factor.
+
+    Vocabulary entries the teacher gives zero probability (logit -inf, e.g. masked padded
+    rows) contribute 0, as 0 * log 0 = 0 by convention, instead of NaN.
+    """
     student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, V)
     teacher_logprobs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)  # (N, V)
-    return (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(dim=-1)
+    teacher_probs = teacher_logprobs.exp()
+    terms = torch.where(teacher_probs > 0, teacher_probs * (teacher_logprobs - student_logprobs), 0.0)  # (N, V)
+    return terms.sum(dim=-1)
 
 
 # Registry of KD divergences, name -> per-token function (N, V), (N, V), T -> (N,).

@@ -34,8 +34,21 @@ def _batches(train, batch_size: int, steps: int, seed: int):
         cursor += batch_size
 
 
-def train(student, teacher, train_windows, distill_cfg, seed: int) -> list[dict]:
-    """Run the optimizer steps in place; returns one log row per step."""
+def shared_vocab_size(teacher, student, teacher_tokenizer, student_tokenizer) -> int:
+    """Logit rows both models share. Equal tokenizers with padded embedding rows -> the
+    narrower width (padding rows are never targets); different tokenizers -> UserError."""
+    from edgedistill.errors import UserError
+
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise UserError("teacher and student tokenizers differ; cross-tokenizer distillation is not supported yet")
+    return min(teacher.get_output_embeddings().out_features, student.get_output_embeddings().out_features)
+
+
+def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
+    """Run the optimizer steps in place; returns one log row per step.
+
+    ``vocab_size``: logit rows compared (see :func:`shared_vocab_size`); all when None.
+    """
     import torch
     from rich.progress import Progress
 
@@ -49,8 +62,8 @@ def train(student, teacher, train_windows, distill_cfg, seed: int) -> list[dict]
         for step, batch in enumerate(_batches(train_windows, distill_cfg.batch_size, distill_cfg.steps, seed)):
             labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)
             with torch.no_grad():
-                teacher_logits = teacher(batch).logits[:, :-1].reshape(labels.numel(), -1)  # (B*(L-1), V)
-            student_logits = student(batch).logits[:, :-1].reshape(labels.numel(), -1)
+                teacher_logits = teacher(batch).logits[:, :-1, :vocab_size].reshape(labels.numel(), -1)  # (B*(L-1), V)
+            student_logits = student(batch).logits[:, :-1, :vocab_size].reshape(labels.numel(), -1)
             loss, parts = distillation_loss(
                 student_logits, teacher_logits, labels, alpha=distill_cfg.alpha, temperature=distill_cfg.temperature,
                 objective=distill_cfg.objective, scale_by_t2=distill_cfg.scale_by_t2,
@@ -73,11 +86,13 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     from edgedistill.pipeline.evaluate import compare_on_heldout
 
     torch.manual_seed(cfg["seed"])
-    teacher = load_model(inp.find("teacher").model_dir)
+    teacher_dir = inp.find("teacher").model_dir
+    teacher = load_model(teacher_dir)
     student, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
+    vocab_size = shared_vocab_size(teacher, student, load_tokenizer(teacher_dir), tokenizer)
     train_windows, heldout = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
     started = time.perf_counter()
-    log = train(student, teacher, train_windows, cfg["distill"], cfg["seed"])
+    log = train(student, teacher, train_windows, cfg["distill"], cfg["seed"], vocab_size)
     seconds = time.perf_counter() - started
     tokens = cfg["distill"].steps * cfg["distill"].batch_size * (train_windows.shape[1] - 1)
     metrics = {
