@@ -50,11 +50,10 @@ def build(
         for stage, status in plan(resolved, out_dir):
             console.print(f"  {stage:<8} {status}", highlight=False)
         return 0
-    stage_rows: list[tuple[str, str, float]] = []
 
     def on_stage(name: str, status: str, seconds: float) -> None:
-        stage_rows.append((name, status, seconds))
-        console.print(f"[bold]{name:<8}[/bold] {status:<7} {seconds:8.1f}s")
+        took = {"ran": f"{seconds:.1f}s", "cached": f"(built in {seconds:.1f}s)", "skip": ""}[status]
+        console.print(f"[bold]{name:<8}[/bold] {status:<7} {took}", highlight=False)
 
     manifest = run_build(resolved, out_dir, on_stage)
     print_summary(manifest, out_dir)

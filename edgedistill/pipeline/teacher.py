@@ -39,6 +39,8 @@ def resolve_source(spec: str) -> dict:
     path = Path(spec).expanduser()
     if not path.exists() and _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         path = _download(spec)
+    if path.is_file():
+        raise UserError(f"teacher path '{spec}' is a file; give the HF model folder that holds config.json")
     if not path.is_dir():
         raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a hub id, or builtin:tiny-llama")
     check_architecture(path)
