@@ -68,6 +68,8 @@ class PruneConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student)", choices=_kd_objectives)
+    beta: float = knob(0.5, "jsd only: mixture weight of the teacher (0 = forward KL, 1 = reverse KL)", low=0.0, high=1.0)
+    skew_alpha: float = knob(0.1, "skew_kl / skew_reverse_kl only: skew weight a (DistiLLM; 0 = plain KL)", low=0.0, high=1.0)
     alpha: float = knob(0.5, "loss = alpha * KD + (1 - alpha) * CE", low=0.0, high=1.0)
     temperature: float = knob(2.0, "KD temperature dividing both teacher and student logits", low=0.0, low_open=True)
     scale_by_t2: bool = knob(True, "multiply the KD term by T^2 (Hinton et al., 2015) to keep gradient scale")

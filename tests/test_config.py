@@ -69,7 +69,7 @@ def test_recipe_is_frozen():
         ("distill.alpha=1.5", "recipe key 'distill.alpha' must be <= 1.0, got 1.5"),
         ("distill.temperature=0", "recipe key 'distill.temperature' must be > 0.0, got 0.0"),
         ("export.gguf=[q9]", "recipe key 'export.gguf' has unsupported value 'q9'; allowed: f32, f16, q8_0, q4_0"),
-        ("distill.objective=mse", "recipe key 'distill.objective' has unsupported value 'mse'; allowed: forward_kl"),
+        ("distill.objective=mse", "recipe key 'distill.objective' has unsupported value 'mse'; allowed: forward_kl, reverse_kl, jsd, skew_kl, skew_reverse_kl"),
         ("distill=3", "recipe key 'distill' must be a section (mapping), got int"),
         ("novalue", "--set expects key=value"),
         ("distill.alpha=.nan", "recipe key 'distill.alpha' must be a finite number, got nan"),

@@ -1,46 +1,120 @@
 """Plain reference distillation losses (readable by eye; the ground truth for fast paths).
 
-Conventions (DESIGN.md, "Numerics conventions"):
+Conventions (DESIGN.md, "Numerics conventions"), p_t = teacher, p_s = student, both
+softmax(logits / T):
 
-* Forward KL = KL(p_teacher || p_student) = sum_v p_t(v) (log p_t(v) - log p_s(v)),
-  the mode-covering divergence of Hinton et al. (2015).
-* Temperature T divides both teacher and student logits before the softmax; the KD term
-  is multiplied by T^2 unless ``scale_by_t2=False`` (keeps gradient magnitude comparable
-  across temperatures, Hinton et al. 2015, section 2.1).
+* ``forward_kl`` = KL(p_t || p_s) = sum_v p_t (log p_t - log p_s): mode-covering
+  (Hinton et al., 2015).
+* ``reverse_kl`` = KL(p_s || p_t): mode-seeking (MiniLLM, Gu et al., 2024).
+* ``jsd`` = generalized JSD(beta) of GKD (Agarwal et al., 2024) with the mixture
+  M = beta * p_t + (1 - beta) * p_s: beta * KL(p_t || M) + (1 - beta) * KL(p_s || M).
+  The endpoints are defined as in GKD's reference code: beta = 0 -> forward KL,
+  beta = 1 -> reverse KL (the mixture formula itself tends to 0 there).
+* ``skew_kl`` = KL(p_t || a * p_t + (1 - a) * p_s) and ``skew_reverse_kl`` =
+  KL(p_s || a * p_s + (1 - a) * p_t) with a = ``skew_alpha`` (DistiLLM, Ko et al., 2024).
+* The KD term is multiplied by T^2 unless ``scale_by_t2=False`` (keeps gradient magnitude
+  comparable across temperatures, Hinton et al. 2015, section 2.1).
 * Total loss = alpha * KD + (1 - alpha) * CE(student logits at T=1, labels).
 * Both terms are summed over non-ignored tokens and divided by ``num_tokens``: the count
   of non-ignored tokens in the whole optimizer step (defaults to this batch's count). An
   all-ignored batch gives loss 0 and zero gradients.
-* Everything is computed in fp32; ignored rows are zeroed before the sum, never after.
+* Everything is computed in fp32; mixtures are built in log space with logsumexp;
+  entries with zero probability contribute 0 (0 * log 0 = 0), never NaN.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+# exp(x) is exactly 0 in fp32 for x < -104: clamping log-probs here changes no probability
+# but keeps masked (-inf) vocabulary entries finite, so no gradient is 0 * inf = NaN.
+LOGPROB_FLOOR = -1e4
 
 
-def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(p_t || p_s) per row at temperature T. (N, V), (N, V) -> (N,), no T^2 factor.
-
-    Vocabulary entries the teacher gives zero probability (logit -inf, e.g. masked padded
-    rows) contribute 0, as 0 * log 0 = 0 by convention, instead of NaN.
-    """
-    student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, V)
-    teacher_logprobs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)  # (N, V)
-    teacher_probs = teacher_logprobs.exp()
-    terms = torch.where(teacher_probs > 0, teacher_probs * (teacher_logprobs - student_logprobs), 0.0)  # (N, V)
-    return terms.sum(dim=-1)
+def kl_rows(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row from log-probabilities. (N, V), (N, V) -> (N,)."""
+    p = p_logprobs.exp()
+    log_ratio = torch.where(p > 0, p_logprobs - q_logprobs, 0.0)  # 0 * log 0 = 0
+    return (p * log_ratio).sum(dim=-1)
 
 
-# Registry of KD divergences, name -> per-token function (N, V), (N, V), T -> (N,).
-KD_OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "forward_kl": forward_kl_per_token,
+def log_mixture(a_logprobs: torch.Tensor, b_logprobs: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w * a + (1 - w) * b) computed with logsumexp, 0 < w < 1. (N, V) -> (N, V)."""
+    return torch.logaddexp(a_logprobs + math.log(weight_a), b_logprobs + math.log1p(-weight_a))
+
+
+def _logprobs(student_logits, teacher_logits, temperature):
+    return (F.log_softmax(student_logits.float() / temperature, dim=-1).clamp(min=LOGPROB_FLOOR),  # (N, V)
+            F.log_softmax(teacher_logits.float() / temperature, dim=-1).clamp(min=LOGPROB_FLOOR))
+
+
+def forward_kl_per_token(student_logits, teacher_logits, temperature: float) -> torch.Tensor:
+    """KL(p_t || p_s) per row at temperature T. (N, V), (N, V) -> (N,), no T^2 factor."""
+    student_logprobs, teacher_logprobs = _logprobs(student_logits, teacher_logits, temperature)
+    return kl_rows(teacher_logprobs, student_logprobs)
+
+
+def reverse_kl_per_token(student_logits, teacher_logits, temperature: float) -> torch.Tensor:
+    """KL(p_s || p_t) per row at temperature T. (N, V), (N, V) -> (N,)."""
+    student_logprobs, teacher_logprobs = _logprobs(student_logits, teacher_logits, temperature)
+    return kl_rows(student_logprobs, teacher_logprobs)
+
+
+def jsd_per_token(student_logits, teacher_logits, temperature: float, beta: float) -> torch.Tensor:
+    """Generalized JSD(beta) per row (GKD); beta = 0 / 1 are forward / reverse KL."""
+    if beta == 0.0:
+        return forward_kl_per_token(student_logits, teacher_logits, temperature)
+    if beta == 1.0:
+        return reverse_kl_per_token(student_logits, teacher_logits, temperature)
+    student_logprobs, teacher_logprobs = _logprobs(student_logits, teacher_logits, temperature)
+    mixture = log_mixture(teacher_logprobs, student_logprobs, beta)  # log(beta p_t + (1-beta) p_s)
+    return beta * kl_rows(teacher_logprobs, mixture) + (1.0 - beta) * kl_rows(student_logprobs, mixture)
+
+
+def skew_kl_per_token(student_logits, teacher_logits, temperature: float, skew_alpha: float) -> torch.Tensor:
+    """KL(p_t || a p_t + (1 - a) p_s) per row (DistiLLM skew KL); a = 0 is forward KL."""
+    student_logprobs, teacher_logprobs = _logprobs(student_logits, teacher_logits, temperature)
+    if skew_alpha == 0.0:
+        return kl_rows(teacher_logprobs, student_logprobs)
+    return kl_rows(teacher_logprobs, log_mixture(teacher_logprobs, student_logprobs, skew_alpha))
+
+
+def skew_reverse_kl_per_token(student_logits, teacher_logits, temperature: float, skew_alpha: float) -> torch.Tensor:
+    """KL(p_s || a p_s + (1 - a) p_t) per row (DistiLLM skew reverse KL); a = 0 is reverse KL."""
+    student_logprobs, teacher_logprobs = _logprobs(student_logits, teacher_logits, temperature)
+    if skew_alpha == 0.0:
+        return kl_rows(student_logprobs, teacher_logprobs)
+    return kl_rows(student_logprobs, log_mixture(student_logprobs, teacher_logprobs, skew_alpha))
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A KD divergence: per-row function (student (N, V), teacher (N, V), T, **params) -> (N,)."""
+
+    per_token: Callable[..., torch.Tensor]
+    params: tuple[str, ...] = ()
+
+
+# Registry of KD divergences; `distill.objective` names one of these.
+KD_OBJECTIVES: dict[str, Divergence] = {
+    "forward_kl": Divergence(forward_kl_per_token),
+    "reverse_kl": Divergence(reverse_kl_per_token),
+    "jsd": Divergence(jsd_per_token, ("beta",)),
+    "skew_kl": Divergence(skew_kl_per_token, ("skew_alpha",)),
+    "skew_reverse_kl": Divergence(skew_reverse_kl_per_token, ("skew_alpha",)),
 }
+
+
+def kd_per_token(objective: str, student_logits, teacher_logits, temperature: float, **params) -> torch.Tensor:
+    """The named divergence per row, given only the parameters it declares."""
+    divergence = KD_OBJECTIVES[objective]
+    return divergence.per_token(student_logits, teacher_logits, temperature, **{k: params[k] for k in divergence.params})
 
 
 def distillation_loss(
@@ -51,6 +125,8 @@ def distillation_loss(
     alpha: float,
     temperature: float,
     objective: str = "forward_kl",
+    beta: float = 0.5,
+    skew_alpha: float = 0.1,
     scale_by_t2: bool = True,
     num_tokens: int | torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
@@ -63,7 +139,7 @@ def distillation_loss(
     """
     mask = labels != ignore_index  # (N,)
     denominator = (mask.sum() if num_tokens is None else torch.as_tensor(num_tokens)).clamp(min=1).float()
-    kd_rows = KD_OBJECTIVES[objective](student_logits, teacher_logits, temperature)  # (N,)
+    kd_rows = kd_per_token(objective, student_logits, teacher_logits, temperature, beta=beta, skew_alpha=skew_alpha)
     kd = torch.where(mask, kd_rows, torch.zeros_like(kd_rows)).sum() / denominator
     if scale_by_t2:
         kd = kd * temperature**2

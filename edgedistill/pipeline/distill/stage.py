@@ -66,7 +66,8 @@ def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: i
             student_logits = student(batch).logits[:, :-1, :vocab_size].reshape(labels.numel(), -1)
             loss, parts = distillation_loss(
                 student_logits, teacher_logits, labels, alpha=distill_cfg.alpha, temperature=distill_cfg.temperature,
-                objective=distill_cfg.objective, scale_by_t2=distill_cfg.scale_by_t2,
+                objective=distill_cfg.objective, beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha,
+                scale_by_t2=distill_cfg.scale_by_t2,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
