@@ -1,0 +1,162 @@
+"""Fused linear distillation loss: lm_head matmul + divergence + CE, chunked over rows.
+
+Input: student hidden states (N, Hs) and lm_head weight (V, Hs) (+ bias), and the teacher
+as hidden states (N, Ht) with its lm_head (V, Ht) (+ bias), or as logits (N, V). Rows are
+processed ``chunk_size`` at a time: the chunk's logits are formed, the loss and its
+gradient w.r.t. those logits are computed (the plain reference ``distillation_loss``,
+differentiated per chunk), the gradient is folded into d(hidden) and d(lm_head), and the
+chunk's logits are freed. Peak extra memory is O(chunk x V) instead of O(N x V); the
+loss and gradients equal the reference's, which normalizes by the non-ignored tokens of
+the whole call (or ``num_tokens``) exactly as here.
+
+Layers (STYLE.md rule 7): ``chunk_loss_and_grad`` (per-chunk math) -> ``run_chunks``
+(the loop; device dispatch will live here) -> ``FusedLinearKDFunction`` (autograd) ->
+``fused_linear_distillation_loss`` / ``FusedLinearDistillationLoss`` (API).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgedistill.pipeline.distill.losses import IGNORE_INDEX, distillation_loss
+
+DEFAULT_CHUNK_BUDGET_BYTES = 256 << 20
+_FP32_ROW_BUFFERS = 8  # logits, teacher logits, two log-softmaxes, probs, mixture, grad, temp
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    """The loss definition (see losses.py for the exact conventions)."""
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    objective: str = "forward_kl"
+    beta: float = 0.5
+    skew_alpha: float = 0.1
+    scale_by_t2: bool = True
+    ignore_index: int = IGNORE_INDEX
+
+
+def auto_chunk_size(rows: int, vocab: int, budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES) -> int:
+    """Rows per chunk so the chunk's fp32 (rows, V) buffers stay within ``budget_bytes``."""
+    return max(1, min(rows, budget_bytes // (vocab * 4 * _FP32_ROW_BUFFERS)))
+
+
+def chunk_loss_and_grad(student_logits, teacher_logits, labels, settings: KDSettings, num_tokens):
+    """Loss of one chunk (already divided by the call's ``num_tokens``) and d loss / d logits.
+
+    student_logits, teacher_logits: (C, V) fp32; labels: (C,). Returns (scalar, (C, V)).
+    """
+    with torch.enable_grad():
+        logits = student_logits.detach().requires_grad_(True)
+        loss, _ = distillation_loss(
+            logits, teacher_logits, labels, alpha=settings.alpha, temperature=settings.temperature,
+            objective=settings.objective, beta=settings.beta, skew_alpha=settings.skew_alpha,
+            scale_by_t2=settings.scale_by_t2, num_tokens=num_tokens, ignore_index=settings.ignore_index,
+        )
+        (grad_logits,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), grad_logits
+
+
+def _logits(hidden, weight, bias):
+    logits = hidden @ weight.T  # (C, V) in the input dtype
+    if bias is not None:
+        logits = logits + bias
+    return logits.float()  # upcast per chunk
+
+
+def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size):
+    """Loss and gradients for hidden, weight, bias, one chunk of rows at a time.
+
+    teacher: ("logits", (N, V)) or ("linear", hidden (N, Ht), weight (V, Ht), bias | None).
+    """
+    rows, vocab = student_hidden.shape[0], student_weight.shape[0]
+    chunk_size = chunk_size or auto_chunk_size(rows, vocab)
+    grad_hidden = torch.zeros_like(student_hidden)
+    grad_weight = torch.zeros(student_weight.shape, dtype=torch.float32, device=student_weight.device)
+    grad_bias = None if student_bias is None else torch.zeros(vocab, dtype=torch.float32, device=student_weight.device)
+    total = torch.zeros((), dtype=torch.float32, device=student_hidden.device)
+    for start in range(0, rows, chunk_size):
+        end = min(start + chunk_size, rows)
+        hidden = student_hidden[start:end]  # (C, Hs)
+        with torch.no_grad():
+            if teacher[0] == "logits":
+                teacher_logits = teacher[1][start:end].float()  # (C, V)
+            else:
+                teacher_logits = _logits(teacher[1][start:end], teacher[2], teacher[3])
+            student_logits = _logits(hidden, student_weight, student_bias)
+        loss, grad_logits = chunk_loss_and_grad(student_logits, teacher_logits, labels[start:end], settings, num_tokens)
+        total += loss
+        grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
+        grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
+        if grad_bias is not None:
+            grad_bias += grad_logits.sum(dim=0)
+        del student_logits, teacher_logits, grad_logits  # free the chunk before the next one
+    return total, grad_hidden, grad_weight.to(student_weight.dtype), None if grad_bias is None else grad_bias.to(student_bias.dtype)
+
+
+class FusedLinearKDFunction(torch.autograd.Function):
+    """Gradients are computed in forward (one pass over the logits) and scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
+                teacher_logits, labels, settings, num_tokens, chunk_size):
+        teacher = ("logits", teacher_logits) if teacher_logits is not None else ("linear", teacher_hidden, teacher_weight, teacher_bias)
+        loss, grad_hidden, grad_weight, grad_bias = run_chunks(
+            student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size
+        )
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        scale = grad_output.to(grad_hidden.dtype)
+        return (grad_hidden * scale, grad_weight * scale, None if grad_bias is None else grad_bias * scale,
+                None, None, None, None, None, None, None, None)
+
+
+def fused_linear_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    teacher_hidden: torch.Tensor | None = None,
+    teacher_weight: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    student_bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+    settings: KDSettings = KDSettings(),
+    num_tokens: int | torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``alpha * KD + (1 - alpha) * CE`` over N rows without materializing (N, V) logits.
+
+    Give the teacher as ``teacher_hidden`` (N, Ht) + ``teacher_weight`` (V, Ht), or as
+    ``teacher_logits`` (N, V). ``num_tokens``: normalizer for the optimizer step
+    (defaults to this call's non-ignored labels). Equals ``distillation_loss`` on the
+    materialized logits, in value and gradients.
+    """
+    if (teacher_logits is None) == (teacher_hidden is None or teacher_weight is None):
+        raise ValueError("give the teacher either as teacher_logits or as teacher_hidden + teacher_weight")
+    if num_tokens is None:
+        num_tokens = (labels != settings.ignore_index).sum()
+    return FusedLinearKDFunction.apply(
+        student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
+        teacher_logits, labels, settings, num_tokens, chunk_size,
+    )
+
+
+class FusedLinearDistillationLoss(torch.nn.Module):
+    """Module form of :func:`fused_linear_distillation_loss` with fixed settings."""
+
+    def __init__(self, settings: KDSettings = KDSettings(), chunk_size: int | None = None):
+        super().__init__()
+        self.settings, self.chunk_size = settings, chunk_size
+
+    def forward(self, student_hidden, student_weight, labels, **teacher) -> torch.Tensor:
+        return fused_linear_distillation_loss(
+            student_hidden, student_weight, labels, settings=self.settings, chunk_size=self.chunk_size, **teacher
+        )

@@ -1,0 +1,118 @@
+"""The chunked fused loss equals the plain reference in value and gradients."""
+
+import itertools
+
+import pytest
+import torch
+
+from edgedistill.pipeline.distill.fused import (
+    FusedLinearDistillationLoss, KDSettings, auto_chunk_size, fused_linear_distillation_loss,
+)
+from edgedistill.pipeline.distill.losses import IGNORE_INDEX, KD_OBJECTIVES, distillation_loss
+
+ROWS, VOCAB, STUDENT_WIDTH, TEACHER_WIDTH = 3 * 47, 1271, 24, 40
+
+
+def make_inputs(with_bias: bool, ignored_rows: int = 13):
+    student_hidden = torch.randn(ROWS, STUDENT_WIDTH, requires_grad=True)
+    student_weight = (torch.randn(VOCAB, STUDENT_WIDTH) / 4).requires_grad_(True)
+    student_bias = torch.randn(VOCAB, requires_grad=True) if with_bias else None
+    teacher_hidden, teacher_weight = torch.randn(ROWS, TEACHER_WIDTH), torch.randn(VOCAB, TEACHER_WIDTH) / 3
+    labels = torch.randint(0, VOCAB, (ROWS,))
+    labels[torch.randperm(ROWS)[:ignored_rows]] = IGNORE_INDEX
+    return student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, labels
+
+
+def reference(student_hidden, student_weight, student_bias, teacher_logits, labels, settings, grad_output):
+    logits = student_hidden @ student_weight.T + (0 if student_bias is None else student_bias)  # (N, V)
+    loss, _ = distillation_loss(
+        logits, teacher_logits, labels, alpha=settings.alpha, temperature=settings.temperature,
+        objective=settings.objective, beta=settings.beta, skew_alpha=settings.skew_alpha,
+        scale_by_t2=settings.scale_by_t2, ignore_index=settings.ignore_index,
+    )
+    (loss * grad_output).backward()
+    return loss.detach()
+
+
+def leaves(tensors):
+    return [t for t in tensors if t is not None]
+
+
+def check_against_reference(settings, *, with_bias=True, chunk_size=29, grad_output=2.5, teacher_as_logits=False):
+    student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, labels = make_inputs(with_bias)
+    teacher_logits = teacher_hidden @ teacher_weight.T  # (N, V)
+    expected = reference(student_hidden, student_weight, student_bias, teacher_logits, labels, settings, grad_output)
+    expected_grads = [t.grad.clone() for t in leaves([student_hidden, student_weight, student_bias])]
+    for t in leaves([student_hidden, student_weight, student_bias]):
+        t.grad = None
+
+    teacher = {"teacher_logits": teacher_logits} if teacher_as_logits else {"teacher_hidden": teacher_hidden, "teacher_weight": teacher_weight}
+    loss = fused_linear_distillation_loss(
+        student_hidden, student_weight, labels, student_bias=student_bias, settings=settings, chunk_size=chunk_size, **teacher
+    )
+    (loss * grad_output).backward()
+
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip([t.grad for t in leaves([student_hidden, student_weight, student_bias])], expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("objective", "temperature"), list(itertools.product(sorted(KD_OBJECTIVES), [0.5, 1.0, 2.0])))
+def test_every_objective_and_temperature(objective, temperature):
+    check_against_reference(KDSettings(alpha=0.7, temperature=temperature, objective=objective, beta=0.4, skew_alpha=0.2))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_jsd_betas_with_teacher_logits_and_no_bias(beta):
+    check_against_reference(KDSettings(alpha=0.5, temperature=2.0, objective="jsd", beta=beta), with_bias=False,
+                            teacher_as_logits=True)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 47, 500, None])
+def test_chunk_size_does_not_change_the_result(chunk_size):
+    check_against_reference(KDSettings(alpha=0.3, temperature=1.0, scale_by_t2=False), chunk_size=chunk_size, grad_output=1.0)
+
+
+def test_all_masked_batch_gives_zero_loss_and_zero_grads():
+    student_hidden, student_weight, _, teacher_hidden, teacher_weight, labels = make_inputs(False, ignored_rows=ROWS)
+
+    loss = FusedLinearDistillationLoss(KDSettings(alpha=0.5, temperature=2.0), chunk_size=50)(
+        student_hidden, student_weight, labels, teacher_hidden=teacher_hidden, teacher_weight=teacher_weight
+    )
+    loss.backward()
+
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(student_hidden.grad) == 0 and torch.count_nonzero(student_weight.grad) == 0
+
+
+def test_step_normalization_uses_num_tokens():
+    student_hidden, student_weight, _, teacher_hidden, teacher_weight, labels = make_inputs(False)
+    kept = int((labels != IGNORE_INDEX).sum())
+    teacher = {"teacher_hidden": teacher_hidden, "teacher_weight": teacher_weight}
+
+    own = fused_linear_distillation_loss(student_hidden, student_weight, labels, **teacher)
+    step = fused_linear_distillation_loss(student_hidden, student_weight, labels, num_tokens=2 * kept, **teacher)
+
+    torch.testing.assert_close(step, own / 2)
+
+
+def test_bf16_inputs_match_the_fp32_reference_loosely():
+    student_hidden, student_weight, _, teacher_hidden, teacher_weight, labels = make_inputs(False)
+    settings = KDSettings(alpha=0.5, temperature=2.0)
+    expected = reference(student_hidden, student_weight, None, teacher_hidden @ teacher_weight.T, labels, settings, 1.0)
+    hidden_bf16 = student_hidden.detach().bfloat16().requires_grad_(True)
+
+    loss = fused_linear_distillation_loss(hidden_bf16, student_weight.detach().bfloat16(), labels, settings=settings,
+                                          teacher_hidden=teacher_hidden.bfloat16(), teacher_weight=teacher_weight.bfloat16())
+    loss.backward()
+
+    torch.testing.assert_close(loss.float(), expected, rtol=5e-2, atol=1e-2)
+    assert hidden_bf16.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(hidden_bf16.grad.float(), student_hidden.grad, rtol=5e-2, atol=2e-3)
+
+
+def test_auto_chunk_size_respects_the_budget_and_bad_teacher_args_fail():
+    assert auto_chunk_size(4096, 151936, budget_bytes=256 << 20) == 55
+    assert auto_chunk_size(10, 100) == 10
+    with pytest.raises(ValueError, match="either as teacher_logits or as teacher_hidden"):
+        fused_linear_distillation_loss(torch.randn(2, 3), torch.randn(5, 3), torch.zeros(2, dtype=torch.long))
