@@ -76,3 +76,35 @@ def test_every_divergence_is_zero_for_equal_distributions_and_finite_with_masked
 
     assert abs(value.item()) < 1e-6
     assert torch.isfinite(logits.grad).all()
+
+
+def test_feature_loss_against_a_plain_reference():
+    from edgedistill.pipeline.distill.features import FeatureDistillationLoss, uniform_layer_map
+
+    layer_map = uniform_layer_map(student_layers=2, teacher_layers=4)
+    student = [torch.randn(2, 5, 6) for _ in range(3)]
+    teacher = [torch.randn(2, 5, 10) for _ in range(5)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    mse, cosine = FeatureDistillationLoss(6, 10, layer_map, "mse"), FeatureDistillationLoss(6, 10, layer_map, "cosine")
+
+    got_mse, got_cosine = mse(student, teacher, mask), cosine(student, teacher, mask)
+
+    assert layer_map == {1: 2, 2: 4}
+    keep = mask.bool()
+    expected_mse = sum(((mse.projections[str(i)](student[i]) - teacher[j]) ** 2).mean(-1)[keep].mean() for i, j in layer_map.items()) / 2
+    expected_cos = sum((1 - torch.nn.functional.cosine_similarity(cosine.projections[str(i)](student[i]), teacher[j], dim=-1))[keep].mean()
+                       for i, j in layer_map.items()) / 2
+    torch.testing.assert_close(got_mse, expected_mse)
+    torch.testing.assert_close(got_cosine, expected_cos)
+    got_mse.backward()
+    assert mse.projections["1"].weight.grad is not None  # the projection learns
+
+
+def test_equal_widths_use_no_projection_and_identical_states_cost_nothing():
+    from edgedistill.pipeline.distill.features import FeatureDistillationLoss
+
+    states = [torch.randn(1, 4, 8) for _ in range(3)]
+    loss = FeatureDistillationLoss(8, 8, {1: 1, 2: 2}, "cosine")
+
+    assert not list(loss.parameters())
+    assert loss(states, states).item() < 1e-6

@@ -116,3 +116,41 @@ def test_auto_chunk_size_respects_the_budget_and_bad_teacher_args_fail():
     assert auto_chunk_size(10, 100) == 10
     with pytest.raises(ValueError, match="either as teacher_logits or as teacher_hidden"):
         fused_linear_distillation_loss(torch.randn(2, 3), torch.randn(5, 3), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("objective", "temperature"), list(itertools.product(["forward_kl", "reverse_kl"], [0.5, 1.0, 2.0])))
+def test_triton_kernel_matches_the_reference(objective, temperature, monkeypatch):
+    import edgedistill.pipeline.distill.fused as fused
+
+    settings = KDSettings(alpha=0.6, temperature=temperature, objective=objective)
+    monkeypatch.setattr(fused, "pick_backend", lambda *_args: "triton")  # force the kernel on CPU tensors
+
+    check_against_reference(settings, chunk_size=50)
+
+    from edgedistill.pipeline.distill import triton_kd
+    expected_kind = "JITFunction" if torch.cuda.is_available() else "InterpretedFunction"
+    assert type(triton_kd._kd_row_kernel).__name__ == expected_kind  # the kernel really ran
+
+
+def test_triton_kernel_all_masked_rows_and_unscaled_kd(monkeypatch):
+    import edgedistill.pipeline.distill.fused as fused
+
+    monkeypatch.setattr(fused, "pick_backend", lambda *_args: "triton")
+    check_against_reference(KDSettings(alpha=1.0, temperature=2.0, scale_by_t2=False), with_bias=False, grad_output=0.5)
+    student_hidden, student_weight, _, teacher_hidden, teacher_weight, labels = make_inputs(False, ignored_rows=ROWS)
+    loss = fused_linear_distillation_loss(student_hidden, student_weight, labels, teacher_hidden=teacher_hidden,
+                                          teacher_weight=teacher_weight, backend="triton")
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(student_hidden.grad) == 0
+
+
+def test_backend_choice():
+    from edgedistill.pipeline.distill.fused import pick_backend
+
+    assert pick_backend("auto", torch.device("cpu"), "forward_kl") == "torch"
+    assert pick_backend("auto", torch.device("cuda"), "forward_kl") == "triton"
+    assert pick_backend("auto", torch.device("cuda"), "jsd") == "torch"
+    with pytest.raises(ValueError, match="implements forward_kl, reverse_kl, not 'skew_kl'"):
+        pick_backend("triton", torch.device("cpu"), "skew_kl")
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        pick_backend("cuda", torch.device("cpu"), "forward_kl")

@@ -9,8 +9,9 @@ chunk's logits are freed. Peak extra memory is O(chunk x V) instead of O(N x V);
 loss and gradients equal the reference's, which normalizes by the non-ignored tokens of
 the whole call (or ``num_tokens``) exactly as here.
 
-Layers (STYLE.md rule 7): ``chunk_loss_and_grad`` (per-chunk math) -> ``run_chunks``
-(the loop; device dispatch will live here) -> ``FusedLinearKDFunction`` (autograd) ->
+Layers (STYLE.md rule 7): per-chunk math (``chunk_loss_and_grad`` in torch, or the
+Triton kernel in ``triton_kd.py``) -> ``run_chunks`` (the launcher loop; device dispatch
+via ``pick_backend``) -> ``FusedLinearKDFunction`` (autograd) ->
 ``fused_linear_distillation_loss`` / ``FusedLinearDistillationLoss`` (API).
 """
 
@@ -60,6 +61,28 @@ def chunk_loss_and_grad(student_logits, teacher_logits, labels, settings: KDSett
     return loss.detach(), grad_logits
 
 
+def _triton_chunk(student_logits, teacher_logits, labels, settings, num_tokens):
+    from edgedistill.pipeline.distill.triton_kd import kd_loss_and_grad_triton
+
+    return kd_loss_and_grad_triton(student_logits, teacher_logits, labels, settings, 1.0 / max(float(num_tokens), 1.0))
+
+
+# Per-chunk loss+gradient implementations; the launcher below picks one per call.
+CHUNK_BACKENDS = {"torch": chunk_loss_and_grad, "triton": _triton_chunk}
+TRITON_OBJECTIVES = ("forward_kl", "reverse_kl")  # the divergences the Triton kernel implements
+
+
+def pick_backend(requested: str, device: torch.device, objective: str) -> str:
+    """"auto": Triton on CUDA for the objectives it implements, chunked torch otherwise."""
+    if requested == "auto":
+        return "triton" if device.type == "cuda" and objective in TRITON_OBJECTIVES else "torch"
+    if requested not in CHUNK_BACKENDS:
+        raise ValueError(f"unknown backend '{requested}'; available: auto, {', '.join(CHUNK_BACKENDS)}")
+    if requested == "triton" and objective not in TRITON_OBJECTIVES:
+        raise ValueError(f"the Triton kernel implements {', '.join(TRITON_OBJECTIVES)}, not '{objective}'")
+    return requested
+
+
 def _logits(hidden, weight, bias):
     logits = hidden @ weight.T  # (C, V) in the input dtype
     if bias is not None:
@@ -67,11 +90,15 @@ def _logits(hidden, weight, bias):
     return logits.float()  # upcast per chunk
 
 
-def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size):
+def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size,
+               backend="auto"):
     """Loss and gradients for hidden, weight, bias, one chunk of rows at a time.
 
     teacher: ("logits", (N, V)) or ("linear", hidden (N, Ht), weight (V, Ht), bias | None).
     """
+    chunk_fn = CHUNK_BACKENDS[pick_backend(backend, student_hidden.device, settings.objective)]
+    if chunk_fn is _triton_chunk:
+        num_tokens = float(num_tokens)  # one host read per call, none per chunk
     rows, vocab = student_hidden.shape[0], student_weight.shape[0]
     chunk_size = chunk_size or auto_chunk_size(rows, vocab)
     grad_hidden = torch.zeros_like(student_hidden)
@@ -87,7 +114,7 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
             else:
                 teacher_logits = _logits(teacher[1][start:end], teacher[2], teacher[3])
             student_logits = _logits(hidden, student_weight, student_bias)
-        loss, grad_logits = chunk_loss_and_grad(student_logits, teacher_logits, labels[start:end], settings, num_tokens)
+        loss, grad_logits = chunk_fn(student_logits, teacher_logits, labels[start:end], settings, num_tokens)
         total += loss
         grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
         grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
@@ -102,10 +129,10 @@ class FusedLinearKDFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
-                teacher_logits, labels, settings, num_tokens, chunk_size):
+                teacher_logits, labels, settings, num_tokens, chunk_size, backend):
         teacher = ("logits", teacher_logits) if teacher_logits is not None else ("linear", teacher_hidden, teacher_weight, teacher_bias)
         loss, grad_hidden, grad_weight, grad_bias = run_chunks(
-            student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size
+            student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size, backend
         )
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         return loss
@@ -115,7 +142,7 @@ class FusedLinearKDFunction(torch.autograd.Function):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_output.to(grad_hidden.dtype)
         return (grad_hidden * scale, grad_weight * scale, None if grad_bias is None else grad_bias * scale,
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
 
 
 def fused_linear_distillation_loss(
@@ -131,13 +158,15 @@ def fused_linear_distillation_loss(
     settings: KDSettings = KDSettings(),
     num_tokens: int | torch.Tensor | None = None,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """``alpha * KD + (1 - alpha) * CE`` over N rows without materializing (N, V) logits.
 
     Give the teacher as ``teacher_hidden`` (N, Ht) + ``teacher_weight`` (V, Ht), or as
     ``teacher_logits`` (N, V). ``num_tokens``: normalizer for the optimizer step
     (defaults to this call's non-ignored labels). Equals ``distillation_loss`` on the
-    materialized logits, in value and gradients.
+    materialized logits, in value and gradients. ``backend``: "auto" (Triton on CUDA,
+    chunked torch elsewhere), "torch", or "triton" (on CPU only under TRITON_INTERPRET=1).
     """
     if (teacher_logits is None) == (teacher_hidden is None or teacher_weight is None):
         raise ValueError("give the teacher either as teacher_logits or as teacher_hidden + teacher_weight")
@@ -145,18 +174,19 @@ def fused_linear_distillation_loss(
         num_tokens = (labels != settings.ignore_index).sum()
     return FusedLinearKDFunction.apply(
         student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
-        teacher_logits, labels, settings, num_tokens, chunk_size,
+        teacher_logits, labels, settings, num_tokens, chunk_size, backend,
     )
 
 
 class FusedLinearDistillationLoss(torch.nn.Module):
     """Module form of :func:`fused_linear_distillation_loss` with fixed settings."""
 
-    def __init__(self, settings: KDSettings = KDSettings(), chunk_size: int | None = None):
+    def __init__(self, settings: KDSettings = KDSettings(), chunk_size: int | None = None, backend: str = "auto"):
         super().__init__()
-        self.settings, self.chunk_size = settings, chunk_size
+        self.settings, self.chunk_size, self.backend = settings, chunk_size, backend
 
     def forward(self, student_hidden, student_weight, labels, **teacher) -> torch.Tensor:
         return fused_linear_distillation_loss(
-            student_hidden, student_weight, labels, settings=self.settings, chunk_size=self.chunk_size, **teacher
+            student_hidden, student_weight, labels, settings=self.settings, chunk_size=self.chunk_size,
+            backend=self.backend, **teacher
         )

@@ -1,0 +1,144 @@
+"""KD loss benchmark: naive (materialized logits) vs edgedistill's fused chunked path vs
+Liger-Kernel's chunked JSD loss, forward + backward.
+
+    python -m edgedistill.benchmarks.kl_loss [--vocab V --tokens N --hidden H] [--json]
+
+Each (implementation, shape) runs in a fresh subprocess: torch's CPU allocations are
+invisible to tracemalloc, so memory is the process's peak RSS during the timed steps
+minus its RSS once the inputs exist (the inputs are the same for every implementation).
+Times are the median of ``--repeats`` steps after one warm-up step. All impls compute
+forward KL at T=1 mixed 50/50 with CE (Liger: JSD with beta=0, which is forward KL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+IMPLS = ("naive", "edgedistill", "liger")
+ALPHA, TEMPERATURE = 0.5, 1.0
+
+
+def _rss_bytes(field: str) -> int:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
+        handle.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def make_inputs(tokens: int, vocab: int, hidden: int, seed: int = 0):
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "student_hidden": torch.randn(tokens, hidden, generator=generator).requires_grad_(True),
+        "student_weight": (torch.randn(vocab, hidden, generator=generator) / hidden**0.5).requires_grad_(True),
+        "teacher_hidden": torch.randn(tokens, hidden, generator=generator),
+        "teacher_weight": torch.randn(vocab, hidden, generator=generator) / hidden**0.5,
+        "labels": torch.randint(0, vocab, (tokens,), generator=generator),
+    }
+
+
+def naive_step(inputs) -> None:
+    """The plain reference on materialized (N, V) logits: what the fused path replaces."""
+    from edgedistill.pipeline.distill.losses import distillation_loss
+
+    student_logits = inputs["student_hidden"] @ inputs["student_weight"].T  # (N, V)
+    teacher_logits = inputs["teacher_hidden"] @ inputs["teacher_weight"].T
+    loss, _ = distillation_loss(student_logits, teacher_logits, inputs["labels"], alpha=ALPHA, temperature=TEMPERATURE)
+    loss.backward()
+
+
+def edgedistill_step(inputs) -> None:
+    from edgedistill.pipeline.distill.fused import KDSettings, fused_linear_distillation_loss
+
+    loss = fused_linear_distillation_loss(
+        inputs["student_hidden"], inputs["student_weight"], inputs["labels"],
+        teacher_hidden=inputs["teacher_hidden"], teacher_weight=inputs["teacher_weight"],
+        settings=KDSettings(alpha=ALPHA, temperature=TEMPERATURE),
+    )
+    loss.backward()
+
+
+def liger_step(inputs) -> None:
+    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+    loss_fn = LigerFusedLinearJSDLoss(weight_hard_loss=1 - ALPHA, weight_soft_loss=ALPHA, beta=0.0,
+                                      temperature=TEMPERATURE, compiled=False)
+    loss = loss_fn(inputs["student_hidden"], inputs["student_weight"], inputs["teacher_hidden"],
+                   inputs["teacher_weight"], inputs["labels"])
+    loss.backward()
+
+
+STEPS = {"naive": naive_step, "edgedistill": edgedistill_step, "liger": liger_step}
+
+
+def measure_in_this_process(impl: str, tokens: int, vocab: int, hidden: int, repeats: int) -> dict:
+    inputs = make_inputs(tokens, vocab, hidden)
+    step = STEPS[impl]
+    step(inputs)  # warm-up
+    baseline = _rss_bytes("VmRSS:")
+    _reset_peak_rss()
+    times = []
+    for _ in range(repeats):
+        for name in ("student_hidden", "student_weight"):
+            inputs[name].grad = None
+        started = time.perf_counter()
+        step(inputs)
+        times.append(time.perf_counter() - started)
+    return {"impl": impl, "vocab": vocab, "tokens": tokens, "hidden": hidden,
+            "peak_bytes": max(0, _rss_bytes("VmHWM:") - baseline), "median_s": statistics.median(times)}
+
+
+def measure(impl: str, tokens: int, vocab: int, hidden: int, repeats: int) -> dict:
+    """Run one measurement in a fresh interpreter and return its row."""
+    command = [sys.executable, "-m", "edgedistill.benchmarks.kl_loss", "--worker", impl, "--tokens", str(tokens),
+               "--vocab", str(vocab), "--hidden", str(hidden), "--repeats", str(repeats)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[32000])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[896])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure_in_this_process(args.worker, args.tokens[0], args.vocab[0], args.hidden[0], args.repeats)))
+        return 0
+    from edgedistill.benchmarks.machine import machine_info
+
+    rows = [measure(impl, tokens, vocab, hidden, args.repeats)
+            for vocab in args.vocab for tokens in args.tokens for hidden in args.hidden for impl in args.impls]
+    if args.json:
+        print(json.dumps({"machine": machine_info(), "rows": rows}))
+        return 0
+    print(f"{'impl':<12}{'vocab':>8}{'tokens':>8}{'hidden':>8}{'peak MiB':>11}{'median s':>10}{'mem vs naive':>14}{'time vs naive':>15}")
+    naive = {(r["vocab"], r["tokens"], r["hidden"]): r for r in rows if r["impl"] == "naive"}
+    for row in rows:
+        base = naive.get((row["vocab"], row["tokens"], row["hidden"]))
+        mem = f"{row['peak_bytes'] / base['peak_bytes']:.1%}" if base and base["peak_bytes"] else "-"
+        speed = f"{row['median_s'] / base['median_s']:.2f}x" if base else "-"
+        print(f"{row['impl']:<12}{row['vocab']:>8}{row['tokens']:>8}{row['hidden']:>8}"
+              f"{row['peak_bytes'] / 2**20:>11.0f}{row['median_s']:>10.3f}{mem:>14}{speed:>15}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
