@@ -15,10 +15,32 @@ def test_training_moves_the_student_towards_the_data(tiny_llama_dir):
     after = compare_on_heldout(student, teacher, windows[:4])
 
     assert [row["step"] for row in log] == list(range(1, 31))
-    assert log[-1]["ce"] < log[0]["ce"]
+    assert log[-1]["loss"] < log[0]["loss"]
     assert after["student_val_ppl"] < before["student_val_ppl"]
     assert before["student_teacher_kl"] < 1e-6  # identical weights at the start
     assert not student.training
+
+
+def test_the_fused_batch_loss_equals_the_reference_on_materialized_logits(tiny_llama_dir, tiny_qwen2_dir):
+    from edgedistill.pipeline.distill.losses import distillation_loss
+    from edgedistill.pipeline.distill.stage import kd_batch_loss, kd_settings
+
+    cfg = DistillConfig(alpha=0.4, temperature=2.0, objective="jsd", beta=0.3)
+    teacher, batch = load_model(tiny_qwen2_dir), torch.randint(0, 512, (3, 11))
+    fused_student, plain_student = load_model(tiny_llama_dir), load_model(tiny_llama_dir)
+
+    fused = kd_batch_loss(fused_student, teacher, batch, kd_settings(cfg))
+    fused.backward()
+    labels = batch[:, 1:].reshape(-1)
+    with torch.no_grad():
+        teacher_logits = teacher(batch).logits[:, :-1].reshape(labels.numel(), -1)
+    plain, _ = distillation_loss(plain_student(batch).logits[:, :-1].reshape(labels.numel(), -1), teacher_logits, labels,
+                                 alpha=0.4, temperature=2.0, objective="jsd", beta=0.3)
+    plain.backward()
+
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for (name, fused_param), plain_param in zip(fused_student.named_parameters(), plain_student.parameters()):
+        torch.testing.assert_close(fused_param.grad, plain_param.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):

@@ -1,10 +1,10 @@
 """Distill stage: train the pruned student on teacher logits (logit KD mixed with CE).
 
 Each optimizer step takes ``batch_size`` packed sequences, runs the frozen teacher and
-the student, and minimizes ``alpha * T^2 * KL(p_t || p_s) + (1 - alpha) * CE`` over every
-next-token position (see ``losses.py`` for the exact normalization). This thin trainer
-uses the plain reference loss on materialized logits; the fused chunked path replaces it
-for large vocabularies.
+the student, and minimizes ``alpha * KD + (1 - alpha) * CE`` (KD = the recipe's
+divergence at temperature T, times T^2) over every next-token position, through the
+fused chunked loss (``fused.py``): logits are formed chunk by chunk from the final hidden
+states and lm_head, never for the whole batch. ``losses.py`` states the normalization.
 """
 
 from __future__ import annotations
@@ -44,6 +44,33 @@ def shared_vocab_size(teacher, student, teacher_tokenizer, student_tokenizer) ->
     return min(teacher.get_output_embeddings().out_features, student.get_output_embeddings().out_features)
 
 
+def kd_settings(distill_cfg):
+    from edgedistill.pipeline.distill.fused import KDSettings
+
+    return KDSettings(alpha=distill_cfg.alpha, temperature=distill_cfg.temperature, objective=distill_cfg.objective,
+                      beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha, scale_by_t2=distill_cfg.scale_by_t2)
+
+
+def kd_batch_loss(student, teacher, batch, settings, vocab_size: int | None = None):
+    """Loss of one (B, L) batch over every next-token position, through the fused path:
+    final hidden states times lm_head chunk by chunk, never (B*(L-1), V) logits."""
+    import torch
+
+    from edgedistill.pipeline.distill.fused import fused_linear_distillation_loss
+
+    labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)
+    with torch.no_grad():
+        teacher_hidden = teacher.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Ht)
+    student_hidden = student.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Hs)
+    student_head, teacher_head = student.get_output_embeddings(), teacher.get_output_embeddings()
+    return fused_linear_distillation_loss(
+        student_hidden, student_head.weight[:vocab_size], labels, settings=settings,
+        student_bias=None if student_head.bias is None else student_head.bias[:vocab_size],
+        teacher_hidden=teacher_hidden, teacher_weight=teacher_head.weight[:vocab_size].detach(),
+        teacher_bias=None if teacher_head.bias is None else teacher_head.bias[:vocab_size].detach(),
+    )
+
+
 def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
     """Run the optimizer steps in place; returns one log row per step.
 
@@ -52,27 +79,18 @@ def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: i
     import torch
     from rich.progress import Progress
 
-    from edgedistill.pipeline.distill.losses import distillation_loss
-
     optimizer = torch.optim.AdamW(student.parameters(), lr=distill_cfg.learning_rate, weight_decay=distill_cfg.weight_decay)
+    settings = kd_settings(distill_cfg)
     student.train()
     log = []
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("distill", total=distill_cfg.steps)
         for step, batch in enumerate(_batches(train_windows, distill_cfg.batch_size, distill_cfg.steps, seed)):
-            labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)
-            with torch.no_grad():
-                teacher_logits = teacher(batch).logits[:, :-1, :vocab_size].reshape(labels.numel(), -1)  # (B*(L-1), V)
-            student_logits = student(batch).logits[:, :-1, :vocab_size].reshape(labels.numel(), -1)
-            loss, parts = distillation_loss(
-                student_logits, teacher_logits, labels, alpha=distill_cfg.alpha, temperature=distill_cfg.temperature,
-                objective=distill_cfg.objective, beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha,
-                scale_by_t2=distill_cfg.scale_by_t2,
-            )
+            loss = kd_batch_loss(student, teacher, batch, settings, vocab_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            log.append({"step": step + 1, "loss": loss.item(), "kd": parts["kd"].item(), "ce": parts["ce"].item()})
+            log.append({"step": step + 1, "loss": loss.item()})
             progress.update(task, advance=1, description=f"distill loss {loss.item():.3f}")
     student.eval()
     return log
