@@ -108,3 +108,20 @@ def test_equal_widths_use_no_projection_and_identical_states_cost_nothing():
 
     assert not list(loss.parameters())
     assert loss(states, states).item() < 1e-6
+
+
+def test_sparse_kl_golden_buckets():
+    from edgedistill.pipeline.distill.losses import sparse_forward_kl_per_token
+
+    student = torch.tensor([[0.0, 1.0, -1.0, 0.5]])
+    teacher_probs = np.array([0.5, 0.3, 0.15, 0.05])
+    ids = torch.tensor([[0, 1]])  # the teacher's top-2; tail = tokens 2 and 3
+    logprobs = torch.tensor([[math.log(0.5), math.log(0.3)]])
+
+    value = sparse_forward_kl_per_token(student, ids, logprobs, 1.0)
+
+    p_s = softmax(student, 1.0)[0]
+    buckets_t = np.array([0.5, 0.3, 0.2])
+    buckets_s = np.array([p_s[0], p_s[1], p_s[2] + p_s[3]])
+    assert value.item() == pytest.approx(kl(buckets_t, buckets_s), rel=1e-5)
+    assert value.item() <= kl(teacher_probs, p_s) + 1e-9  # a coarsening never increases KL

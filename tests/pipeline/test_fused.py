@@ -114,7 +114,7 @@ def test_bf16_inputs_match_the_fp32_reference_loosely():
 def test_auto_chunk_size_respects_the_budget_and_bad_teacher_args_fail():
     assert auto_chunk_size(4096, 151936, budget_bytes=256 << 20) == 55
     assert auto_chunk_size(10, 100) == 10
-    with pytest.raises(ValueError, match="either as teacher_logits or as teacher_hidden"):
+    with pytest.raises(ValueError, match="give the teacher as teacher_hidden"):
         fused_linear_distillation_loss(torch.randn(2, 3), torch.randn(5, 3), torch.zeros(2, dtype=torch.long))
 
 
@@ -150,7 +150,38 @@ def test_backend_choice():
     assert pick_backend("auto", torch.device("cpu"), "forward_kl") == "torch"
     assert pick_backend("auto", torch.device("cuda"), "forward_kl") == "triton"
     assert pick_backend("auto", torch.device("cuda"), "jsd") == "torch"
-    with pytest.raises(ValueError, match="implements forward_kl, reverse_kl, not 'skew_kl'"):
+    with pytest.raises(ValueError, match="implements forward_kl, reverse_kl with a dense teacher, not 'skew_kl'"):
         pick_backend("triton", torch.device("cpu"), "skew_kl")
+    assert pick_backend("auto", torch.device("cuda"), "forward_kl", sparse_teacher=True) == "torch"
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         pick_backend("cuda", torch.device("cpu"), "forward_kl")
+
+
+def test_sparse_top_k_teacher_matches_its_reference_and_full_kl_when_complete():
+    from edgedistill.pipeline.distill.losses import sparse_distillation_loss
+
+    student_hidden, student_weight, _, teacher_hidden, teacher_weight, labels = make_inputs(False)
+    settings = KDSettings(alpha=0.5, temperature=2.0)
+    teacher_logprobs = torch.log_softmax(teacher_hidden @ teacher_weight.T / 2.0, -1)  # (N, V) at the KD temperature
+    top = teacher_logprobs.topk(64, dim=-1)
+
+    loss = fused_linear_distillation_loss(student_hidden, student_weight, labels, settings=settings, chunk_size=40,
+                                          teacher_topk_ids=top.indices, teacher_topk_logprobs=top.values)
+    loss.backward()
+    fused_grad = student_hidden.grad.clone()
+    student_hidden.grad = None
+    expected, _ = sparse_distillation_loss(student_hidden @ student_weight.T, top.indices, top.values, labels,
+                                           alpha=0.5, temperature=2.0)
+    expected.backward()
+
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_grad, student_hidden.grad, rtol=1e-5, atol=1e-6)
+    full = teacher_logprobs.topk(VOCAB, dim=-1)  # every token cached: no tail, plain forward KL
+    complete, _ = sparse_distillation_loss(student_hidden @ student_weight.T, full.indices, full.values, labels,
+                                           alpha=0.5, temperature=2.0)
+    dense, _ = distillation_loss(student_hidden @ student_weight.T, teacher_hidden @ teacher_weight.T, labels,
+                                 alpha=0.5, temperature=2.0)
+    torch.testing.assert_close(complete, dense, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="top-k teacher supports objective forward_kl only"):
+        fused_linear_distillation_loss(student_hidden, student_weight, labels, settings=KDSettings(objective="jsd"),
+                                       teacher_topk_ids=top.indices, teacher_topk_logprobs=top.values)

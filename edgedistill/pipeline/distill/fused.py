@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgedistill.pipeline.distill.losses import IGNORE_INDEX, distillation_loss
+from edgedistill.pipeline.distill.losses import IGNORE_INDEX, distillation_loss, sparse_distillation_loss
 
 DEFAULT_CHUNK_BUDGET_BYTES = 256 << 20
 _FP32_ROW_BUFFERS = 8  # logits, teacher logits, two log-softmaxes, probs, mixture, grad, temp
@@ -45,26 +45,29 @@ def auto_chunk_size(rows: int, vocab: int, budget_bytes: int = DEFAULT_CHUNK_BUD
     return max(1, min(rows, budget_bytes // (vocab * 4 * _FP32_ROW_BUFFERS)))
 
 
-def chunk_loss_and_grad(student_logits, teacher_logits, labels, settings: KDSettings, num_tokens):
+def chunk_loss_and_grad(student_logits, teacher_chunk, labels, settings: KDSettings, num_tokens):
     """Loss of one chunk (already divided by the call's ``num_tokens``) and d loss / d logits.
 
-    student_logits, teacher_logits: (C, V) fp32; labels: (C,). Returns (scalar, (C, V)).
+    student_logits: (C, V) fp32; teacher_chunk: ("logits", (C, V)) or ("topk", ids (C, k),
+    logprobs (C, k)); labels: (C,). Returns (scalar, (C, V)).
     """
+    common = dict(alpha=settings.alpha, temperature=settings.temperature, scale_by_t2=settings.scale_by_t2,
+                  num_tokens=num_tokens, ignore_index=settings.ignore_index)
     with torch.enable_grad():
         logits = student_logits.detach().requires_grad_(True)
-        loss, _ = distillation_loss(
-            logits, teacher_logits, labels, alpha=settings.alpha, temperature=settings.temperature,
-            objective=settings.objective, beta=settings.beta, skew_alpha=settings.skew_alpha,
-            scale_by_t2=settings.scale_by_t2, num_tokens=num_tokens, ignore_index=settings.ignore_index,
-        )
+        if teacher_chunk[0] == "topk":
+            loss, _ = sparse_distillation_loss(logits, teacher_chunk[1], teacher_chunk[2], labels, **common)
+        else:
+            loss, _ = distillation_loss(logits, teacher_chunk[1], labels, objective=settings.objective,
+                                        beta=settings.beta, skew_alpha=settings.skew_alpha, **common)
         (grad_logits,) = torch.autograd.grad(loss, logits)
     return loss.detach(), grad_logits
 
 
-def _triton_chunk(student_logits, teacher_logits, labels, settings, num_tokens):
+def _triton_chunk(student_logits, teacher_chunk, labels, settings, num_tokens):
     from edgedistill.pipeline.distill.triton_kd import kd_loss_and_grad_triton
 
-    return kd_loss_and_grad_triton(student_logits, teacher_logits, labels, settings, 1.0 / max(float(num_tokens), 1.0))
+    return kd_loss_and_grad_triton(student_logits, teacher_chunk[1], labels, settings, 1.0 / max(float(num_tokens), 1.0))
 
 
 # Per-chunk loss+gradient implementations; the launcher below picks one per call.
@@ -72,15 +75,26 @@ CHUNK_BACKENDS = {"torch": chunk_loss_and_grad, "triton": _triton_chunk}
 TRITON_OBJECTIVES = ("forward_kl", "reverse_kl")  # the divergences the Triton kernel implements
 
 
-def pick_backend(requested: str, device: torch.device, objective: str) -> str:
-    """"auto": Triton on CUDA for the objectives it implements, chunked torch otherwise."""
+def pick_backend(requested: str, device: torch.device, objective: str, sparse_teacher: bool = False) -> str:
+    """"auto": Triton on CUDA for the dense objectives it implements, chunked torch otherwise."""
+    kernel_fits = objective in TRITON_OBJECTIVES and not sparse_teacher
     if requested == "auto":
-        return "triton" if device.type == "cuda" and objective in TRITON_OBJECTIVES else "torch"
+        return "triton" if device.type == "cuda" and kernel_fits else "torch"
     if requested not in CHUNK_BACKENDS:
         raise ValueError(f"unknown backend '{requested}'; available: auto, {', '.join(CHUNK_BACKENDS)}")
-    if requested == "triton" and objective not in TRITON_OBJECTIVES:
-        raise ValueError(f"the Triton kernel implements {', '.join(TRITON_OBJECTIVES)}, not '{objective}'")
+    if requested == "triton" and not kernel_fits:
+        raise ValueError(f"the Triton kernel implements {', '.join(TRITON_OBJECTIVES)} with a dense teacher, not "
+                         f"'{objective}'{' with a top-k teacher' if sparse_teacher else ''}")
     return requested
+
+
+def _teacher_chunk(teacher: tuple, start: int, end: int) -> tuple:
+    """Rows [start, end) of the teacher as ("logits", (C, V) fp32) or ("topk", ids, logprobs)."""
+    if teacher[0] == "topk":
+        return ("topk", teacher[1][start:end], teacher[2][start:end])
+    if teacher[0] == "logits":
+        return ("logits", teacher[1][start:end].float())
+    return ("logits", _logits(teacher[1][start:end], teacher[2], teacher[3]))
 
 
 def _logits(hidden, weight, bias):
@@ -94,9 +108,10 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
                backend="auto"):
     """Loss and gradients for hidden, weight, bias, one chunk of rows at a time.
 
-    teacher: ("logits", (N, V)) or ("linear", hidden (N, Ht), weight (V, Ht), bias | None).
+    teacher: ("logits", (N, V)), ("linear", hidden (N, Ht), weight (V, Ht), bias | None) or
+    ("topk", ids (N, k), logprobs (N, k)).
     """
-    chunk_fn = CHUNK_BACKENDS[pick_backend(backend, student_hidden.device, settings.objective)]
+    chunk_fn = CHUNK_BACKENDS[pick_backend(backend, student_hidden.device, settings.objective, teacher[0] == "topk")]
     if chunk_fn is _triton_chunk:
         num_tokens = float(num_tokens)  # one host read per call, none per chunk
     rows, vocab = student_hidden.shape[0], student_weight.shape[0]
@@ -109,18 +124,15 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
         end = min(start + chunk_size, rows)
         hidden = student_hidden[start:end]  # (C, Hs)
         with torch.no_grad():
-            if teacher[0] == "logits":
-                teacher_logits = teacher[1][start:end].float()  # (C, V)
-            else:
-                teacher_logits = _logits(teacher[1][start:end], teacher[2], teacher[3])
-            student_logits = _logits(hidden, student_weight, student_bias)
-        loss, grad_logits = chunk_fn(student_logits, teacher_logits, labels[start:end], settings, num_tokens)
+            teacher_chunk = _teacher_chunk(teacher, start, end)
+            student_logits = _logits(hidden, student_weight, student_bias)  # (C, V)
+        loss, grad_logits = chunk_fn(student_logits, teacher_chunk, labels[start:end], settings, num_tokens)
         total += loss
         grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
         grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
         if grad_bias is not None:
             grad_bias += grad_logits.sum(dim=0)
-        del student_logits, teacher_logits, grad_logits  # free the chunk before the next one
+        del student_logits, teacher_chunk, grad_logits  # free the chunk before the next one
     return total, grad_hidden, grad_weight.to(student_weight.dtype), None if grad_bias is None else grad_bias.to(student_bias.dtype)
 
 
@@ -128,9 +140,8 @@ class FusedLinearKDFunction(torch.autograd.Function):
     """Gradients are computed in forward (one pass over the logits) and scaled in backward."""
 
     @staticmethod
-    def forward(ctx, student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
-                teacher_logits, labels, settings, num_tokens, chunk_size, backend):
-        teacher = ("logits", teacher_logits) if teacher_logits is not None else ("linear", teacher_hidden, teacher_weight, teacher_bias)
+    def forward(ctx, student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size,
+                backend):
         loss, grad_hidden, grad_weight, grad_bias = run_chunks(
             student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size, backend
         )
@@ -142,7 +153,7 @@ class FusedLinearKDFunction(torch.autograd.Function):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_output.to(grad_hidden.dtype)
         return (grad_hidden * scale, grad_weight * scale, None if grad_bias is None else grad_bias * scale,
-                None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def fused_linear_distillation_loss(
@@ -153,6 +164,8 @@ def fused_linear_distillation_loss(
     teacher_hidden: torch.Tensor | None = None,
     teacher_weight: torch.Tensor | None = None,
     teacher_logits: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    teacher_topk_logprobs: torch.Tensor | None = None,
     student_bias: torch.Tensor | None = None,
     teacher_bias: torch.Tensor | None = None,
     settings: KDSettings = KDSettings(),
@@ -162,19 +175,30 @@ def fused_linear_distillation_loss(
 ) -> torch.Tensor:
     """``alpha * KD + (1 - alpha) * CE`` over N rows without materializing (N, V) logits.
 
-    Give the teacher as ``teacher_hidden`` (N, Ht) + ``teacher_weight`` (V, Ht), or as
-    ``teacher_logits`` (N, V). ``num_tokens``: normalizer for the optimizer step
+    Give the teacher as ``teacher_hidden`` (N, Ht) + ``teacher_weight`` (V, Ht), as
+    ``teacher_logits`` (N, V), or as a top-k cache ``teacher_topk_ids`` (N, k) +
+    ``teacher_topk_logprobs`` (N, k) at the KD temperature (forward KL only; tail
+    treatment in losses.py). ``num_tokens``: normalizer for the optimizer step
     (defaults to this call's non-ignored labels). Equals ``distillation_loss`` on the
     materialized logits, in value and gradients. ``backend``: "auto" (Triton on CUDA,
     chunked torch elsewhere), "torch", or "triton" (on CPU only under TRITON_INTERPRET=1).
     """
-    if (teacher_logits is None) == (teacher_hidden is None or teacher_weight is None):
-        raise ValueError("give the teacher either as teacher_logits or as teacher_hidden + teacher_weight")
+    forms = {
+        "linear": (teacher_hidden, teacher_weight, teacher_bias),
+        "logits": (teacher_logits,),
+        "topk": (teacher_topk_ids, teacher_topk_logprobs),
+    }
+    given = [kind for kind, parts in forms.items() if parts[0] is not None]
+    if len(given) != 1 or any(part is None for part in forms[given[0]][:2]):
+        raise ValueError("give the teacher as teacher_hidden + teacher_weight, as teacher_logits, "
+                         "or as teacher_topk_ids + teacher_topk_logprobs (exactly one)")
+    if given[0] == "topk" and settings.objective != "forward_kl":
+        raise ValueError(f"a top-k teacher supports objective forward_kl only, not '{settings.objective}'")
     if num_tokens is None:
         num_tokens = (labels != settings.ignore_index).sum()
     return FusedLinearKDFunction.apply(
-        student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias,
-        teacher_logits, labels, settings, num_tokens, chunk_size, backend,
+        student_hidden, student_weight, student_bias, (given[0], *forms[given[0]]), labels, settings, num_tokens,
+        chunk_size, backend,
     )
 
 

@@ -20,6 +20,13 @@ softmax(logits / T):
   all-ignored batch gives loss 0 and zero gradients.
 * Everything is computed in fp32; mixtures are built in log space with logsumexp;
   entries with zero probability contribute 0 (0 * log 0 = 0), never NaN.
+* Sparse teacher (an offline top-k cache): only the teacher's k most likely tokens and
+  their log-probabilities are known. ``sparse_forward_kl_per_token`` is the exact KL
+  between (k + 1)-bucket coarsenings of the two distributions: the k cached tokens, plus
+  one tail bucket holding the teacher's remaining mass 1 - sum(p_t,topk) against the
+  student's mass outside those k tokens. It equals forward KL when the k tokens carry all
+  of the teacher's mass, and is a lower bound on it otherwise. The cached log-probs must
+  be at the KD temperature (the student is tempered here; a top-k cache cannot be).
 """
 
 from __future__ import annotations
@@ -93,6 +100,26 @@ def skew_reverse_kl_per_token(student_logits, teacher_logits, temperature: float
     return kl_rows(student_logprobs, log_mixture(student_logprobs, teacher_logprobs, skew_alpha))
 
 
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate near both ends (Maechler, 2012)."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def sparse_forward_kl_per_token(student_logits, topk_ids, topk_logprobs, temperature: float) -> torch.Tensor:
+    """KL over (k cached tokens + tail) buckets, see the module docstring.
+
+    student_logits: (N, V); topk_ids: (N, k) int64; topk_logprobs: (N, k), the teacher's
+    log-probabilities at temperature T. Returns (N,).
+    """
+    student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, V)
+    student_top = student_logprobs.gather(-1, topk_ids).clamp(min=LOGPROB_FLOOR)  # (N, k)
+    teacher_top = topk_logprobs.float().clamp(min=LOGPROB_FLOOR)  # (N, k)
+    teacher_tail = log1mexp(torch.logsumexp(teacher_top, dim=-1, keepdim=True)).clamp(min=LOGPROB_FLOOR)  # (N, 1)
+    student_tail = log1mexp(torch.logsumexp(student_top, dim=-1, keepdim=True)).clamp(min=LOGPROB_FLOOR)
+    return kl_rows(torch.cat([teacher_top, teacher_tail], -1), torch.cat([student_top, student_tail], -1))
+
+
 @dataclass(frozen=True)
 class Divergence:
     """A KD divergence: per-row function (student (N, V), teacher (N, V), T, **params) -> (N,)."""
@@ -137,9 +164,33 @@ def distillation_loss(
     ``ignore_index`` for positions that carry no target. Returns (loss, {"kd", "ce"}) where
     the parts are the unweighted, normalized terms (kd includes T^2 when scaled).
     """
+    kd_rows = kd_per_token(objective, student_logits, teacher_logits, temperature, beta=beta, skew_alpha=skew_alpha)
+    return mix_with_ce(kd_rows, student_logits, labels, alpha=alpha, temperature=temperature, scale_by_t2=scale_by_t2,
+                       num_tokens=num_tokens, ignore_index=ignore_index)
+
+
+def sparse_distillation_loss(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    scale_by_t2: bool = True,
+    num_tokens: int | torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`distillation_loss` with a sparse top-k teacher and forward KL (see above)."""
+    kd_rows = sparse_forward_kl_per_token(student_logits, topk_ids, topk_logprobs, temperature)
+    return mix_with_ce(kd_rows, student_logits, labels, alpha=alpha, temperature=temperature, scale_by_t2=scale_by_t2,
+                       num_tokens=num_tokens, ignore_index=ignore_index)
+
+
+def mix_with_ce(kd_rows, student_logits, labels, *, alpha, temperature, scale_by_t2, num_tokens, ignore_index):
+    """Mask and normalize per-row KD values, add CE: the shared tail of both losses above."""
     mask = labels != ignore_index  # (N,)
     denominator = (mask.sum() if num_tokens is None else torch.as_tensor(num_tokens)).clamp(min=1).float()
-    kd_rows = kd_per_token(objective, student_logits, teacher_logits, temperature, beta=beta, skew_alpha=skew_alpha)
     kd = torch.where(mask, kd_rows, torch.zeros_like(kd_rows)).sum() / denominator
     if scale_by_t2:
         kd = kd * temperature**2
