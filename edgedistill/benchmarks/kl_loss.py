@@ -1,13 +1,16 @@
 """KD loss benchmark: naive (materialized logits) vs edgedistill's fused chunked path vs
 Liger-Kernel's chunked JSD loss, forward + backward.
 
-    python -m edgedistill.benchmarks.kl_loss [--vocab V --tokens N --hidden H] [--json]
+    python -m edgedistill.benchmarks.kl_loss [--vocab V --tokens N --hidden H]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--json]
 
-Each (implementation, shape) runs in a fresh subprocess: torch's CPU allocations are
+Each (implementation, shape) runs in a fresh subprocess. On CPU, torch's allocations are
 invisible to tracemalloc, so memory is the process's peak RSS during the timed steps
-minus its RSS once the inputs exist (the inputs are the same for every implementation).
-Times are the median of ``--repeats`` steps after one warm-up step. All impls compute
-forward KL at T=1 mixed 50/50 with CE (Liger: JSD with beta=0, which is forward KL).
+minus its RSS once the inputs exist; on CUDA it is max_memory_allocated minus the
+allocation once the inputs exist. The inputs are the same for every implementation.
+Times are the median of ``--repeats`` steps after one warm-up step (synchronized on
+CUDA). All impls compute forward KL at T=1 mixed 50/50 with CE (Liger: JSD with beta=0,
+which is forward KL). On CUDA ours runs the Triton kernel.
 """
 
 from __future__ import annotations
@@ -37,16 +40,25 @@ def _reset_peak_rss() -> None:
         handle.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
-def make_inputs(tokens: int, vocab: int, hidden: int, seed: int = 0):
+DTYPES = ("fp32", "bf16")
+
+
+def make_inputs(tokens: int, vocab: int, hidden: int, device: str = "cpu", dtype: str = "fp32", seed: int = 0):
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+
+    def tensor(*shape, scale=1.0, grad=False):
+        value = (torch.randn(*shape, generator=generator) * scale).to(device=device, dtype=torch_dtype)
+        return value.requires_grad_(grad)
+
     return {
-        "student_hidden": torch.randn(tokens, hidden, generator=generator).requires_grad_(True),
-        "student_weight": (torch.randn(vocab, hidden, generator=generator) / hidden**0.5).requires_grad_(True),
-        "teacher_hidden": torch.randn(tokens, hidden, generator=generator),
-        "teacher_weight": torch.randn(vocab, hidden, generator=generator) / hidden**0.5,
-        "labels": torch.randint(0, vocab, (tokens,), generator=generator),
+        "student_hidden": tensor(tokens, hidden, grad=True),
+        "student_weight": tensor(vocab, hidden, scale=hidden**-0.5, grad=True),
+        "teacher_hidden": tensor(tokens, hidden),
+        "teacher_weight": tensor(vocab, hidden, scale=hidden**-0.5),
+        "labels": torch.randint(0, vocab, (tokens,), generator=generator).to(device),
     }
 
 
@@ -84,27 +96,56 @@ def liger_step(inputs) -> None:
 STEPS = {"naive": naive_step, "edgedistill": edgedistill_step, "liger": liger_step}
 
 
-def measure_in_this_process(impl: str, tokens: int, vocab: int, hidden: int, repeats: int) -> dict:
-    inputs = make_inputs(tokens, vocab, hidden)
-    step = STEPS[impl]
+class _Memory:
+    """Peak bytes above a baseline: RSS on CPU, the caching allocator on CUDA."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.cuda = device == "cuda"
+        self.torch = torch
+
+    def start(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.baseline = self.torch.cuda.memory_allocated()
+            self.torch.cuda.reset_peak_memory_stats()
+        else:
+            self.baseline = _rss_bytes("VmRSS:")
+            _reset_peak_rss()
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def peak(self) -> int:
+        peak = self.torch.cuda.max_memory_allocated() if self.cuda else _rss_bytes("VmHWM:")
+        return max(0, peak - self.baseline)
+
+
+def measure_in_this_process(impl: str, tokens: int, vocab: int, hidden: int, repeats: int,
+                            device: str = "cpu", dtype: str = "fp32") -> dict:
+    inputs = make_inputs(tokens, vocab, hidden, device, dtype)
+    step, memory = STEPS[impl], _Memory(device)
     step(inputs)  # warm-up
-    baseline = _rss_bytes("VmRSS:")
-    _reset_peak_rss()
+    memory.start()
     times = []
     for _ in range(repeats):
         for name in ("student_hidden", "student_weight"):
             inputs[name].grad = None
         started = time.perf_counter()
         step(inputs)
+        memory.sync()
         times.append(time.perf_counter() - started)
-    return {"impl": impl, "vocab": vocab, "tokens": tokens, "hidden": hidden,
-            "peak_bytes": max(0, _rss_bytes("VmHWM:") - baseline), "median_s": statistics.median(times)}
+    return {"impl": impl, "vocab": vocab, "tokens": tokens, "hidden": hidden, "device": device, "dtype": dtype,
+            "peak_bytes": memory.peak(), "median_s": statistics.median(times)}
 
 
-def measure(impl: str, tokens: int, vocab: int, hidden: int, repeats: int) -> dict:
+def measure(impl: str, tokens: int, vocab: int, hidden: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
     """Run one measurement in a fresh interpreter and return its row."""
     command = [sys.executable, "-m", "edgedistill.benchmarks.kl_loss", "--worker", impl, "--tokens", str(tokens),
-               "--vocab", str(vocab), "--hidden", str(hidden), "--repeats", str(repeats)]
+               "--vocab", str(vocab), "--hidden", str(hidden), "--repeats", str(repeats), "--device", device,
+               "--dtype", dtype]
     result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -116,15 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[896])
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure_in_this_process(args.worker, args.tokens[0], args.vocab[0], args.hidden[0], args.repeats)))
+        print(json.dumps(measure_in_this_process(args.worker, args.tokens[0], args.vocab[0], args.hidden[0], args.repeats,
+                                                 args.device, args.dtype)))
         return 0
     from edgedistill.benchmarks.machine import machine_info
 
-    rows = [measure(impl, tokens, vocab, hidden, args.repeats)
+    rows = [measure(impl, tokens, vocab, hidden, args.repeats, args.device, args.dtype)
             for vocab in args.vocab for tokens in args.tokens for hidden in args.hidden for impl in args.impls]
     if args.json:
         print(json.dumps({"machine": machine_info(), "rows": rows}))
