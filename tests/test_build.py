@@ -107,10 +107,13 @@ def test_a_failing_artifact_is_recorded_not_shipped(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_qwen2_teacher_builds_end_to_end(tmp_path):
-    manifest = build(load_recipe("tiny", FAST + ["teacher=builtin:tiny-qwen2", "export.onnx=[fp32]"]), tmp_path)
+    manifest = build(load_recipe("tiny", FAST + ["teacher=builtin:tiny-qwen2", "export.onnx=[fp32]", "distill.objective=jsd",
+                                                 "distill.beta=0.3"]), tmp_path)
 
     entries = {a["name"]: a for a in manifest["artifacts"]}
     assert manifest["status"] == "complete"
     assert entries["gguf-f16"]["facts"]["gguf_arch"] == "qwen2"
     assert entries["onnx-fp32"]["parity"]["greedy_match"] is True
     assert manifest["metrics"]["student_params"] < manifest["metrics"]["teacher_params"]
+    card = (tmp_path / "student" / "README.md").read_text()
+    assert "loss = alpha * T^2 * jsd(beta=0.3) at T = 2 + (1 - alpha) * CE" in card

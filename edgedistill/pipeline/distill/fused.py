@@ -24,7 +24,10 @@ import torch
 from edgedistill.pipeline.distill.losses import IGNORE_INDEX, distillation_loss, sparse_distillation_loss
 
 DEFAULT_CHUNK_BUDGET_BYTES = 256 << 20
-_FP32_ROW_BUFFERS = 8  # logits, teacher logits, two log-softmaxes, probs, mixture, grad, temp
+# fp32 (C, V) buffers alive at once per chunk, measured: torch autograd holds logits,
+# teacher logits, log-softmaxes, probabilities, mixtures and the gradient (JSD is the
+# largest at ~12.5); the Triton kernel only the two logit buffers (grad overwrites one).
+ROW_BUFFERS = {"torch": 13, "triton": 3}
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,12 @@ class KDSettings:
     ignore_index: int = IGNORE_INDEX
 
 
-def auto_chunk_size(rows: int, vocab: int, budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES) -> int:
-    """Rows per chunk so the chunk's fp32 (rows, V) buffers stay within ``budget_bytes``."""
-    return max(1, min(rows, budget_bytes // (vocab * 4 * _FP32_ROW_BUFFERS)))
+def auto_chunk_size(rows: int, vocab: int, hidden: int, backend: str = "torch",
+                    budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES) -> int:
+    """Rows per chunk so one chunk's fp32 buffers ((C, V) logits work, (C, H) hidden copies)
+    stay within ``budget_bytes``."""
+    per_row = 4 * (vocab * ROW_BUFFERS[backend] + 2 * hidden)
+    return max(1, min(rows, budget_bytes // per_row))
 
 
 def chunk_loss_and_grad(student_logits, teacher_chunk, labels, settings: KDSettings, num_tokens):
@@ -111,14 +117,18 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
     teacher: ("logits", (N, V)), ("linear", hidden (N, Ht), weight (V, Ht), bias | None) or
     ("topk", ids (N, k), logprobs (N, k)).
     """
-    chunk_fn = CHUNK_BACKENDS[pick_backend(backend, student_hidden.device, settings.objective, teacher[0] == "topk")]
-    if chunk_fn is _triton_chunk:
+    backend = pick_backend(backend, student_hidden.device, settings.objective, teacher[0] == "topk")
+    chunk_fn = CHUNK_BACKENDS[backend]
+    if backend == "triton":
         num_tokens = float(num_tokens)  # one host read per call, none per chunk
     rows, vocab = student_hidden.shape[0], student_weight.shape[0]
-    chunk_size = chunk_size or auto_chunk_size(rows, vocab)
-    grad_hidden = torch.zeros_like(student_hidden)
-    grad_weight = torch.zeros(student_weight.shape, dtype=torch.float32, device=student_weight.device)
-    grad_bias = None if student_bias is None else torch.zeros(vocab, dtype=torch.float32, device=student_weight.device)
+    chunk_size = chunk_size or auto_chunk_size(rows, vocab, student_hidden.shape[1], backend)
+    device = student_weight.device
+    grad_hidden = torch.zeros_like(student_hidden) if student_hidden.requires_grad else None
+    grad_weight = torch.zeros(student_weight.shape, dtype=torch.float32, device=device) if student_weight.requires_grad else None
+    grad_bias = None
+    if student_bias is not None and student_bias.requires_grad:
+        grad_bias = torch.zeros(vocab, dtype=torch.float32, device=device)
     total = torch.zeros((), dtype=torch.float32, device=student_hidden.device)
     for start in range(0, rows, chunk_size):
         end = min(start + chunk_size, rows)
@@ -128,16 +138,23 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
             student_logits = _logits(hidden, student_weight, student_bias)  # (C, V)
         loss, grad_logits = chunk_fn(student_logits, teacher_chunk, labels[start:end], settings, num_tokens)
         total += loss
-        grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
-        grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
+        if grad_hidden is not None:
+            grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
+        if grad_weight is not None:
+            grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
         if grad_bias is not None:
             grad_bias += grad_logits.sum(dim=0)
         del student_logits, teacher_chunk, grad_logits  # free the chunk before the next one
-    return total, grad_hidden, grad_weight.to(student_weight.dtype), None if grad_bias is None else grad_bias.to(student_bias.dtype)
+    return (total, grad_hidden, None if grad_weight is None else grad_weight.to(student_weight.dtype),
+            None if grad_bias is None else grad_bias.to(student_bias.dtype))
 
 
 class FusedLinearKDFunction(torch.autograd.Function):
-    """Gradients are computed in forward (one pass over the logits) and scaled in backward."""
+    """Gradients are computed in forward (one pass over the logits) and scaled in backward.
+
+    backward scales the saved gradients in place (no second lm_head-sized buffer), so the
+    graph can be backpropagated once: ``retain_graph=True`` is not supported.
+    """
 
     @staticmethod
     def forward(ctx, student_hidden, student_weight, student_bias, teacher, labels, settings, num_tokens, chunk_size,
@@ -150,10 +167,11 @@ class FusedLinearKDFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        scale = grad_output.to(grad_hidden.dtype)
-        return (grad_hidden * scale, grad_weight * scale, None if grad_bias is None else grad_bias * scale,
-                None, None, None, None, None, None)
+        grads = list(ctx.saved_tensors)
+        for grad in grads:
+            if grad is not None:
+                grad.mul_(grad_output.to(grad.dtype))
+        return (*grads, None, None, None, None, None, None)
 
 
 def fused_linear_distillation_loss(
@@ -194,12 +212,35 @@ def fused_linear_distillation_loss(
                          "or as teacher_topk_ids + teacher_topk_logprobs (exactly one)")
     if given[0] == "topk" and settings.objective != "forward_kl":
         raise ValueError(f"a top-k teacher supports objective forward_kl only, not '{settings.objective}'")
+    check_shapes(student_hidden, student_weight, labels, given[0], forms[given[0]], settings.ignore_index)
     if num_tokens is None:
         num_tokens = (labels != settings.ignore_index).sum()
     return FusedLinearKDFunction.apply(
         student_hidden, student_weight, student_bias, (given[0], *forms[given[0]]), labels, settings, num_tokens,
         chunk_size, backend,
     )
+
+
+def check_shapes(student_hidden, student_weight, labels, teacher_kind: str, teacher_parts: tuple, ignore_index: int) -> None:
+    """Fail with a clear ValueError before any kernel reads out of bounds.
+
+    The label range check reads one boolean from the device once per call.
+    """
+    rows, vocab = student_hidden.shape[0], student_weight.shape[0]
+    if student_hidden.shape[1] != student_weight.shape[1] or labels.shape != (rows,):
+        raise ValueError(f"student hidden {tuple(student_hidden.shape)}, lm_head {tuple(student_weight.shape)} and "
+                         f"labels {tuple(labels.shape)} do not fit (N, H), (V, H), (N,)")
+    first = teacher_parts[0]
+    if first.shape[0] != rows:
+        raise ValueError(f"the teacher has {first.shape[0]} rows, the student {rows}")
+    if teacher_kind == "logits" and first.shape[1] != vocab:
+        raise ValueError(f"teacher logits have {first.shape[1]} vocab columns, the student lm_head {vocab}; slice both to the shared vocab")
+    if teacher_kind == "linear" and (teacher_parts[1].shape[0] != vocab or teacher_parts[1].shape[1] != first.shape[1]):
+        raise ValueError(f"teacher lm_head {tuple(teacher_parts[1].shape)} does not fit vocab {vocab} and teacher hidden {first.shape[1]}")
+    if teacher_kind == "topk" and teacher_parts[1].shape != first.shape:
+        raise ValueError(f"top-k ids {tuple(first.shape)} and logprobs {tuple(teacher_parts[1].shape)} differ in shape")
+    if not bool((((labels >= 0) & (labels < vocab)) | (labels == ignore_index)).all()):
+        raise ValueError(f"labels must be in [0, {vocab}) or ignore_index ({ignore_index})")
 
 
 class FusedLinearDistillationLoss(torch.nn.Module):

@@ -110,13 +110,16 @@ def sparse_forward_kl_per_token(student_logits, topk_ids, topk_logprobs, tempera
     """KL over (k cached tokens + tail) buckets, see the module docstring.
 
     student_logits: (N, V); topk_ids: (N, k) int64; topk_logprobs: (N, k), the teacher's
-    log-probabilities at temperature T. Returns (N,).
+    log-probabilities at temperature T. Returns (N,). The student's tail mass is summed
+    from its own log-probs outside the k ids (exact, finite gradients even when the
+    student puts nearly all its mass on the k tokens).
     """
     student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, V)
     student_top = student_logprobs.gather(-1, topk_ids).clamp(min=LOGPROB_FLOOR)  # (N, k)
+    outside = student_logprobs.scatter(-1, topk_ids, LOGPROB_FLOOR)  # (N, V), the k ids pushed to ~0 mass
+    student_tail = torch.logsumexp(outside, dim=-1, keepdim=True).clamp(min=LOGPROB_FLOOR)  # (N, 1)
     teacher_top = topk_logprobs.float().clamp(min=LOGPROB_FLOOR)  # (N, k)
     teacher_tail = log1mexp(torch.logsumexp(teacher_top, dim=-1, keepdim=True)).clamp(min=LOGPROB_FLOOR)  # (N, 1)
-    student_tail = log1mexp(torch.logsumexp(student_top, dim=-1, keepdim=True)).clamp(min=LOGPROB_FLOOR)
     return kl_rows(torch.cat([teacher_top, teacher_tail], -1), torch.cat([student_top, student_tail], -1))
 
 

@@ -132,12 +132,21 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), {"model_dir": "student"}, metrics, inp)
 
 
+def kd_term(distill_cfg) -> str:
+    """The KD term in words, e.g. ``T^2 * jsd(beta=0.3)`` at T = 2."""
+    params = {"jsd": f"(beta={distill_cfg.beta})", "skew_kl": f"(a={distill_cfg.skew_alpha})",
+              "skew_reverse_kl": f"(a={distill_cfg.skew_alpha})"}.get(distill_cfg.objective, "")
+    scale = "T^2 * " if distill_cfg.scale_by_t2 else ""
+    return f"{scale}{distill_cfg.objective}{params} at T = {distill_cfg.temperature:g}"
+
+
 def model_card(cfg: dict, metrics: dict) -> str:
     rows = "\n".join(f"| {name} | {value:.6g} |" for name, value in metrics.items())
     recipe = json.dumps({k: to_dict(v) for k, v in cfg.items()}, indent=2)
     return (
         f"# {cfg['recipe_name']} student\n\n"
-        "Distilled by edgedistill: loss = alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE.\n\n"
+        f"Distilled by edgedistill: loss = alpha * {kd_term(cfg['distill'])} + (1 - alpha) * CE "
+        "(conventions: edgedistill/pipeline/distill/losses.py).\n\n"
         f"## Metrics (held-out split)\n\n| metric | value |\n|---|---|\n{rows}\n\n"
         f"## Stage config\n\n```json\n{recipe}\n```\n"
     )

@@ -24,7 +24,20 @@ import torch
 import triton
 import triton.language as tl
 
+from edgedistill.pipeline.distill import losses
+
 TRITON_OBJECTIVES = {"forward_kl": 0, "reverse_kl": 1}
+# As in losses.py: -inf log-probs (masked vocab) become finite, probabilities stay 0.
+LOGPROB_FLOOR = tl.constexpr(losses.LOGPROB_FLOOR)
+
+
+@triton.jit
+def _online_lse_step(running_max, running_sum, values):
+    """One block of an online log-sum-exp; safe when everything so far is -inf."""
+    new_max = tl.maximum(running_max, tl.max(values))
+    shift = tl.where(new_max == -float("inf"), 0.0, new_max)
+    running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(values - shift))
+    return new_max, running_sum
 
 
 @triton.jit
@@ -52,15 +65,9 @@ def _kd_row_kernel(
             mask = cols < vocab
             s = tl.load(student_row + cols, mask=mask, other=-float("inf")).to(tl.float32)
             t = tl.load(teacher_row + cols, mask=mask, other=-float("inf")).to(tl.float32)
-            new_max = tl.maximum(max_p, tl.max(s * inv_temperature))
-            sum_p = sum_p * tl.exp(max_p - new_max) + tl.sum(tl.exp(s * inv_temperature - new_max))
-            max_p = new_max
-            new_max = tl.maximum(max_q, tl.max(t * inv_temperature))
-            sum_q = sum_q * tl.exp(max_q - new_max) + tl.sum(tl.exp(t * inv_temperature - new_max))
-            max_q = new_max
-            new_max = tl.maximum(max_c, tl.max(s))
-            sum_c = sum_c * tl.exp(max_c - new_max) + tl.sum(tl.exp(s - new_max))
-            max_c = new_max
+            max_p, sum_p = _online_lse_step(max_p, sum_p, s * inv_temperature)
+            max_q, sum_q = _online_lse_step(max_q, sum_q, t * inv_temperature)
+            max_c, sum_c = _online_lse_step(max_c, sum_c, s)
         lse_p, lse_q, lse_c = max_p + tl.log(sum_p), max_q + tl.log(sum_q), max_c + tl.log(sum_c)
         label_logit = tl.load(student_row + label).to(tl.float32)  # before the buffer turns into gradients
         # pass 2: the divergence (and, for forward KL, the gradient)
@@ -70,8 +77,8 @@ def _kd_row_kernel(
             mask = cols < vocab
             s = tl.load(student_row + cols, mask=mask, other=0.0).to(tl.float32)
             t = tl.load(teacher_row + cols, mask=mask, other=0.0).to(tl.float32)
-            log_p = s * inv_temperature - lse_p
-            log_q = t * inv_temperature - lse_q
+            log_p = tl.maximum(s * inv_temperature - lse_p, LOGPROB_FLOOR)
+            log_q = tl.maximum(t * inv_temperature - lse_q, LOGPROB_FLOOR)
             p, q = tl.exp(log_p), tl.exp(log_q)
             if REVERSE:
                 kl += tl.sum(tl.where(mask & (p > 0), p * (log_p - log_q), 0.0))
@@ -86,8 +93,8 @@ def _kd_row_kernel(
                 mask = cols < vocab
                 s = tl.load(student_row + cols, mask=mask, other=0.0).to(tl.float32)
                 t = tl.load(teacher_row + cols, mask=mask, other=0.0).to(tl.float32)
-                log_p = s * inv_temperature - lse_p
-                log_q = t * inv_temperature - lse_q
+                log_p = tl.maximum(s * inv_temperature - lse_p, LOGPROB_FLOOR)
+                log_q = tl.maximum(t * inv_temperature - lse_q, LOGPROB_FLOOR)
                 p = tl.exp(log_p)
                 kd_grad = tl.where(p > 0, p * (log_p - log_q - kl), 0.0) * inv_temperature
                 ce_grad = tl.exp(s - lse_c) - tl.where(cols == label, 1.0, 0.0)
