@@ -41,6 +41,16 @@ def _online_lse_step(running_max, running_sum, values):
 
 
 @triton.jit
+def _block_logprobs(student_row, teacher_row, cols, mask, inv_temperature, lse_p, lse_q):
+    """One vocab block: student logits s, and floored log p = s/T - lse_p, log q = t/T - lse_q."""
+    s = tl.load(student_row + cols, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(teacher_row + cols, mask=mask, other=0.0).to(tl.float32)
+    log_p = tl.maximum(s * inv_temperature - lse_p, LOGPROB_FLOOR)
+    log_q = tl.maximum(t * inv_temperature - lse_q, LOGPROB_FLOOR)
+    return s, log_p, log_q
+
+
+@triton.jit
 def _kd_row_kernel(
     logits_ptr, teacher_ptr, labels_ptr, loss_ptr, stride_logits, stride_teacher, vocab,
     alpha, inv_temperature, kd_scale, inv_num_tokens, ignore_index,
@@ -75,10 +85,7 @@ def _kd_row_kernel(
         for start in range(0, vocab, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < vocab
-            s = tl.load(student_row + cols, mask=mask, other=0.0).to(tl.float32)
-            t = tl.load(teacher_row + cols, mask=mask, other=0.0).to(tl.float32)
-            log_p = tl.maximum(s * inv_temperature - lse_p, LOGPROB_FLOOR)
-            log_q = tl.maximum(t * inv_temperature - lse_q, LOGPROB_FLOOR)
+            s, log_p, log_q = _block_logprobs(student_row, teacher_row, cols, mask, inv_temperature, lse_p, lse_q)
             p, q = tl.exp(log_p), tl.exp(log_q)
             if REVERSE:
                 kl += tl.sum(tl.where(mask & (p > 0), p * (log_p - log_q), 0.0))
@@ -91,10 +98,7 @@ def _kd_row_kernel(
             for start in range(0, vocab, BLOCK):
                 cols = start + tl.arange(0, BLOCK)
                 mask = cols < vocab
-                s = tl.load(student_row + cols, mask=mask, other=0.0).to(tl.float32)
-                t = tl.load(teacher_row + cols, mask=mask, other=0.0).to(tl.float32)
-                log_p = tl.maximum(s * inv_temperature - lse_p, LOGPROB_FLOOR)
-                log_q = tl.maximum(t * inv_temperature - lse_q, LOGPROB_FLOOR)
+                s, log_p, log_q = _block_logprobs(student_row, teacher_row, cols, mask, inv_temperature, lse_p, lse_q)
                 p = tl.exp(log_p)
                 kd_grad = tl.where(p > 0, p * (log_p - log_q - kl), 0.0) * inv_temperature
                 ce_grad = tl.exp(s - lse_c) - tl.where(cols == label, 1.0, 0.0)
