@@ -41,6 +41,8 @@ def build(
     from edgedistill.build import build as run_build
     from edgedistill.build import plan
     from edgedistill.config import load_recipe, to_dict
+    from edgedistill.pipeline.prune_targets import describe_plan
+    from edgedistill.pipeline.teacher import resolve_source
 
     resolved = load_recipe(recipe, overrides, default=DEFAULT_RECIPE)
     out_dir = out or Path("edgedistill-out") / resolved.name
@@ -49,6 +51,7 @@ def build(
         console.print(f"stage plan for {out_dir}:", highlight=False)
         for stage, status in plan(resolved, out_dir):
             console.print(f"  {stage:<8} {status}", highlight=False)
+        console.print(describe_plan(resolved.prune, resolve_source(resolved.teacher)), highlight=False)
         return 0
 
     def on_stage(name: str, status: str, seconds: float) -> None:

@@ -58,10 +58,18 @@ class DataConfig:
     max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)
 
 
+def _prune_strategies() -> tuple[str, ...]:
+    from edgedistill.pipeline.prune_targets import STRATEGIES
+    return tuple(STRATEGIES)
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     target_params: float = knob(0.5, "student size as a fraction of the teacher's parameters", low=0.0, high=1.0, low_open=True)
-    round_to: int = knob(32, "kept MLP channels are a multiple of this (hardware-friendly shapes)", low=1)
+    strategy: str = knob("mlp", "what shrinks to meet the budget: mlp width, width (hidden + mlp), or depth (layers)",
+                         choices=_prune_strategies)
+    kv_heads_keep: float = knob(1.0, "fraction of KV groups (with their query heads) kept in every layer", low=0.0, high=1.0, low_open=True)
+    round_to: int = knob(32, "kept MLP channels and hidden size are multiples of this (256 for GGUF k-quants)", low=1)
     calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)
 
 
@@ -103,7 +111,7 @@ class BenchConfig:
 class Recipe:
     name: str = knob("custom", "label recorded in the manifest and the model card")
     description: str = knob("", "one line shown by `edgedistill recipes`")
-    teacher: str = knob("builtin:tiny-llama", "local HF folder, hub id, or builtin:tiny-llama / builtin:tiny-qwen2")
+    teacher: str = knob("builtin:tiny-llama", "local HF folder, hub id, or builtin:tiny-llama / tiny-mistral / tiny-qwen2")
     seed: int = knob(0, "seed for data order, initialisation and sampling")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})

@@ -106,6 +106,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "alpha: 0.25" in result.stdout
     for stage in ("teacher", "prune", "distill", "export", "verify", "bench"):
         assert f"  {stage:<8} run" in result.stdout
+    assert ("prune (mlp): hidden 64 -> 64, mlp 256 -> 128, kv heads 2 -> 2, layers 2 -> 2; "
+            "params 155,968 -> 106,816 (0.68x)") in result.stdout
     assert not (tmp_path / "out").exists()
 
 

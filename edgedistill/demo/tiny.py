@@ -14,12 +14,19 @@ SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "
 TOKENIZER_VOCAB_SIZE = 512
 
 # Architecture facts of each builtin teacher; hidden 64 with 4 query / 2 KV heads (GQA).
+# tiny-mistral is the Llama layout under Mistral's model_type (a supported family).
 TINY_TEACHERS: dict[str, dict] = {
     "tiny-llama": {
         "model_type": "llama", "hidden_size": 64, "intermediate_size": 256,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "tie_word_embeddings": True, "max_position_embeddings": 512,
         "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+    },
+    "tiny-mistral": {
+        "model_type": "mistral", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "tie_word_embeddings": False, "max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": None,
     },
     "tiny-qwen2": {
         "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 256,

@@ -44,19 +44,32 @@ class ArchSpec:
     gguf_arch: str
     tensors: dict[str, str]
     permute_qk: bool
+    # used instead when heads were pruned (num_heads * head_dim != hidden_size), for
+    # llama.cpp archs that reject that shape
+    when_heads_pruned: ArchSpec | None = None
 
+
+# llama.cpp's qwen2 arch rejects n_heads * head_dim != n_embd; its llama arch takes the
+# same tensors (with q/k/v biases) once Q/K are permuted to interleaved RoPE.
+_QWEN2_AS_LLAMA = ArchSpec("llama", {**_LLAMA_TENSORS, **_QKV_BIASES}, permute_qk=True)
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": ArchSpec("llama", _LLAMA_TENSORS, permute_qk=True),
     "mistral": ArchSpec("llama", _LLAMA_TENSORS, permute_qk=True),
-    "qwen2": ArchSpec("qwen2", {**_LLAMA_TENSORS, **_QKV_BIASES}, permute_qk=False),
+    "qwen2": ArchSpec("qwen2", {**_LLAMA_TENSORS, **_QKV_BIASES}, permute_qk=False, when_heads_pruned=_QWEN2_AS_LLAMA),
 }
 
 
-def arch_spec(model_type: str) -> ArchSpec:
+def arch_spec(model_type: str, config: dict | None = None) -> ArchSpec:
+    """The table row for ``model_type``; ``config`` (config.json) selects the pruned-heads row."""
     if model_type not in ARCHITECTURES:
         raise UserError(f"GGUF export does not support architecture '{model_type}'; supported: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[model_type]
+    spec = ARCHITECTURES[model_type]
+    if config and spec.when_heads_pruned is not None:
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        if config["num_attention_heads"] * head_dim != config["hidden_size"]:
+            return spec.when_heads_pruned
+    return spec
 
 
 def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str:

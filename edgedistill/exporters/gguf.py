@@ -43,7 +43,7 @@ class StudentGGUFWriter:
             raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
         self.model_dir, self.out_path, self.quantization = Path(model_dir), Path(out_path), quantization
         self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-        self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""))
+        self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""), self.config)
         self.qtype = gguf.GGMLQuantizationType[GGUF_QUANTIZATIONS[quantization].ggml_type]
         self.writer = gguf.GGUFWriter(self.out_path, self.spec.gguf_arch)
         self.tensor_types: Counter[str] = Counter()

@@ -1,67 +1,41 @@
-"""Prune stage: Minitron-style MLP-channel width pruning to a parameter budget.
+"""Prune stage: Minitron-style width pruning and ShortGPT-style depth pruning.
 
-Importance of an MLP channel is the mean absolute activation entering ``down_proj``
-over calibration tokens (Minitron, Muralidharan et al., 2024). The same number of
-channels is kept in every layer (homogeneous), rounded down to ``round_to``, so the
-student is a standard HF config with a smaller ``intermediate_size``. The channels are
-removed through torch-pruning's dependency graph, which slices ``gate_proj`` and
-``up_proj`` rows together with ``down_proj`` columns.
+The budget (``prune.target_params`` of the teacher, ``prune.strategy``) is resolved to a
+standard HF shape (prune_targets.py). Importance is measured once on the teacher with
+calibration text (importance.py). Then, keeping the same counts in every layer:
+
+1. MLP channels go through torch-pruning's dependency graph, which slices ``gate_proj``
+   and ``up_proj`` rows together with ``down_proj`` columns.
+2. KV groups (with their query heads), hidden channels (embeddings, norms, every
+   projection, lm_head; a tied embedding stays tied) and layers are cut by the explicit
+   slicer (slicing.py): torch-pruning 1.6.1 hangs on GQA head groups.
+
+The report (metrics and payload) lists the shapes, the dropped layers, the kept KV
+groups per layer, parameters per component before/after and the pruned model's held-out
+perplexity before any distillation.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, record_files
-from edgedistill.errors import UserError
 
 OUTPUTS = ("pruned",)
+COMPONENTS = {"embedding": ("embed_tokens", "lm_head"), "attention": ("self_attn",), "mlp": ("mlp",), "norm": ("norm",)}
 
 
-def mlp_channels_for_target(config, teacher_params: int, target_fraction: float, round_to: int) -> int:
-    """Kept MLP channels per layer so the student has at most ``target_fraction`` of the params."""
-    if round_to > config.intermediate_size:
-        raise UserError(
-            f"prune.round_to={round_to} exceeds the teacher's intermediate_size {config.intermediate_size}; lower prune.round_to"
-        )
-    params_per_channel = 3 * config.hidden_size * config.num_hidden_layers  # gate row, up row, down column
-    non_mlp = teacher_params - params_per_channel * config.intermediate_size
-    budget = target_fraction * teacher_params - non_mlp
-    kept = math.floor(budget / params_per_channel / round_to) * round_to
-    if kept < round_to:
-        reachable = (non_mlp + params_per_channel * round_to) / teacher_params
-        raise UserError(
-            f"prune.target_params={target_fraction} is unreachable by MLP-channel pruning: everything but the MLPs is "
-            f"already {non_mlp / teacher_params:.2f} of the teacher; use prune.target_params >= {math.ceil(reachable * 100) / 100}"
-        )
-    return min(kept, config.intermediate_size)
-
-
-def mlp_channel_importance(model, calibration):
-    """Mean |activation| per MLP channel at each layer's ``down_proj`` input: list of (I,) tensors.
-
-    calibration: (B, T) token ids.
-    """
-    import torch
-
-    def accumulate_into(total):
-        def hook(_module, args, _output):  # returns None: the output is left untouched
-            total.add_(args[0].detach().abs().sum(dim=(0, 1)))  # (B, T, I) -> (I,)
-        return hook
-
-    sums, hooks = [], []
-    for layer in model.model.layers:
-        total = torch.zeros(layer.mlp.down_proj.in_features)
-        sums.append(total)
-        hooks.append(layer.mlp.down_proj.register_forward_hook(accumulate_into(total)))
-    try:
-        with torch.no_grad():
-            model(calibration, use_cache=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [total / calibration.numel() for total in sums]
+def component_parameters(model) -> dict[str, int]:
+    """Unique parameters per component (a tied lm_head counts once, as embedding)."""
+    counts = dict.fromkeys(COMPONENTS, 0)
+    seen = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        component = next(c for c, keys in COMPONENTS.items() if any(k in name for k in keys))
+        counts[component] += param.numel()
+    return counts
 
 
 def prune_mlp_channels(model, importance, kept: int, example_input) -> None:
@@ -69,6 +43,8 @@ def prune_mlp_channels(model, importance, kept: int, example_input) -> None:
     import torch
     import torch_pruning as tp
 
+    if kept >= model.config.intermediate_size:
+        return
     model.config.use_cache = False  # torch-pruning traces a plain forward
     # RMSNorm weights are bare parameters: tell the graph they follow the hidden dim (0).
     norms = [(m.weight, 0) for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
@@ -77,38 +53,88 @@ def prune_mlp_channels(model, importance, kept: int, example_input) -> None:
     )
     for layer, scores in zip(model.model.layers, importance):
         drop = torch.argsort(scores)[: scores.numel() - kept].tolist()
-        if drop:
-            graph.get_pruning_group(layer.mlp.gate_proj, tp.prune_linear_out_channels, idxs=drop).prune()
+        graph.get_pruning_group(layer.mlp.gate_proj, tp.prune_linear_out_channels, idxs=drop).prune()
     model.config.intermediate_size = kept
     model.config.use_cache = True
 
 
+def slice_plan(model, shape, calibration):
+    """Keep the most important KV groups per layer, hidden channels and layers."""
+    import torch
+
+    from edgedistill.pipeline import importance
+    from edgedistill.pipeline.slicing import SlicePlan
+
+    config = model.config
+    kept_layers = kept_groups = kept_hidden = None
+    if shape.num_hidden_layers < config.num_hidden_layers:
+        influence = importance.block_influence(model, calibration)
+        kept_layers = tuple(sorted(torch.argsort(influence, descending=True)[: shape.num_hidden_layers].tolist()))
+    if shape.num_key_value_heads < config.num_key_value_heads:
+        scores = importance.kv_group_importance(model, calibration)
+        kept_groups = {i: tuple(sorted(torch.argsort(s, descending=True)[: shape.num_key_value_heads].tolist()))
+                       for i, s in enumerate(scores)}
+    if shape.hidden_size < config.hidden_size:
+        scores = importance.hidden_channel_importance(model, calibration)
+        kept_hidden = tuple(sorted(torch.argsort(scores, descending=True)[: shape.hidden_size].tolist()))
+    return SlicePlan(kept_layers, kept_groups, kept_hidden)
+
+
+def prune_model(teacher, shape, calibration):
+    """The pruned student (a new model) and the slice plan used."""
+    import copy
+
+    from edgedistill.pipeline import importance
+    from edgedistill.pipeline.slicing import apply_slices
+
+    plan = slice_plan(teacher, shape, calibration)  # importance measured on the unpruned teacher
+    mlp_scores = importance.mlp_channel_importance(teacher, calibration)
+    student = copy.deepcopy(teacher)
+    prune_mlp_channels(student, mlp_scores, shape.intermediate_size, calibration[:1])
+    return apply_slices(student, plan), plan
+
+
 def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
-    """cfg: {"prune": PruneConfig, "data": DataConfig, "seed": int}."""
+    """cfg: {"prune": PruneConfig, "data": DataConfig, "data_content": [...], "seed": int}."""
+    import dataclasses
+
     import torch
 
     from edgedistill.hf import count_parameters, load_model, load_tokenizer
     from edgedistill.pipeline.data import packed_sequences
+    from edgedistill.pipeline.evaluate import compare_on_heldout
+    from edgedistill.pipeline.prune_targets import resolve_shape
 
     prune_cfg = cfg["prune"]
     torch.manual_seed(cfg["seed"])
-    model, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
-    teacher_params = count_parameters(model)
-    kept = mlp_channels_for_target(model.config, teacher_params, prune_cfg.target_params, prune_cfg.round_to)
-    train, _ = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
-    calibration = train[: prune_cfg.calibration_sequences]  # (B, T)
-    importance = mlp_channel_importance(model, calibration)
-    prune_mlp_channels(model, importance, kept, calibration[:1])
+    teacher, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
+    teacher_params = count_parameters(teacher)
+    shape = resolve_shape(teacher.config, teacher_params, prune_cfg)
+    train, heldout = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
+    student, plan = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences])
 
     model_dir = out_dir / "pruned"
-    model.save_pretrained(model_dir, safe_serialization=True)
+    student.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(model_dir)
-    student_params = count_parameters(model)
+    if student.generation_config is not None:
+        student.generation_config.save_pretrained(model_dir)
+    student_params = count_parameters(student)
+    before, after = component_parameters(teacher), component_parameters(student)
+    quality = compare_on_heldout(student, teacher, heldout[:16])
     metrics = {
         "pruned_params": student_params,
         "pruned_fraction": student_params / teacher_params,
-        "pruned_intermediate_size": kept,
+        **{f"pruned_{key}": value for key, value in dataclasses.asdict(shape).items()},
+        **{f"teacher_params_{c}": n for c, n in before.items()},
+        **{f"pruned_params_{c}": n for c, n in after.items()},
+        "pruned_val_ppl": quality["student_val_ppl"],
+        "pruned_teacher_top1_agreement": quality["student_teacher_top1_agreement"],
     }
-    return Artifact("prune", out_dir, record_files(out_dir, ["pruned"]), {"model_dir": "pruned"}, metrics, inp)
+    payload = {
+        "model_dir": "pruned",
+        "strategy": prune_cfg.strategy,
+        "shape": dataclasses.asdict(shape),
+        "dropped_layers": sorted(set(range(teacher.config.num_hidden_layers)) - set(plan.kept_layers or range(teacher.config.num_hidden_layers))),
+        "kept_kv_groups": {str(k): list(v) for k, v in (plan.kept_groups or {}).items()},
+    }
+    return Artifact("prune", out_dir, record_files(out_dir, ["pruned"]), payload, metrics, inp)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from gguf import GGUFReader
 
 from edgedistill.errors import UserError
@@ -96,3 +97,28 @@ def test_unknown_quantization_and_architecture_are_user_errors(tiny_llama_dir, t
         export_gguf(tiny_llama_dir, tmp_path / "x.gguf", "q3_k")
     with pytest.raises(UserError, match="does not support architecture 'gpt2'; supported: llama, mistral, qwen2"):
         export_gguf(odd, tmp_path / "y.gguf", "f16")
+
+
+@pytest.mark.parametrize(("fixture", "arch"), [("tiny_llama_dir", "llama"), ("tiny_qwen2_dir", "llama")])
+def test_a_pruned_model_exports_and_matches_in_llama_cpp_and_onnxruntime(fixture, arch, request, tmp_path):
+    """Heads, hidden and MLP pruned: n_heads * head_dim != hidden_size. A qwen2 model is
+    written as llama.cpp's `llama` arch (its `qwen2` arch rejects that shape)."""
+    from edgedistill.config import VerifyConfig
+    from edgedistill.exporters.onnx import export_onnx
+    from edgedistill.exporters.verify import check_artifact
+    from edgedistill.pipeline.prune import prune_model
+    from edgedistill.pipeline.prune_targets import PruneShape
+
+    teacher, tokenizer = load_model(request.getfixturevalue(fixture)), load_tokenizer(request.getfixturevalue(fixture))
+    student, _ = prune_model(teacher, PruneShape(48, 96, 1, 2), torch.randint(0, 512, (2, 16)))
+    student.save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+
+    facts = export_gguf(tmp_path / "student", tmp_path / "student.gguf", "f32")
+    export_onnx(tmp_path / "student", tmp_path / "onnx", "fp32")
+
+    assert facts["gguf_arch"] == arch
+    cfg = VerifyConfig(positions=32, greedy_tokens=12)
+    for path, fmt in ((tmp_path / "student.gguf", "gguf"), (tmp_path / "onnx", "onnx")):
+        result = check_artifact(student, tokenizer, path, fmt, "f32" if fmt == "gguf" else "fp32", cfg)
+        assert result["device_ready"], (fmt, result["failures"])

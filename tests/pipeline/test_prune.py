@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -7,10 +9,11 @@ from edgedistill.config import DataConfig, PruneConfig
 from edgedistill.errors import UserError
 from edgedistill.hf import count_parameters, load_model
 from edgedistill.pipeline import prune
+from edgedistill.pipeline.prune_targets import PruneShape, resolve_shape
 
 
 def analytic_parameters(config) -> int:
-    """Parameter count of a Llama/Qwen2 config, written out by hand."""
+    """Parameter count of a Llama/Qwen2/Mistral config, written out by hand."""
     hidden, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
     q_out, kv_out = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
@@ -22,28 +25,60 @@ def analytic_parameters(config) -> int:
     return layers * per_layer + embeddings + hidden  # + final norm
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen2_dir"])
-def test_prune_reaches_budget_and_reloads(fixture, request, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_mistral_dir(tmp_path_factory):
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    return build_tiny_teacher("tiny-mistral", tmp_path_factory.mktemp("tiny-mistral") / "model")
+
+
+CASES = list(itertools.product(
+    ["tiny_llama_dir", "tiny_qwen2_dir", "tiny_mistral_dir"],
+    [("mlp", 1.0, 0.75), ("mlp", 0.5, 0.8), ("width", 1.0, 0.5), ("depth", 1.0, 0.7), ("width", 0.5, 0.4)],
+))
+
+
+@pytest.mark.parametrize(("fixture", "case"), CASES)
+def test_every_strategy_reloads_with_the_analytic_parameter_count(fixture, case, request, tmp_path):
+    strategy, kv_keep, target = case
     model_dir = request.getfixturevalue(fixture)
     teacher = Artifact("teacher", model_dir, record_files(model_dir, ["config.json"]), {"model_dir": "."})
-    cfg = {"prune": PruneConfig(target_params=0.75, round_to=32), "data": DataConfig(seq_len=32, max_tokens=4000), "seed": 0}
+    prune_cfg = PruneConfig(target_params=target, strategy=strategy, kv_heads_keep=kv_keep, round_to=32)
+    cfg = {"prune": prune_cfg, "data": DataConfig(seq_len=32, max_tokens=4000), "seed": 0}
 
     result = prune.run(cfg, teacher, tmp_path)
 
     student = AutoModelForCausalLM.from_pretrained(result.model_dir)
     teacher_params = count_parameters(load_model(model_dir))
-    assert student.config.intermediate_size == result.metrics["pruned_intermediate_size"] < 256
-    assert student.config.intermediate_size % 32 == 0
+    shape = result.payload["shape"]
+    assert (student.config.hidden_size, student.config.intermediate_size, student.config.num_key_value_heads,
+            student.config.num_hidden_layers) == tuple(shape.values())
+    assert student.config.num_attention_heads == 2 * student.config.num_key_value_heads  # GQA ratio kept
+    assert student.config.head_dim == 16
     assert count_parameters(student) == analytic_parameters(student.config) == result.metrics["pruned_params"]
-    assert count_parameters(student) <= 0.75 * teacher_params
+    assert count_parameters(student) <= target * teacher_params
+    assert sum(result.metrics[f"pruned_params_{c}"] for c in prune.COMPONENTS) == result.metrics["pruned_params"]
     logits = student(torch.randint(0, student.config.vocab_size, (2, 9))).logits
     assert logits.shape == (2, 9, student.config.vocab_size)
+    assert result.metrics["pruned_val_ppl"] > 0
+    if strategy == "depth":
+        assert len(result.payload["dropped_layers"]) == 2 - shape["num_hidden_layers"]
 
 
-def test_kept_channels_follow_importance(tiny_llama_dir):
+def test_tied_embeddings_stay_tied_through_hidden_pruning(tiny_llama_dir):
+    teacher = load_model(tiny_llama_dir)
+    student, _ = prune.prune_model(teacher, PruneShape(32, 128, 2, 2), torch.randint(0, 512, (2, 16)))
+
+    assert student.get_output_embeddings().weight.data_ptr() == student.get_input_embeddings().weight.data_ptr()
+    assert student.config.tie_word_embeddings
+
+
+def test_kept_mlp_channels_follow_importance(tiny_llama_dir):
+    from edgedistill.pipeline.importance import mlp_channel_importance
+
     model = load_model(tiny_llama_dir)
     calibration = torch.randint(0, model.config.vocab_size, (2, 16))
-    importance = prune.mlp_channel_importance(model, calibration)
+    importance = mlp_channel_importance(model, calibration)
     keep = torch.argsort(importance[0], descending=True)[:64].sort().values
     expected_gate_rows = model.model.layers[0].mlp.gate_proj.weight[keep].clone()
 
@@ -53,10 +88,18 @@ def test_kept_channels_follow_importance(tiny_llama_dir):
     assert model.model.layers[0].mlp.down_proj.weight.shape == (64, 64)
 
 
-def test_unreachable_budget_is_a_user_error(tiny_llama_dir):
+@pytest.mark.parametrize(
+    ("prune_cfg", "message"),
+    [
+        (PruneConfig(target_params=0.1), "prune.target_params=0.1 is unreachable with prune.strategy=mlp: its smallest student is 0.45"),
+        (PruneConfig(target_params=0.3, strategy="depth"), "unreachable with prune.strategy=depth"),
+        (PruneConfig(target_params=0.5, round_to=100000), "prune.round_to=100000 exceeds the teacher's intermediate_size 256"),
+    ],
+)
+def test_unreachable_budgets_are_user_errors(prune_cfg, message, tiny_llama_dir):
     model = load_model(tiny_llama_dir)
 
-    with pytest.raises(UserError, match=r"prune.target_params=0.1 is unreachable .* use prune.target_params >= 0.45"):
-        prune.mlp_channels_for_target(model.config, count_parameters(model), 0.1, 32)
-    with pytest.raises(UserError, match="prune.round_to=100000 exceeds the teacher's intermediate_size 256"):
-        prune.mlp_channels_for_target(model.config, count_parameters(model), 0.5, 100000)
+    with pytest.raises(UserError) as error:
+        resolve_shape(model.config, count_parameters(model), prune_cfg)
+
+    assert message in str(error.value)

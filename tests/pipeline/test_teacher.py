@@ -32,7 +32,7 @@ def test_local_teacher_is_used_in_place_and_its_content_keys_the_stage(tiny_llam
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("builtin:huge", "teacher 'builtin:huge' is not a builtin teacher; builtin: builtin:tiny-llama, builtin:tiny-qwen2"),
+        ("builtin:huge", "teacher 'builtin:huge' is not a builtin teacher; builtin: builtin:tiny-llama, builtin:tiny-mistral, builtin:tiny-qwen2"),
         ("./missing-folder", "teacher path './missing-folder' does not exist"),
     ],
 )

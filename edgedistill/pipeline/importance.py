@@ -1,0 +1,87 @@
+"""Activation-based importance on calibration tokens (Minitron; ShortGPT for depth).
+
+All functions take a model in eval mode and calibration ids (B, T) and run one forward
+pass with hooks; larger scores mean more important.
+
+* MLP channels: mean |activation| entering ``down_proj`` (Muralidharan et al., 2024).
+* KV groups: mean |attention output| per query head entering ``o_proj``, summed over the
+  query heads of each group (Minitron's head importance, grouped for GQA).
+* Hidden channels: mean |output| of every RMSNorm (Minitron's embedding-channel score).
+* Layers: block influence 1 - cos(input, output) of each decoder layer, averaged over
+  tokens (ShortGPT, Men et al., 2024); low influence = the layer barely changes the stream.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _run_with_hooks(model, calibration, registrations) -> None:
+    hooks = [module.register_forward_hook(hook) for module, hook in registrations]
+    try:
+        with torch.no_grad():
+            model(calibration, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def mlp_channel_importance(model, calibration) -> list[torch.Tensor]:
+    """Per layer, (I,) mean |input of down_proj|."""
+    scores = [torch.zeros(layer.mlp.down_proj.in_features) for layer in model.model.layers]
+
+    def accumulate(total):
+        def hook(_module, args, _output):  # returns None: the output is left untouched
+            total.add_(args[0].detach().abs().float().sum(dim=(0, 1)).cpu())  # (B, T, I) -> (I,)
+        return hook
+
+    _run_with_hooks(model, calibration, [(layer.mlp.down_proj, accumulate(total))
+                                         for layer, total in zip(model.model.layers, scores)])
+    return [total / calibration.numel() for total in scores]
+
+
+def kv_group_importance(model, calibration) -> list[torch.Tensor]:
+    """Per layer, (num_key_value_heads,) summed mean |per-head attention output|."""
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    groups, heads = config.num_key_value_heads, config.num_attention_heads
+    scores = [torch.zeros(groups) for _ in model.model.layers]
+
+    def accumulate(total):
+        def hook(_module, args, _output):
+            per_head = args[0].detach().abs().float().unflatten(-1, (heads, head_dim)).mean(dim=-1)  # (B, T, heads)
+            total.add_(per_head.sum(dim=(0, 1)).view(groups, heads // groups).sum(dim=-1).cpu())  # (groups,)
+        return hook
+
+    _run_with_hooks(model, calibration, [(layer.self_attn.o_proj, accumulate(total))
+                                         for layer, total in zip(model.model.layers, scores)])
+    return [total / calibration.numel() for total in scores]
+
+
+def hidden_channel_importance(model, calibration) -> torch.Tensor:
+    """(H,) mean |RMSNorm output| summed over every norm of the model."""
+    total = torch.zeros(model.config.hidden_size)
+
+    def hook(_module, _args, output):
+        total.add_(output.detach().abs().float().mean(dim=(0, 1)).cpu())  # (B, T, H) -> (H,)
+
+    norms = [m for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
+    _run_with_hooks(model, calibration, [(norm, hook) for norm in norms])
+    return total
+
+
+def block_influence(model, calibration) -> torch.Tensor:
+    """(L,) 1 - mean cosine(layer input, layer output) over tokens."""
+    scores = torch.zeros(len(model.model.layers))
+
+    def measure(index):
+        def hook(_module, args, output):
+            hidden_in = args[0] if args else None
+            hidden_out = output[0] if isinstance(output, tuple) else output
+            cosine = F.cosine_similarity(hidden_in.float(), hidden_out.float(), dim=-1)  # (B, T)
+            scores[index] = 1.0 - cosine.mean().item()
+        return hook
+
+    _run_with_hooks(model, calibration, [(layer, measure(i)) for i, layer in enumerate(model.model.layers)])
+    return scores

@@ -1,0 +1,119 @@
+"""The explicit slicer is exact: a sliced model computes what the teacher computes with the
+removed parts switched off."""
+
+import pytest
+import torch
+
+from edgedistill.config import DataConfig, DistillConfig
+from edgedistill.hf import load_model, load_tokenizer
+from edgedistill.pipeline.slicing import SlicePlan, apply_slices
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen2_dir"])
+def test_removing_a_kv_group_equals_silencing_its_heads(fixture, request):
+    teacher = load_model(request.getfixturevalue(fixture))
+    ids = torch.randint(0, 512, (2, 12))
+    student = apply_slices(teacher, SlicePlan(kept_groups={0: (1,), 1: (0,)}))
+    head_dim, heads_per_group = 16, 2
+    with torch.no_grad():  # zero the o_proj columns of group 0 in layer 0 and group 1 in layer 1
+        teacher.model.layers[0].self_attn.o_proj.weight[:, : heads_per_group * head_dim] = 0
+        teacher.model.layers[1].self_attn.o_proj.weight[:, heads_per_group * head_dim:] = 0
+        expected, got = teacher(ids).logits, student(ids).logits
+
+    assert student.config.num_key_value_heads == 1 and student.config.num_attention_heads == 2
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_removing_a_layer_equals_skipping_it(tiny_llama_dir):
+    teacher = load_model(tiny_llama_dir)
+    ids = torch.randint(0, 512, (2, 12))
+    student = apply_slices(teacher, SlicePlan(kept_layers=(1,)))
+    skip = teacher.model.layers[0].register_forward_hook(lambda _m, args, out: (args[0],) if isinstance(out, tuple) else args[0])
+    with torch.no_grad():
+        expected, got = teacher(ids).logits, student(ids).logits
+    skip.remove()
+
+    assert student.config.num_hidden_layers == 1
+    assert student.model.layers[0].self_attn.layer_idx == 0  # renumbered for the KV cache
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_keeping_everything_changes_nothing(tiny_qwen2_dir):
+    teacher = load_model(tiny_qwen2_dir)
+    ids = torch.randint(0, 512, (1, 9))
+    plan = SlicePlan(kept_layers=(0, 1), kept_groups={0: (0, 1), 1: (0, 1)}, kept_hidden=tuple(range(64)))
+
+    student = apply_slices(teacher, plan)
+
+    with torch.no_grad():
+        torch.testing.assert_close(student(ids).logits, teacher(ids).logits)
+
+
+@pytest.fixture(scope="module")
+def trained_llama(tiny_llama_dir):
+    """The tiny Llama after 150 CE steps on the shipped corpus: real structure to prune."""
+    from edgedistill.pipeline.data import packed_sequences
+
+    torch.manual_seed(0)
+    model = load_model(tiny_llama_dir)
+    train, heldout = packed_sequences(DataConfig(seq_len=64, max_tokens=60000), load_tokenizer(tiny_llama_dir), seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(150):
+        batch = train[(step * 8) % (len(train) - 8):][:8]
+        loss = model(batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), train[:8], heldout[:16]
+
+
+def heldout_loss(model, heldout) -> float:
+    with torch.no_grad():
+        return model(heldout, labels=heldout).loss.item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dimension", ["mlp", "heads", "hidden", "depth"])
+def test_importance_beats_random_choice_of_the_same_shape(dimension, trained_llama):
+    from edgedistill.pipeline.prune import prune_model
+    from edgedistill.pipeline.prune_targets import PruneShape
+
+    model, calibration, heldout = trained_llama
+    shape = {"mlp": PruneShape(64, 64, 2, 2), "heads": PruneShape(64, 256, 1, 2),
+             "hidden": PruneShape(48, 256, 2, 2), "depth": PruneShape(64, 256, 2, 1)}[dimension]
+    by_importance, _ = prune_model(model, shape, calibration)
+    generator = torch.Generator().manual_seed(1)
+    random_losses = []
+    for _ in range(5):  # random choices of the same shape
+        plan = SlicePlan(
+            kept_layers=tuple(sorted(torch.randperm(2, generator=generator)[: shape.num_hidden_layers].tolist())),
+            kept_groups={i: tuple(sorted(torch.randperm(2, generator=generator)[: shape.num_key_value_heads].tolist())) for i in range(2)},
+            kept_hidden=tuple(sorted(torch.randperm(64, generator=generator)[: shape.hidden_size].tolist())),
+        )
+        import copy
+
+        from edgedistill.pipeline.prune import prune_mlp_channels
+        randomized = copy.deepcopy(model)
+        prune_mlp_channels(randomized, [torch.rand(256, generator=generator) for _ in range(2)], shape.intermediate_size, calibration[:1])
+        random_losses.append(heldout_loss(apply_slices(randomized, plan), heldout))
+
+    assert heldout_loss(by_importance, heldout) < sorted(random_losses)[len(random_losses) // 2]  # beats the median random
+
+
+@pytest.mark.skip(reason="torch-pruning 1.6.1 hangs (> 4 min in DependencyGraph.get_all_groups) when pruning GQA "
+                         "attention heads with k_proj as root, and groups v_proj apart from o_proj; heads are cut by "
+                         "edgedistill.pipeline.slicing instead. Unskip to check a newer torch-pruning.")
+def test_torch_pruning_gqa_head_pruning_upstream_hang(tiny_llama_dir):
+    import torch_pruning as tp
+
+    model = load_model(tiny_llama_dir)
+    model.config.use_cache = False
+    example = torch.randint(0, 512, (1, 8))
+    num_heads = {layer.self_attn.k_proj: 2 for layer in model.model.layers}
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.5,
+        ignored_layers=[model.lm_head], num_heads=num_heads, prune_head_dims=False, prune_num_heads=True,
+        head_pruning_ratio=0.5, output_transform=lambda out: out.logits,
+    )
+    pruner.step()
