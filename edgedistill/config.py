@@ -58,6 +58,11 @@ class DataConfig:
     max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)
 
 
+def _importance_metrics() -> tuple[str, ...]:
+    from edgedistill.pipeline.importance import IMPORTANCE_METRICS
+    return tuple(IMPORTANCE_METRICS)
+
+
 def _prune_strategies() -> tuple[str, ...]:
     from edgedistill.pipeline.prune_targets import STRATEGIES
     return tuple(STRATEGIES)
@@ -66,8 +71,13 @@ def _prune_strategies() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class PruneConfig:
     target_params: float = knob(0.5, "student size as a fraction of the teacher's parameters", low=0.0, high=1.0, low_open=True)
-    strategy: str = knob("mlp", "what shrinks to meet the budget: mlp width, width (hidden + mlp), or depth (layers)",
-                         choices=_prune_strategies)
+    strategy: str = knob("mlp", "what shrinks to meet the budget: mlp width, width (hidden + mlp), depth (layers), "
+                         "or ratios (no budget: the *_keep fractions)", choices=_prune_strategies)
+    mlp_keep: float = knob(1.0, "ratios strategy: fraction of MLP channels kept", low=0.0, high=1.0, low_open=True)
+    hidden_keep: float = knob(1.0, "ratios strategy: fraction of hidden channels kept", low=0.0, high=1.0, low_open=True)
+    layers_keep: float = knob(1.0, "ratios strategy: fraction of layers kept", low=0.0, high=1.0, low_open=True)
+    importance: str = knob("activation", "channel/head importance: activation (Minitron), magnitude, or taylor",
+                           choices=_importance_metrics)
     kv_heads_keep: float = knob(1.0, "fraction of KV groups (with their query heads) kept in every layer", low=0.0, high=1.0, low_open=True)
     round_to: int = knob(32, "kept MLP channels and hidden size are multiples of this (256 for GGUF k-quants)", low=1)
     calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)

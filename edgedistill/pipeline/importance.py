@@ -9,6 +9,9 @@ pass with hooks; larger scores mean more important.
 * Hidden channels: mean |output| of every RMSNorm (Minitron's embedding-channel score).
 * Layers: block influence 1 - cos(input, output) of each decoder layer, averaged over
   tokens (ShortGPT, Men et al., 2024); low influence = the layer barely changes the stream.
+
+Alternatives for the width dimensions (``prune.importance``): ``magnitude`` (L2 norm of a
+structure's weights) and ``taylor`` (first-order Taylor, Molchanov et al. 2019).
 """
 
 from __future__ import annotations
@@ -85,3 +88,66 @@ def block_influence(model, calibration) -> torch.Tensor:
 
     _run_with_hooks(model, calibration, [(layer, measure(i)) for i, layer in enumerate(model.model.layers)])
     return scores
+
+
+# ---- weight-based alternatives: magnitude (sum of w^2) and first-order Taylor
+# (|sum of w * dL/dw| over a structure, Molchanov et al., 2019; L = LM loss on calibration)
+
+
+def _structure_sums(model, per_element) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Sum ``per_element(param)`` over each MLP channel, KV group and hidden channel."""
+    from edgedistill.pipeline.slicing import _GLOBAL_HIDDEN_DIM, _HIDDEN_DIM, head_dim_of
+
+    config = model.config
+    heads_per_group, head_dim = config.num_attention_heads // config.num_key_value_heads, head_dim_of(config)
+    hidden = torch.zeros(config.hidden_size)
+    mlp, groups = [], []
+    named = dict(model.named_parameters(remove_duplicate=False))
+    for name, param in named.items():
+        suffix = name.split(".", 3)[-1] if name.startswith("model.layers.") else name
+        dim = _HIDDEN_DIM.get(suffix, _GLOBAL_HIDDEN_DIM.get(name))
+        if dim is not None and param.dim() > dim and not (name == "lm_head.weight" and config.tie_word_embeddings):
+            values = per_element(param).detach().float()
+            hidden += values.sum(dim=1 - dim) if values.dim() == 2 else values
+    for index, layer in enumerate(model.model.layers):
+        mlp_values = [per_element(layer.mlp.gate_proj.weight).sum(1), per_element(layer.mlp.up_proj.weight).sum(1),
+                      per_element(layer.mlp.down_proj.weight).sum(0)]
+        mlp.append(sum(v.detach().float() for v in mlp_values))
+        attention = layer.self_attn
+        query = per_element(attention.q_proj.weight).sum(1) + per_element(attention.o_proj.weight).sum(0)  # (heads*hd,)
+        kv = per_element(attention.k_proj.weight).sum(1) + per_element(attention.v_proj.weight).sum(1)  # (groups*hd,)
+        if attention.q_proj.bias is not None:  # Qwen2's q/k/v biases belong to their heads
+            query = query + per_element(attention.q_proj.bias)
+            kv = kv + per_element(attention.k_proj.bias) + per_element(attention.v_proj.bias)
+        groups.append((query.detach().float().view(config.num_key_value_heads, heads_per_group * head_dim).sum(1)
+                       + kv.detach().float().view(config.num_key_value_heads, head_dim).sum(1)))
+    return mlp, groups, hidden
+
+
+def magnitude_importance(model, calibration) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """L2 norm of each structure's weights (calibration is not used)."""
+    mlp, groups, hidden = _structure_sums(model, lambda p: p.detach().float() ** 2)
+    return [m.sqrt() for m in mlp], [g.sqrt() for g in groups], hidden.sqrt()
+
+
+def taylor_importance(model, calibration) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """|sum of w * dL/dw| per structure, L = next-token loss on the calibration ids."""
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        model(calibration, labels=calibration, use_cache=False).loss.backward()
+    mlp, groups, hidden = _structure_sums(model, lambda p: p.detach().float() * p.grad.float())
+    model.zero_grad(set_to_none=True)
+    return [m.abs() for m in mlp], [g.abs() for g in groups], hidden.abs()
+
+
+def activation_importance(model, calibration) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    return mlp_channel_importance(model, calibration), kv_group_importance(model, calibration), \
+        hidden_channel_importance(model, calibration)
+
+
+# `prune.importance` -> (MLP channel scores per layer, KV group scores per layer, hidden scores)
+IMPORTANCE_METRICS = {
+    "activation": activation_importance,
+    "magnitude": magnitude_importance,
+    "taylor": taylor_importance,
+}

@@ -58,37 +58,37 @@ def prune_mlp_channels(model, importance, kept: int, example_input) -> None:
     model.config.use_cache = True
 
 
-def slice_plan(model, shape, calibration):
+def slice_plan(model, shape, calibration, group_scores, hidden_scores):
     """Keep the most important KV groups per layer, hidden channels and layers."""
     import torch
 
-    from edgedistill.pipeline import importance
+    from edgedistill.pipeline.importance import block_influence
     from edgedistill.pipeline.slicing import SlicePlan
+
+    def top(scores, count):
+        return tuple(sorted(torch.argsort(scores, descending=True)[:count].tolist()))
 
     config = model.config
     kept_layers = kept_groups = kept_hidden = None
     if shape.num_hidden_layers < config.num_hidden_layers:
-        influence = importance.block_influence(model, calibration)
-        kept_layers = tuple(sorted(torch.argsort(influence, descending=True)[: shape.num_hidden_layers].tolist()))
+        kept_layers = top(block_influence(model, calibration), shape.num_hidden_layers)
     if shape.num_key_value_heads < config.num_key_value_heads:
-        scores = importance.kv_group_importance(model, calibration)
-        kept_groups = {i: tuple(sorted(torch.argsort(s, descending=True)[: shape.num_key_value_heads].tolist()))
-                       for i, s in enumerate(scores)}
+        kept_groups = {i: top(scores, shape.num_key_value_heads) for i, scores in enumerate(group_scores)}
     if shape.hidden_size < config.hidden_size:
-        scores = importance.hidden_channel_importance(model, calibration)
-        kept_hidden = tuple(sorted(torch.argsort(scores, descending=True)[: shape.hidden_size].tolist()))
+        kept_hidden = top(hidden_scores, shape.hidden_size)
     return SlicePlan(kept_layers, kept_groups, kept_hidden)
 
 
-def prune_model(teacher, shape, calibration):
-    """The pruned student (a new model) and the slice plan used."""
+def prune_model(teacher, shape, calibration, importance: str = "activation"):
+    """The pruned student (a new model) and the slice plan used; every score is measured on
+    the unpruned teacher."""
     import copy
 
-    from edgedistill.pipeline import importance
+    from edgedistill.pipeline.importance import IMPORTANCE_METRICS
     from edgedistill.pipeline.slicing import apply_slices
 
-    plan = slice_plan(teacher, shape, calibration)  # importance measured on the unpruned teacher
-    mlp_scores = importance.mlp_channel_importance(teacher, calibration)
+    mlp_scores, group_scores, hidden_scores = IMPORTANCE_METRICS[importance](teacher, calibration)
+    plan = slice_plan(teacher, shape, calibration, group_scores, hidden_scores)
     student = copy.deepcopy(teacher)
     prune_mlp_channels(student, mlp_scores, shape.intermediate_size, calibration[:1])
     return apply_slices(student, plan), plan
@@ -109,9 +109,10 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     torch.manual_seed(cfg["seed"])
     teacher, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
     teacher_params = count_parameters(teacher)
+    element_bytes = next(teacher.parameters()).element_size()
     shape = resolve_shape(teacher.config, teacher_params, prune_cfg)
     train, heldout = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
-    student, plan = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences])
+    student, plan = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences], prune_cfg.importance)
 
     model_dir = out_dir / "pruned"
     student.save_pretrained(model_dir, safe_serialization=True)
@@ -127,12 +128,14 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         **{f"pruned_{key}": value for key, value in dataclasses.asdict(shape).items()},
         **{f"teacher_params_{c}": n for c, n in before.items()},
         **{f"pruned_params_{c}": n for c, n in after.items()},
+        **{f"pruned_bytes_{c}": n * element_bytes for c, n in after.items()},
         "pruned_val_ppl": quality["student_val_ppl"],
         "pruned_teacher_top1_agreement": quality["student_teacher_top1_agreement"],
     }
     payload = {
         "model_dir": "pruned",
         "strategy": prune_cfg.strategy,
+        "importance": prune_cfg.importance,
         "shape": dataclasses.asdict(shape),
         "dropped_layers": sorted(set(range(teacher.config.num_hidden_layers)) - set(plan.kept_layers or range(teacher.config.num_hidden_layers))),
         "kept_kv_groups": {str(k): list(v) for k, v in (plan.kept_groups or {}).items()},

@@ -5,6 +5,9 @@ Strategies (``prune.strategy``), each keeping the teacher's head_dim and GQA rat
 * ``mlp``: shrink only the MLP width (homogeneous across layers).
 * ``width``: shrink hidden size and MLP width by the same factor (Minitron's width axis).
 * ``depth``: drop whole layers (ShortGPT).
+* ``ratios``: no budget; keep ``prune.mlp_keep`` of the MLP width, ``prune.hidden_keep``
+  of the hidden size and ``prune.layers_keep`` of the layers (rounded down to
+  ``round_to`` / whole layers, at least one of each).
 
 ``prune.kv_heads_keep`` first removes a fraction of the KV groups (with their query
 heads) in every strategy. Sizes are multiples of ``prune.round_to``; the solver picks the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 from edgedistill.errors import UserError
 
@@ -68,24 +72,50 @@ def _largest(candidates: list[PruneShape], config, budget: float) -> PruneShape 
     return best
 
 
-def _mlp_candidates(base: PruneShape, round_to: int) -> list[PruneShape]:
+def _mlp_candidates(base: PruneShape, prune_cfg) -> list[PruneShape]:
+    round_to = prune_cfg.round_to
     sizes = range(base.intermediate_size // round_to * round_to, 0, -round_to)
     return [dataclasses.replace(base, intermediate_size=size) for size in sizes]
 
 
-def _width_candidates(base: PruneShape, round_to: int) -> list[PruneShape]:
-    shapes = []
+def _width_candidates(base: PruneShape, prune_cfg) -> list[PruneShape]:
+    round_to, shapes = prune_cfg.round_to, []
     for hidden in range(base.hidden_size // round_to * round_to, 0, -round_to):
         inter = max(round_to, base.intermediate_size * hidden // base.hidden_size // round_to * round_to)
         shapes.append(dataclasses.replace(base, hidden_size=hidden, intermediate_size=inter))
     return shapes
 
 
-def _depth_candidates(base: PruneShape, round_to: int) -> list[PruneShape]:
+def _depth_candidates(base: PruneShape, prune_cfg) -> list[PruneShape]:
     return [dataclasses.replace(base, num_hidden_layers=n) for n in range(base.num_hidden_layers, 0, -1)]
 
 
-STRATEGIES = {"mlp": _mlp_candidates, "width": _width_candidates, "depth": _depth_candidates}
+def _ratio_shape(base: PruneShape, prune_cfg) -> PruneShape:
+    def rounded(size: int, keep: float) -> int:
+        return max(prune_cfg.round_to, int(size * keep) // prune_cfg.round_to * prune_cfg.round_to)
+
+    return dataclasses.replace(
+        base,
+        hidden_size=base.hidden_size if prune_cfg.hidden_keep == 1.0 else rounded(base.hidden_size, prune_cfg.hidden_keep),
+        intermediate_size=rounded(base.intermediate_size, prune_cfg.mlp_keep),
+        num_hidden_layers=max(1, int(base.num_hidden_layers * prune_cfg.layers_keep)),
+    )
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Candidate shapes, largest first; ``uses_budget``: pick the largest within target_params."""
+
+    candidates: Callable[[PruneShape, object], list[PruneShape]]
+    uses_budget: bool = True
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "mlp": Strategy(_mlp_candidates),
+    "width": Strategy(_width_candidates),
+    "depth": Strategy(_depth_candidates),
+    "ratios": Strategy(lambda base, prune_cfg: [_ratio_shape(base, prune_cfg)], uses_budget=False),
+}
 
 
 def resolve_shape(config, teacher_params: int, prune_cfg) -> PruneShape:
@@ -96,7 +126,10 @@ def resolve_shape(config, teacher_params: int, prune_cfg) -> PruneShape:
         )
     groups = max(1, round(config.num_key_value_heads * prune_cfg.kv_heads_keep))
     base = dataclasses.replace(shape_of(config), num_key_value_heads=groups)
-    candidates = STRATEGIES[prune_cfg.strategy](base, prune_cfg.round_to)
+    strategy = STRATEGIES[prune_cfg.strategy]
+    candidates = strategy.candidates(base, prune_cfg)
+    if not strategy.uses_budget:
+        return candidates[0]
     shape = _largest(candidates, config, prune_cfg.target_params * teacher_params)
     if shape is None:
         smallest = parameters_of(config, candidates[-1]) / teacher_params

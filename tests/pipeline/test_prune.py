@@ -65,6 +65,22 @@ def test_every_strategy_reloads_with_the_analytic_parameter_count(fixture, case,
         assert len(result.payload["dropped_layers"]) == 2 - shape["num_hidden_layers"]
 
 
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_ratios_strategy_with_weight_based_importance(importance, tiny_qwen2_dir, tmp_path):
+    teacher = Artifact("teacher", tiny_qwen2_dir, record_files(tiny_qwen2_dir, ["config.json"]), {"model_dir": "."})
+    prune_cfg = PruneConfig(strategy="ratios", importance=importance, mlp_keep=0.5, hidden_keep=0.75, layers_keep=0.5,
+                            kv_heads_keep=0.5, round_to=16)
+    cfg = {"prune": prune_cfg, "data": DataConfig(seq_len=32, max_tokens=4000), "seed": 0}
+
+    result = prune.run(cfg, teacher, tmp_path)
+
+    assert result.payload["shape"] == {"hidden_size": 48, "intermediate_size": 128, "num_key_value_heads": 1,
+                                       "num_hidden_layers": 1}
+    assert result.payload["importance"] == importance
+    student = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert count_parameters(student) == analytic_parameters(student.config)
+
+
 def test_tied_embeddings_stay_tied_through_hidden_pruning(tiny_llama_dir):
     teacher = load_model(tiny_llama_dir)
     student, _ = prune.prune_model(teacher, PruneShape(32, 128, 2, 2), torch.randint(0, 512, (2, 16)))

@@ -117,3 +117,32 @@ def test_torch_pruning_gqa_head_pruning_upstream_hang(tiny_llama_dir):
         head_pruning_ratio=0.5, output_transform=lambda out: out.logits,
     )
     pruner.step()
+
+
+@pytest.mark.parametrize("metric", ["magnitude", "taylor"])
+def test_weight_based_importance_gives_one_score_per_structure(metric, tiny_qwen2_dir):
+    from edgedistill.pipeline.importance import IMPORTANCE_METRICS
+
+    model = load_model(tiny_qwen2_dir)
+
+    mlp, groups, hidden = IMPORTANCE_METRICS[metric](model, torch.randint(0, 512, (2, 16)))
+
+    assert [m.shape for m in mlp] == [(256,), (256,)]
+    assert [g.shape for g in groups] == [(2,), (2,)]
+    assert hidden.shape == (64,)
+    assert all(torch.isfinite(t).all() and (t >= 0).all() for t in [*mlp, *groups, hidden])
+    assert all(p.grad is None for p in model.parameters())  # Taylor leaves no gradients behind
+
+
+def test_magnitude_of_a_kv_group_is_the_norm_of_its_weights(tiny_llama_dir):
+    from edgedistill.pipeline.importance import magnitude_importance
+
+    model = load_model(tiny_llama_dir)
+    attention = model.model.layers[0].self_attn
+
+    _, groups, _ = magnitude_importance(model, None)
+
+    parts = [attention.q_proj.weight[:32], attention.k_proj.weight[:16], attention.v_proj.weight[:16],
+             attention.o_proj.weight[:, :32]]
+    expected = torch.sqrt(sum((p.detach() ** 2).sum() for p in parts))
+    torch.testing.assert_close(groups[0][0], expected)
