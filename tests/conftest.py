@@ -32,8 +32,16 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mistral_dir(tmp_path_factory) -> Path:
+    """Random Mistral (the Llama layout under model_type mistral), untied lm_head."""
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    return build_tiny_teacher("tiny-mistral", tmp_path_factory.mktemp("tiny-mistral") / "model")
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory) -> Path:
-    """Random Qwen2, GQA, q/k/v biases, untied lm_head."""
+    """Random Qwen2, GQA, q/k/v biases (random, non-zero), untied lm_head."""
     from edgedistill.demo.tiny import build_tiny_teacher
 
     return build_tiny_teacher("tiny-qwen2", tmp_path_factory.mktemp("tiny-qwen2") / "model")

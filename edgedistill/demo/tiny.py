@@ -79,6 +79,10 @@ def build_tiny_teacher(name: str, out_dir: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # HF initializes biases to zero; real ones are not, and tests must see them
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.normal_(0.0, 0.5)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -17,11 +17,13 @@ perplexity before any distillation.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, record_files
 
 OUTPUTS = ("pruned",)
+PLAN_FILE = "pruning_plan.json"
 COMPONENTS = {"embedding": ("embed_tokens", "lm_head"), "attention": ("self_attn",), "mlp": ("mlp",), "norm": ("norm",)}
 
 
@@ -38,24 +40,31 @@ def component_parameters(model) -> dict[str, int]:
     return counts
 
 
-def prune_mlp_channels(model, importance, kept: int, example_input) -> None:
-    """Remove the least important channels of every layer's MLP in place (homogeneous)."""
+def prune_mlp_channels(model, importance, kept: int, example_input) -> list[list[int]]:
+    """Remove the least important channels of every layer's MLP in place (homogeneous).
+
+    Returns the kept channel indices of each layer, ascending.
+    """
     import torch
     import torch_pruning as tp
 
     if kept >= model.config.intermediate_size:
-        return
+        return [list(range(model.config.intermediate_size)) for _ in model.model.layers]
     model.config.use_cache = False  # torch-pruning traces a plain forward
     # RMSNorm weights are bare parameters: tell the graph they follow the hidden dim (0).
     norms = [(m.weight, 0) for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=example_input, output_transform=lambda out: out.logits, unwrapped_parameters=norms
     )
+    kept_channels = []
     for layer, scores in zip(model.model.layers, importance):
-        drop = torch.argsort(scores)[: scores.numel() - kept].tolist()
+        order = torch.argsort(scores)
+        drop = order[: scores.numel() - kept].tolist()
+        kept_channels.append(sorted(order[scores.numel() - kept:].tolist()))
         graph.get_pruning_group(layer.mlp.gate_proj, tp.prune_linear_out_channels, idxs=drop).prune()
     model.config.intermediate_size = kept
     model.config.use_cache = True
+    return kept_channels
 
 
 def slice_plan(model, shape, calibration, group_scores, hidden_scores):
@@ -80,18 +89,32 @@ def slice_plan(model, shape, calibration, group_scores, hidden_scores):
 
 
 def prune_model(teacher, shape, calibration, importance: str = "activation"):
-    """The pruned student (a new model) and the slice plan used; every score is measured on
-    the unpruned teacher."""
+    """The pruned student (a new model) and what was kept (``kept_structures``); every
+    score is measured on the unpruned teacher."""
     import copy
 
     from edgedistill.pipeline.importance import IMPORTANCE_METRICS
-    from edgedistill.pipeline.slicing import apply_slices
+    from edgedistill.pipeline.slicing import apply_slices, check_supported
 
+    check_supported(teacher.config)
     mlp_scores, group_scores, hidden_scores = IMPORTANCE_METRICS[importance](teacher, calibration)
     plan = slice_plan(teacher, shape, calibration, group_scores, hidden_scores)
     student = copy.deepcopy(teacher)
-    prune_mlp_channels(student, mlp_scores, shape.intermediate_size, calibration[:1])
-    return apply_slices(student, plan), plan
+    kept_mlp = prune_mlp_channels(student, mlp_scores, shape.intermediate_size, calibration[:1])
+    return apply_slices(student, plan), kept_structures(teacher.config, plan, kept_mlp)
+
+
+def kept_structures(config, plan, kept_mlp: list[list[int]]) -> dict:
+    """Indices into the teacher of everything kept, keyed by the student's layer index."""
+    layers = list(plan.kept_layers) if plan.kept_layers is not None else list(range(config.num_hidden_layers))
+    all_groups = list(range(config.num_key_value_heads))
+    return {
+        "dropped_layers": sorted(set(range(config.num_hidden_layers)) - set(layers)),
+        "layers": {str(new): {"teacher_layer": old, "mlp_channels": kept_mlp[old],
+                              "kv_groups": list(plan.kept_groups[old]) if plan.kept_groups else all_groups}
+                   for new, old in enumerate(layers)},
+        "hidden_channels": list(plan.kept_hidden) if plan.kept_hidden is not None else list(range(config.hidden_size)),
+    }
 
 
 def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
@@ -112,10 +135,11 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     element_bytes = next(teacher.parameters()).element_size()
     shape = resolve_shape(teacher.config, teacher_params, prune_cfg)
     train, heldout = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
-    student, plan = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences], prune_cfg.importance)
+    student, kept = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences], prune_cfg.importance)
 
     model_dir = out_dir / "pruned"
     student.save_pretrained(model_dir, safe_serialization=True)
+    (model_dir / PLAN_FILE).write_text(json.dumps(kept) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(model_dir)
     if student.generation_config is not None:
         student.generation_config.save_pretrained(model_dir)
@@ -128,6 +152,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         **{f"pruned_{key}": value for key, value in dataclasses.asdict(shape).items()},
         **{f"teacher_params_{c}": n for c, n in before.items()},
         **{f"pruned_params_{c}": n for c, n in after.items()},
+        **{f"teacher_bytes_{c}": n * element_bytes for c, n in before.items()},
         **{f"pruned_bytes_{c}": n * element_bytes for c, n in after.items()},
         "pruned_val_ppl": quality["student_val_ppl"],
         "pruned_teacher_top1_agreement": quality["student_teacher_top1_agreement"],
@@ -137,7 +162,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         "strategy": prune_cfg.strategy,
         "importance": prune_cfg.importance,
         "shape": dataclasses.asdict(shape),
-        "dropped_layers": sorted(set(range(teacher.config.num_hidden_layers)) - set(plan.kept_layers or range(teacher.config.num_hidden_layers))),
-        "kept_kv_groups": {str(k): list(v) for k, v in (plan.kept_groups or {}).items()},
+        "dropped_layers": kept["dropped_layers"],
+        "kept_structures": f"pruned/{PLAN_FILE}",  # every kept index, per student layer
     }
     return Artifact("prune", out_dir, record_files(out_dir, ["pruned"]), payload, metrics, inp)

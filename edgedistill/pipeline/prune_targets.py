@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -91,8 +92,8 @@ def _depth_candidates(base: PruneShape, prune_cfg) -> list[PruneShape]:
 
 
 def _ratio_shape(base: PruneShape, prune_cfg) -> PruneShape:
-    def rounded(size: int, keep: float) -> int:
-        return max(prune_cfg.round_to, int(size * keep) // prune_cfg.round_to * prune_cfg.round_to)
+    def rounded(size: int, keep: float) -> int:  # never above the teacher's size
+        return min(size, max(prune_cfg.round_to, int(size * keep) // prune_cfg.round_to * prune_cfg.round_to))
 
     return dataclasses.replace(
         base,
@@ -124,7 +125,12 @@ def resolve_shape(config, teacher_params: int, prune_cfg) -> PruneShape:
         raise UserError(
             f"prune.round_to={prune_cfg.round_to} exceeds the teacher's intermediate_size {config.intermediate_size}; lower prune.round_to"
         )
-    groups = max(1, round(config.num_key_value_heads * prune_cfg.kv_heads_keep))
+    hidden_cut = prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.hidden_keep < 1.0)
+    if hidden_cut and prune_cfg.round_to > config.hidden_size:
+        raise UserError(
+            f"prune.round_to={prune_cfg.round_to} exceeds the teacher's hidden_size {config.hidden_size}; lower prune.round_to"
+        )
+    groups = max(1, math.floor(config.num_key_value_heads * prune_cfg.kv_heads_keep))  # rounded down, like sizes
     base = dataclasses.replace(shape_of(config), num_key_value_heads=groups)
     strategy = STRATEGIES[prune_cfg.strategy]
     candidates = strategy.candidates(base, prune_cfg)

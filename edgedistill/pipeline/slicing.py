@@ -71,6 +71,8 @@ def sliced_config(config, plan: SlicePlan):
         new.num_hidden_layers = len(plan.kept_layers)
         if getattr(config, "layer_types", None):
             new.layer_types = [config.layer_types[i] for i in plan.kept_layers]
+        if isinstance(getattr(config, "max_window_layers", None), int):  # Qwen2: layers below it use full attention
+            new.max_window_layers = sum(1 for i in plan.kept_layers if i < config.max_window_layers)
     return new
 
 
@@ -100,10 +102,21 @@ def slice_state_dict(state: dict[str, torch.Tensor], config, plan: SlicePlan) ->
     return out
 
 
+def check_supported(config) -> None:
+    """Only the Llama layout is sliced (Gemma's embedding scale, Qwen3's q/k norms and MoE
+    experts would be cut wrongly)."""
+    from edgedistill.errors import UserError
+    from edgedistill.hf import SUPPORTED_ARCHITECTURES
+
+    if config.model_type not in SUPPORTED_ARCHITECTURES:
+        raise UserError(f"pruning does not support architecture '{config.model_type}'; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+
+
 def apply_slices(model, plan: SlicePlan):
     """A new model (standard HF class and config) holding the kept parts of ``model``."""
     from transformers import AutoModelForCausalLM
 
+    check_supported(model.config)
     config = sliced_config(model.config, plan)
     state = slice_state_dict(model.state_dict(), model.config, plan)
     student = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)

@@ -49,14 +49,15 @@ def test_keeping_everything_changes_nothing(tiny_qwen2_dir):
         torch.testing.assert_close(student(ids).logits, teacher(ids).logits)
 
 
-@pytest.fixture(scope="module")
-def trained_llama(tiny_llama_dir):
-    """The tiny Llama after 150 CE steps on the shipped corpus: real structure to prune."""
+@pytest.fixture(scope="module", params=["tiny_llama_dir", "tiny_qwen2_dir", "tiny_mistral_dir"])
+def trained_model(request):
+    """A tiny model after 150 CE steps on the shipped corpus: real structure to prune."""
     from edgedistill.pipeline.data import packed_sequences
 
+    model_dir = request.getfixturevalue(request.param)
     torch.manual_seed(0)
-    model = load_model(tiny_llama_dir)
-    train, heldout = packed_sequences(DataConfig(seq_len=64, max_tokens=60000), load_tokenizer(tiny_llama_dir), seed=0)
+    model = load_model(model_dir)
+    train, heldout = packed_sequences(DataConfig(seq_len=64, max_tokens=60000), load_tokenizer(model_dir), seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(150):
@@ -74,15 +75,18 @@ def heldout_loss(model, heldout) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dimension", ["mlp", "heads", "hidden", "depth"])
-def test_importance_beats_random_choice_of_the_same_shape(dimension, trained_llama):
+@pytest.mark.parametrize(("dimension", "importance"), [
+    ("mlp", "activation"), ("heads", "activation"), ("hidden", "activation"), ("depth", "activation"),
+    ("combined", "activation"), ("combined", "magnitude"), ("combined", "taylor"),
+])
+def test_importance_beats_random_choice_of_the_same_shape(dimension, importance, trained_model):
     from edgedistill.pipeline.prune import prune_model
     from edgedistill.pipeline.prune_targets import PruneShape
 
-    model, calibration, heldout = trained_llama
-    shape = {"mlp": PruneShape(64, 64, 2, 2), "heads": PruneShape(64, 256, 1, 2),
-             "hidden": PruneShape(48, 256, 2, 2), "depth": PruneShape(64, 256, 2, 1)}[dimension]
-    by_importance, _ = prune_model(model, shape, calibration)
+    model, calibration, heldout = trained_model
+    shape = {"mlp": PruneShape(64, 64, 2, 2), "heads": PruneShape(64, 256, 1, 2), "hidden": PruneShape(48, 256, 2, 2),
+             "depth": PruneShape(64, 256, 2, 1), "combined": PruneShape(48, 128, 1, 2)}[dimension]
+    by_importance, _ = prune_model(model, shape, calibration, importance)
     generator = torch.Generator().manual_seed(1)
     random_losses = []
     for _ in range(5):  # random choices of the same shape
