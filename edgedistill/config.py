@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ import yaml
 from edgedistill.errors import UserError
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+def registry(path: str) -> Callable[[], tuple[str, ...]]:
+    """Allowed values = the keys of a registry dict ("module:NAME"), imported only when a
+    field using it is validated (the registries live in torch-side modules)."""
+    module, name = path.split(":")
+    return lambda: tuple(getattr(importlib.import_module(module), name))
 
 
 def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | None = None,
@@ -35,21 +43,6 @@ def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | Non
     return field(default=default, metadata=meta)
 
 
-def _onnx_types() -> tuple[str, ...]:
-    from edgedistill.exporters.formats import ONNX_QUANTIZATIONS
-    return tuple(ONNX_QUANTIZATIONS)
-
-
-def _gguf_types() -> tuple[str, ...]:
-    from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
-    return tuple(GGUF_QUANTIZATIONS)
-
-
-def _kd_objectives() -> tuple[str, ...]:
-    from edgedistill.pipeline.distill.losses import KD_OBJECTIVES
-    return tuple(KD_OBJECTIVES)
-
-
 @dataclass(frozen=True)
 class DataConfig:
     path: str = knob("builtin:tiny-corpus", "text file, folder of .txt files, or builtin:tiny-corpus (ships with the package)")
@@ -58,26 +51,17 @@ class DataConfig:
     max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)
 
 
-def _importance_metrics() -> tuple[str, ...]:
-    from edgedistill.pipeline.importance import IMPORTANCE_METRICS
-    return tuple(IMPORTANCE_METRICS)
-
-
-def _prune_strategies() -> tuple[str, ...]:
-    from edgedistill.pipeline.prune_targets import STRATEGIES
-    return tuple(STRATEGIES)
-
-
 @dataclass(frozen=True)
 class PruneConfig:
     target_params: float = knob(0.5, "student size as a fraction of the teacher's parameters", low=0.0, high=1.0, low_open=True)
     strategy: str = knob("mlp", "what shrinks to meet the budget: mlp width, width (hidden + mlp), depth (layers), "
-                         "or ratios (no budget: the *_keep fractions)", choices=_prune_strategies)
+                         "or ratios (no budget: the *_keep fractions)",
+                         choices=registry("edgedistill.pipeline.prune_targets:STRATEGIES"))
     mlp_keep: float = knob(1.0, "ratios strategy: fraction of MLP channels kept", low=0.0, high=1.0, low_open=True)
     hidden_keep: float = knob(1.0, "ratios strategy: fraction of hidden channels kept", low=0.0, high=1.0, low_open=True)
     layers_keep: float = knob(1.0, "ratios strategy: fraction of layers kept", low=0.0, high=1.0, low_open=True)
     importance: str = knob("activation", "channel/head importance: activation (Minitron), magnitude, or taylor",
-                           choices=_importance_metrics)
+                           choices=registry("edgedistill.pipeline.importance:IMPORTANCE_METRICS"))
     kv_heads_keep: float = knob(1.0, "fraction of KV groups (with their query heads) kept in every layer", low=0.0, high=1.0, low_open=True)
     round_to: int = knob(32, "kept MLP channels and hidden size are multiples of this (256 for GGUF k-quants)", low=1)
     calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)
@@ -85,7 +69,8 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student)", choices=_kd_objectives)
+    objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student)",
+                          choices=registry("edgedistill.pipeline.distill.losses:KD_OBJECTIVES"))
     beta: float = knob(0.5, "jsd only: mixture weight of the teacher (0 = forward KL, 1 = reverse KL)", low=0.0, high=1.0)
     skew_alpha: float = knob(0.1, "skew_kl / skew_reverse_kl only: skew weight a (DistiLLM; 0 = plain KL)", low=0.0, high=1.0)
     alpha: float = knob(0.5, "loss = alpha * KD + (1 - alpha) * CE", low=0.0, high=1.0)
@@ -99,8 +84,10 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache)", choices=_onnx_types)
-    gguf: tuple[str, ...] = knob(("f16",), "GGUF quantization types to write for llama.cpp", choices=_gguf_types)
+    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache)",
+                                 choices=registry("edgedistill.exporters.formats:ONNX_QUANTIZATIONS"))
+    gguf: tuple[str, ...] = knob(("f16",), "GGUF quantization types to write for llama.cpp",
+                                 choices=registry("edgedistill.exporters.formats:GGUF_QUANTIZATIONS"))
 
 
 @dataclass(frozen=True)
