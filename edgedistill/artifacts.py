@@ -68,6 +68,11 @@ def sha256_file_cached(path: Path, min_bytes: int = 64 << 20) -> str:
     return cache[key]
 
 
+def is_under(file_path: str, artifact_path: str) -> bool:
+    """Whether a recorded file belongs to an artifact (the file itself or inside its folder)."""
+    return file_path == artifact_path or file_path.startswith(artifact_path + "/")
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str  # relative to the artifact root, POSIX separators

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgedistill.artifacts import Artifact, atomic_write_json, new_manifest, read_manifest, stage_key, MANIFEST_NAME
+from edgedistill.artifacts import MANIFEST_NAME, Artifact, atomic_write_json, is_under, new_manifest, read_manifest, stage_key
 from edgedistill.config import Recipe, to_dict
 
 TEMP_PREFIX = ".tmp-"
@@ -62,10 +62,10 @@ def preflight(recipe: Recipe) -> dict:
     return {"teacher_source": source, "data_content": content}
 
 
-def plan(recipe: Recipe, out_dir: Path) -> list[tuple[str, str]]:
-    """(stage, "cached" | "run" | "skip") without running anything, for ``--dry-run``."""
+def plan(recipe: Recipe, out_dir: Path, pre: dict) -> list[tuple[str, str]]:
+    """(stage, "cached" | "run" | "skip") without running anything, for ``--dry-run``;
+    ``pre`` is :func:`preflight`'s result."""
     manifest = read_manifest(out_dir) or {"stages": {}}
-    pre = preflight(recipe)
     rows, artifact, reusable = [], None, True
     for stage in STAGES:
         if not stage.enabled(recipe):
@@ -183,7 +183,7 @@ def compose_artifacts(manifest: dict) -> list[dict]:
     speed = {row["name"]: row for row in stages.get("bench", {}).get("artifact", {}).get("payload", {}).get("artifacts", [])}
     entries = []
     for entry in export["payload"]["exports"]:
-        files = [f for f in export["files"] if f["path"] == entry["path"] or f["path"].startswith(entry["path"] + "/")]
+        files = [f for f in export["files"] if is_under(f["path"], entry["path"])]
         result = parity.get(entry["name"])
         entries.append({
             **{key: entry[key] for key in ("name", "format", "quantization", "path", "facts")},

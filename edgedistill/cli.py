@@ -39,19 +39,19 @@ def build(
     import yaml
 
     from edgedistill.build import build as run_build
-    from edgedistill.build import plan
+    from edgedistill.build import plan, preflight
     from edgedistill.config import load_recipe, to_dict
     from edgedistill.pipeline.prune_targets import describe_plan
-    from edgedistill.pipeline.teacher import resolve_source
 
     resolved = load_recipe(recipe, overrides, default=DEFAULT_RECIPE)
     out_dir = out or Path("edgedistill-out") / resolved.name
     if dry_run:
         console.print(yaml.safe_dump(to_dict(resolved), sort_keys=False).rstrip(), markup=False, highlight=False)
         console.print(f"stage plan for {out_dir}:", highlight=False)
-        for stage, status in plan(resolved, out_dir):
+        pre = preflight(resolved)  # hashes a local teacher once for both lines below
+        for stage, status in plan(resolved, out_dir, pre):
             console.print(f"  {stage:<8} {status}", highlight=False)
-        console.print(describe_plan(resolved.prune, resolve_source(resolved.teacher)), highlight=False)
+        console.print(describe_plan(resolved.prune, pre["teacher_source"]), highlight=False)
         return 0
 
     def on_stage(name: str, status: str, seconds: float) -> None:

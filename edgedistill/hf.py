@@ -29,6 +29,25 @@ def check_architecture(model_dir: Path) -> str:
     return model_type
 
 
+def head_dim_of(config) -> int:
+    """Per-head width from an HF config object or config.json dict; explicit when pruned."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    return get("head_dim") or get("hidden_size") // get("num_attention_heads")
+
+
+def rms_norms(model) -> list:
+    """Every RMSNorm module of a Llama-layout model (per layer and final)."""
+    return [m for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
+
+
+def save_model_folder(model, tokenizer, model_dir: Path) -> None:
+    """An HF folder: safetensors weights, config, tokenizer and generation config."""
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(model_dir)
+
+
 def load_model(model_dir: Path):
     """The model in fp32, eval mode, without KV cache defaults changed."""
     import torch

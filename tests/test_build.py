@@ -4,7 +4,7 @@ import json
 import pytest
 
 from edgedistill.artifacts import read_manifest
-from edgedistill.build import STAGES, build, plan
+from edgedistill.build import STAGES, build, plan, preflight
 from edgedistill.config import load_recipe
 from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
 from edgedistill.pipeline.distill import stage as distill_stage
@@ -70,7 +70,8 @@ def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):
 
     monkeypatch.undo()
     log = []
-    assert plan(load_recipe("tiny", FAST), tmp_path)[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "run")]
+    recipe = load_recipe("tiny", FAST)
+    assert plan(recipe, tmp_path, preflight(recipe))[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "run")]
     build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
     assert log[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran")]
     assert read_manifest(tmp_path)["status"] == "complete"

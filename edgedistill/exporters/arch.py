@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from edgedistill.errors import UserError
+from edgedistill.hf import head_dim_of
 
 _LLAMA_TENSORS = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -66,8 +67,7 @@ def arch_spec(model_type: str, config: dict | None = None) -> ArchSpec:
         raise UserError(f"GGUF export does not support architecture '{model_type}'; supported: {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[model_type]
     if config and spec.when_heads_pruned is not None:
-        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        if config["num_attention_heads"] * head_dim != config["hidden_size"]:
+        if config["num_attention_heads"] * head_dim_of(config) != config["hidden_size"]:
             return spec.when_heads_pruned
     return spec
 

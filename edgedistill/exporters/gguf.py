@@ -17,6 +17,7 @@ import numpy as np
 from edgedistill.errors import UserError
 from edgedistill.exporters.arch import ArchSpec, arch_spec, gguf_tensor_name
 from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
+from edgedistill.hf import head_dim_of
 
 _FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0"}
 
@@ -56,7 +57,7 @@ class StudentGGUFWriter:
 
     @property
     def head_dim(self) -> int:
-        return self.config.get("head_dim") or self.config["hidden_size"] // self.config["num_attention_heads"]
+        return head_dim_of(self.config)
 
     def add_metadata(self) -> None:
         import gguf

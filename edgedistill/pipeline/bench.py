@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgedistill.artifacts import Artifact, atomic_write_json, record_files
+from edgedistill.artifacts import Artifact, atomic_write_json, is_under, record_files
 
 OUTPUTS = ("bench",)
 
@@ -24,7 +24,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     rows, metrics = [], {}
     for entry in export.payload["exports"]:
         path = export.root / entry["path"]
-        size = sum(f.bytes for f in export.files if f.path == entry["path"] or f.path.startswith(entry["path"] + "/"))
+        size = sum(f.bytes for f in export.files if is_under(f.path, entry["path"]))
         speed = measure_decode(path, bench_cfg.decode_tokens, bench_cfg.repeats, bench_cfg.warmup)
         rows.append({"name": entry["name"], "format": entry["format"], "quantization": entry["quantization"], "bytes": size, **speed})
         metrics[metric_name(entry["name"], "decode_tokens_per_s")] = speed["decode_tokens_per_s"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edgedistill.hf import head_dim_of, rms_norms
+
 
 def _run_with_hooks(model, calibration, registrations) -> None:
     hooks = [module.register_forward_hook(hook) for module, hook in registrations]
@@ -47,7 +49,7 @@ def mlp_channel_importance(model, calibration) -> list[torch.Tensor]:
 def kv_group_importance(model, calibration) -> list[torch.Tensor]:
     """Per layer, (num_key_value_heads,) summed mean |per-head attention output|."""
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = head_dim_of(config)
     groups, heads = config.num_key_value_heads, config.num_attention_heads
     scores = [torch.zeros(groups) for _ in model.model.layers]
 
@@ -69,8 +71,7 @@ def hidden_channel_importance(model, calibration) -> torch.Tensor:
     def hook(_module, _args, output):
         total.add_(output.detach().abs().float().mean(dim=(0, 1)).cpu())  # (B, T, H) -> (H,)
 
-    norms = [m for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
-    _run_with_hooks(model, calibration, [(norm, hook) for norm in norms])
+    _run_with_hooks(model, calibration, [(norm, hook) for norm in rms_norms(model)])
     return total
 
 
@@ -96,7 +97,7 @@ def block_influence(model, calibration) -> torch.Tensor:
 
 def _structure_sums(model, per_element) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Sum ``per_element(param)`` over each MLP channel, KV group and hidden channel."""
-    from edgedistill.pipeline.slicing import _GLOBAL_HIDDEN_DIM, _HIDDEN_DIM, head_dim_of
+    from edgedistill.pipeline.slicing import _GLOBAL_HIDDEN_DIM, _HIDDEN_DIM
 
     config = model.config
     heads_per_group, head_dim = config.num_attention_heads // config.num_key_value_heads, head_dim_of(config)

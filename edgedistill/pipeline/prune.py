@@ -48,11 +48,13 @@ def prune_mlp_channels(model, importance, kept: int, example_input) -> list[list
     import torch
     import torch_pruning as tp
 
+    from edgedistill.hf import rms_norms
+
     if kept >= model.config.intermediate_size:
         return [list(range(model.config.intermediate_size)) for _ in model.model.layers]
     model.config.use_cache = False  # torch-pruning traces a plain forward
     # RMSNorm weights are bare parameters: tell the graph they follow the hidden dim (0).
-    norms = [(m.weight, 0) for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
+    norms = [(m.weight, 0) for m in rms_norms(model)]
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=example_input, output_transform=lambda out: out.logits, unwrapped_parameters=norms
     )
@@ -123,7 +125,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
 
     import torch
 
-    from edgedistill.hf import count_parameters, load_model, load_tokenizer
+    from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
     from edgedistill.pipeline.data import packed_sequences
     from edgedistill.pipeline.evaluate import compare_on_heldout
     from edgedistill.pipeline.prune_targets import resolve_shape
@@ -138,11 +140,8 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     student, kept = prune_model(teacher, shape, train[: prune_cfg.calibration_sequences], prune_cfg.importance)
 
     model_dir = out_dir / "pruned"
-    student.save_pretrained(model_dir, safe_serialization=True)
+    save_model_folder(student, tokenizer, model_dir)
     (model_dir / PLAN_FILE).write_text(json.dumps(kept) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(model_dir)
-    if student.generation_config is not None:
-        student.generation_config.save_pretrained(model_dir)
     student_params = count_parameters(student)
     before, after = component_parameters(teacher), component_parameters(student)
     quality = compare_on_heldout(student, teacher, heldout[:16])

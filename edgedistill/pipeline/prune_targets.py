@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edgedistill.errors import UserError
+from edgedistill.hf import head_dim_of
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def shape_of(config) -> PruneShape:
 def config_for(config, shape: PruneShape):
     """The teacher's config rewritten to ``shape`` (head_dim explicit, GQA ratio kept)."""
     new = copy.deepcopy(config)
-    new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    new.head_dim = head_dim_of(config)
     ratio = config.num_attention_heads // config.num_key_value_heads
     new.hidden_size, new.intermediate_size = shape.hidden_size, shape.intermediate_size
     new.num_key_value_heads, new.num_attention_heads = shape.num_key_value_heads, shape.num_key_value_heads * ratio

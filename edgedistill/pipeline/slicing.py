@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgedistill.hf import head_dim_of
+
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # tensor suffix -> (dimension sliced by kept hidden channels: 0 rows, 1 columns, None)
 _HIDDEN_DIM = {
@@ -46,10 +48,6 @@ class SlicePlan:
     kept_layers: tuple[int, ...] | None = None
     kept_groups: dict[int, tuple[int, ...]] | None = None
     kept_hidden: tuple[int, ...] | None = None
-
-
-def head_dim_of(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _head_rows(groups, heads_per_group: int, head_dim: int, query: bool) -> torch.Tensor:

@@ -100,7 +100,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     """cfg: {"distill": DistillConfig, "data": DataConfig, "seed": int, "recipe_name": str}."""
     import torch
 
-    from edgedistill.hf import count_parameters, load_model, load_tokenizer
+    from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
     from edgedistill.pipeline.data import packed_sequences
     from edgedistill.pipeline.evaluate import compare_on_heldout
 
@@ -123,10 +123,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     }
 
     model_dir = out_dir / "student"
-    student.save_pretrained(model_dir, safe_serialization=True)
-    tokenizer.save_pretrained(model_dir)
-    if student.generation_config is not None:
-        student.generation_config.save_pretrained(model_dir)
+    save_model_folder(student, tokenizer, model_dir)
     (model_dir / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log), encoding="utf-8")
     (model_dir / "README.md").write_text(model_card(cfg, metrics), encoding="utf-8")
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), {"model_dir": "student"}, metrics, inp)
