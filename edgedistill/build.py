@@ -42,7 +42,9 @@ STAGES: tuple[Stage, ...] = (
                           "recipe_name": r.name}),
     Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
-    Stage("bench", "edgedistill.pipeline.bench", lambda r, pre: {"bench": r.bench}, lambda r: r.bench.enabled),
+    Stage("bench", "edgedistill.pipeline.bench",
+          lambda r, pre: {"bench": r.bench, "seq_len": r.data.seq_len, "eval_content": pre["eval_content"]},
+          lambda r: r.bench.enabled),
 )
 
 
@@ -59,7 +61,22 @@ def preflight(recipe: Recipe) -> dict:
     source = resolve_source(recipe.teacher)
     check_sequence_budget(recipe, source)
     content = [[file.name, sha256_file_cached(file), file.stat().st_size] for file in data_files(recipe.data.path)]
-    return {"teacher_source": source, "data_content": content}
+    return {"teacher_source": source, "data_content": content, "eval_content": _eval_content(recipe)}
+
+
+def _eval_content(recipe: Recipe) -> list:
+    """Content hashes of the bench stage's evaluation text and QA set (checked to exist)."""
+    from edgedistill.artifacts import sha256_file_cached
+    from edgedistill.pipeline.data import data_files
+    from edgedistill.pipeline.evaluate import QA_BUILTINS, load_qa_pairs
+
+    files = []
+    if recipe.bench.enabled and recipe.bench.eval_path:
+        files.extend(data_files(recipe.bench.eval_path, "bench.eval_path"))
+    if recipe.bench.enabled and recipe.bench.qa_path:
+        load_qa_pairs(recipe.bench.qa_path)  # validates every row before anything runs
+        files.append(QA_BUILTINS.get(recipe.bench.qa_path) or Path(recipe.bench.qa_path).expanduser())
+    return [[file.name, sha256_file_cached(file), file.stat().st_size] for file in files]
 
 
 def plan(recipe: Recipe, out_dir: Path, pre: dict) -> list[tuple[str, str]]:

@@ -45,7 +45,8 @@ def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | Non
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = knob("builtin:tiny-corpus", "text file, folder of .txt files, or builtin:tiny-corpus (ships with the package)")
+    path: str = knob("builtin:tiny-corpus", "text file, folder of .txt files, or a corpus that ships with the package: "
+                     "builtin:tiny-corpus, builtin:pydocs (Python docs, train split)")
     seq_len: int = knob(128, "tokens per packed training sequence", low=8)
     validation_fraction: float = knob(0.1, "share of packed sequences held out for evaluation", low=0.0, high=0.5, low_open=True)
     max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)
@@ -80,6 +81,12 @@ class DistillConfig:
     batch_size: int = knob(8, "sequences per optimizer step", low=1)
     learning_rate: float = knob(1e-3, "AdamW learning rate", low=0.0, low_open=True)
     weight_decay: float = knob(0.0, "AdamW decoupled weight decay", low=0.0)
+    lr_schedule: str = knob("constant", "constant, or cosine (decay to 10% of learning_rate after warmup)",
+                            choices=lambda: ("constant", "cosine"))
+    warmup_steps: int = knob(0, "linear learning-rate warmup steps", low=0)
+    grad_clip: float = knob(0.0, "clip the gradient's global L2 norm to this (0 = off)", low=0.0)
+    precision: str = knob("fp32", "fp32, or bf16 (autocast for the forward passes; weights and optimizer stay fp32)",
+                          choices=lambda: ("fp32", "bf16"))
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,11 @@ class BenchConfig:
     decode_tokens: int = knob(64, "tokens generated per timed run", low=1)
     repeats: int = knob(3, "timed runs per artifact; the median is reported", low=1)
     warmup: int = knob(1, "untimed runs before timing", low=0)
+    eval_path: str = knob("", "held-out text for test metrics of teacher and student (same forms as data.path, "
+                          "e.g. builtin:pydocs-test); empty = none")
+    eval_windows: int = knob(0, "cap on evaluation windows of data.seq_len tokens (0 = all)", low=0)
+    qa_path: str = knob("", "question/answer JSONL (prompt, answer) scored teacher-forced, or builtin:pydocs-qa; empty = none")
+    qa_pairs: int = knob(0, "cap on QA pairs scored (0 = all)", low=0)
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ class Recipe:
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"doc": "knowledge distillation"})
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"doc": "device formats"})
     verify: VerifyConfig = field(default_factory=VerifyConfig, metadata={"doc": "parity gate"})
-    bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed"})
+    bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed and held-out quality"})
 
     def __post_init__(self) -> None:
         if not self.export.onnx and not self.export.gguf:

@@ -42,6 +42,7 @@ HELD_OUT_PERCENT = {"validation": 4, "test": 4}  # share of documents, by path h
 # documents): it measures recall of the documentation, the docs-assistant's job. Held-out
 # generalization is what the test split measures.
 QA_SOURCES = ("faq/", "glossary.rst")
+MIN_DOCUMENT_CHARS = 200
 SKIPPED_DOCUMENTS = ("contents.rst", "copyright.rst", "license.rst", "bugs.rst", "about.rst")
 LICENCE = (
     "Python Software Foundation License Version 2 (PSF-2.0); the Python documentation is "
@@ -294,14 +295,13 @@ def build(source: Path, out: Path) -> dict:
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
     qa: list[dict] = []
     for path, text in documents.items():
-        cleaned = clean_document(text)
-        if len(cleaned) < 200:  # index pages and stubs
-            continue
-        splits[split_of(path)].append({"path": path, "text": cleaned})
         if path.startswith("faq/"):
             qa.extend(faq_pairs(path, text))
         elif path == "glossary.rst":
             qa.extend(glossary_pairs(path, text))
+        cleaned = clean_document(text)
+        if len(cleaned) >= MIN_DOCUMENT_CHARS:  # index pages clean to a bare title
+            splits[split_of(path)].append({"path": path, "text": cleaned})
     out.mkdir(parents=True, exist_ok=True)
     record = {"source": provenance, "licence": LICENCE, "split_rule": "sha256(path) % 100: <4 test, <8 validation, "
               "else train; faq/ and glossary are train", "splits": {}, "files": {}}

@@ -6,27 +6,39 @@ from pathlib import Path
 
 from edgedistill.errors import UserError
 
-BUILTIN_CORPORA = {"builtin:tiny-corpus": "tiny_corpus.txt"}
+_DEMO_DATA = Path(__file__).parents[1] / "demo" / "data"
+# builtin name -> (file under demo/data, pydocs split or None for a plain text file)
+BUILTIN_CORPORA = {
+    "builtin:tiny-corpus": ("tiny_corpus.txt", None),
+    "builtin:pydocs": ("pydocs/train.jsonl.gz", "train"),
+    "builtin:pydocs-validation": ("pydocs/validation.jsonl.gz", "validation"),
+    "builtin:pydocs-test": ("pydocs/test.jsonl.gz", "test"),
+}
 
 
-def resolve_data_path(spec: str) -> Path:
-    """The file or folder behind a ``data.path`` value; raises UserError when missing."""
+def resolve_data_path(spec: str, key: str = "data.path") -> Path:
+    """The file or folder behind a ``data.path`` value; raises UserError (naming ``key``) when missing."""
     if spec in BUILTIN_CORPORA:
-        return Path(__file__).parents[1] / "demo" / "data" / BUILTIN_CORPORA[spec]
+        return _DEMO_DATA / BUILTIN_CORPORA[spec][0]
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
-            f"data.path '{spec}' does not exist; give a text file, a folder of .txt files, or one of: {', '.join(BUILTIN_CORPORA)}"
+            f"{key} '{spec}' does not exist; give a text file, a folder of .txt files, or one of: {', '.join(BUILTIN_CORPORA)}"
         )
     if path.is_dir() and not any(path.rglob("*.txt")):
-        raise UserError(f"data.path folder '{spec}' holds no .txt files")
+        raise UserError(f"{key} folder '{spec}' holds no .txt files")
     return path
 
 
-def load_documents(spec: str) -> list[str]:
-    """Documents of the data source: one per file, files sorted by path."""
+def load_documents(spec: str, key: str = "data.path") -> list[str]:
+    """Documents of the data source: one per file, files sorted by path; for the builtin
+    Python-documentation splits, one per documentation page."""
+    if spec in BUILTIN_CORPORA and BUILTIN_CORPORA[spec][1]:
+        from edgedistill.demo.pydocs import texts
+
+        return texts(BUILTIN_CORPORA[spec][1])
     documents = []
-    for file in data_files(spec):
+    for file in data_files(spec, key):
         try:
             documents.append(file.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
@@ -34,10 +46,22 @@ def load_documents(spec: str) -> list[str]:
     return documents
 
 
-def data_files(spec: str) -> list[Path]:
+def data_files(spec: str, key: str = "data.path") -> list[Path]:
     """The text files behind ``data.path``, sorted by path."""
-    path = resolve_data_path(spec)
+    path = resolve_data_path(spec, key)
     return [path] if path.is_file() else sorted(path.rglob("*.txt"))
+
+
+def eval_windows(spec: str, tokenizer, seq_len: int, max_windows: int = 0):
+    """Held-out evaluation windows (N, seq_len) of ``spec``, in document order (no shuffle):
+    documents joined by EOS and cut into consecutive windows, at most ``max_windows`` (0 = all)."""
+    from edgedistill.demo.pydocs import token_stream, windows
+
+    stream = token_stream(load_documents(spec, "bench.eval_path"), tokenizer)
+    found = windows(stream, seq_len, limit=max_windows or None)
+    if len(found) == 0:
+        raise UserError(f"bench.eval_path '{spec}' gives {len(stream)} tokens: less than one window of {seq_len}")
+    return found
 
 
 def packed_sequences(data_cfg, tokenizer, seed: int):

@@ -1,21 +1,38 @@
-"""Held-out quality of a student against its teacher (torch side)."""
+"""Held-out quality of a student against its teacher (torch side).
+
+Two measurements, both teacher-forced so that small models give stable numbers:
+
+* :func:`compare_on_heldout`: next-token perplexity and top-1 accuracy of each model over
+  held-out windows, top-1 agreement of the student with the teacher, and mean forward
+  KL(p_teacher || p_student) at T = 1 in nats per token.
+* :func:`qa_scores`: for question -> reference answer pairs, the model reads
+  ``prompt + answer`` and is scored on the answer tokens only: perplexity of the answer
+  and the share of answer tokens it predicts top-1. A documentation assistant that keeps
+  the teacher's knowledge keeps these numbers.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.losses import forward_kl_per_token
+
+QA_BUILTINS = {"builtin:pydocs-qa": Path(__file__).parents[1] / "demo" / "data" / "pydocs" / "qa.jsonl"}
 
 
 @torch.no_grad()
-def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: int = 8, split: str = "val") -> dict[str, float]:
     """Next-token metrics over held-out ``sequences`` (N, L), every position but the last.
 
-    Returns student/teacher perplexity and top-1 accuracy, top-1 agreement of the student
-    with the teacher, and mean forward KL(p_teacher || p_student) at T=1 (nats/token).
+    Returns ``{student,teacher}_{split}_ppl``, ``{student,teacher}_{split}_top1``,
+    ``student_teacher_top1_agreement`` and ``student_teacher_kl`` (forward KL at T = 1,
+    mean over predicted positions, nats/token).
     """
     totals = {"student_nll": 0.0, "teacher_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
     tokens = 0
@@ -32,10 +49,89 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
         totals["kl"] += forward_kl_per_token(student_logits, teacher_logits, 1.0).sum().item()
         tokens += labels.numel()
     return {
-        "student_val_ppl": math.exp(totals["student_nll"] / tokens),
-        "teacher_val_ppl": math.exp(totals["teacher_nll"] / tokens),
-        "student_val_top1": totals["student_hits"] / tokens,
-        "teacher_val_top1": totals["teacher_hits"] / tokens,
+        f"student_{split}_ppl": math.exp(totals["student_nll"] / tokens),
+        f"teacher_{split}_ppl": math.exp(totals["teacher_nll"] / tokens),
+        f"student_{split}_top1": totals["student_hits"] / tokens,
+        f"teacher_{split}_top1": totals["teacher_hits"] / tokens,
         "student_teacher_top1_agreement": totals["agree"] / tokens,
         "student_teacher_kl": totals["kl"] / tokens,
     }
+
+
+def load_qa_pairs(spec: str, limit: int = 0) -> list[dict]:
+    """Rows with non-empty ``prompt`` and ``answer`` from a JSONL file or a builtin set."""
+    path = QA_BUILTINS.get(spec) or Path(spec).expanduser()
+    if not path.is_file():
+        raise UserError(f"bench.qa_path '{spec}' is not a file; give a JSONL file of prompt/answer rows or {', '.join(QA_BUILTINS)}")
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"bench.qa_path {path} line {number} is not JSON; write one object per line") from None
+            if not isinstance(row, dict) or not row.get("prompt") or not row.get("answer"):
+                raise UserError(f"bench.qa_path {path} line {number} lacks a non-empty 'prompt' and 'answer'")
+            pairs.append(row)
+    if not pairs:
+        raise UserError(f"bench.qa_path {path} holds no QA pairs")
+    return pairs[:limit] if limit else pairs
+
+
+def answer_tokens(tokenizer, prompt: str, answer: str, max_len: int) -> tuple[list[int], int]:
+    """Ids of ``prompt + answer`` tokenized as one text (as the model saw such text in
+    training) and the index of the first answer token: the first token that ends past the
+    prompt. Truncated to ``max_len`` tokens from the left of the prompt when needed."""
+    encoded = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    first = next(i for i, (_, end) in enumerate(offsets) if end > len(prompt))
+    first = max(first, 1)  # the first token has no prediction
+    overflow = max(0, len(ids) - max_len)
+    keep_prompt = min(overflow, first - 1)  # drop prompt tokens first, then answer tail
+    ids, first = ids[keep_prompt:], first - keep_prompt
+    return ids[:max_len], first
+
+
+@torch.no_grad()
+def qa_scores(model, tokenizer, pairs: list[dict], max_len: int) -> dict[str, float]:
+    """Teacher-forced answer scores: ``qa_ppl`` = exp(mean NLL over answer tokens),
+    ``qa_top1`` = share of answer tokens predicted top-1 (pooled over all pairs)."""
+    nll, hits, count = 0.0, 0, 0
+    for pair in pairs:
+        ids, first = answer_tokens(tokenizer, pair["prompt"], pair["answer"], max_len)
+        if first >= len(ids):
+            continue
+        inputs = torch.tensor([ids])
+        logits = model(inputs).logits[0, first - 1:-1].float()  # (A, V): predictions of the answer tokens
+        targets = inputs[0, first:]
+        nll += F.cross_entropy(logits, targets, reduction="sum").item()
+        hits += (logits.argmax(-1) == targets).sum().item()
+        count += targets.numel()
+    if count == 0:
+        raise UserError("no QA pair has an answer token within the context; shorten the prompts or raise data.seq_len")
+    return {"qa_ppl": math.exp(nll / count), "qa_top1": hits / count, "qa_tokens": count}
+
+
+def quality_report(student, teacher, tokenizer, windows: torch.Tensor | None, qa_pairs: list[dict] | None,
+                   max_len: int) -> dict[str, float]:
+    """The manifest's quality metrics: ``*_test_*``, agreement, KL, ``retention_top1`` and
+    (with QA pairs) ``{teacher,student}_qa_{ppl,top1}`` and ``retention_qa_top1``."""
+    metrics: dict[str, float] = {}
+    if windows is not None:
+        metrics.update(compare_on_heldout(student, teacher, windows, split="test"))
+        metrics["test_tokens"] = windows.shape[0] * (windows.shape[1] - 1)
+        metrics["retention_top1"] = _ratio(metrics["student_test_top1"], metrics["teacher_test_top1"])
+    if qa_pairs:
+        for role, model in (("teacher", teacher), ("student", student)):
+            scores = qa_scores(model, tokenizer, qa_pairs, max_len)
+            metrics[f"{role}_qa_ppl"], metrics[f"{role}_qa_top1"] = scores["qa_ppl"], scores["qa_top1"]
+        metrics["qa_pairs"] = len(qa_pairs)
+        metrics["retention_qa_top1"] = _ratio(metrics["student_qa_top1"], metrics["teacher_qa_top1"])
+    return metrics
+
+
+def _ratio(student: float, teacher: float) -> float:
+    """Retention student / teacher; NaN (null in the manifest) when the teacher scores 0."""
+    return student / teacher if teacher > 0 else float("nan")

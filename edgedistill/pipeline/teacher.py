@@ -17,6 +17,8 @@ OUTPUTS = ("teacher",)
 BUILTIN_PREFIX = "builtin:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
+# Committed, trained teachers shipped inside the package (used in place, like a local folder).
+BUILTIN_FOLDERS = {"pydocs-teacher": Path(__file__).parents[1] / "demo" / "teacher"}
 
 
 def resolve_source(spec: str) -> dict:
@@ -30,10 +32,15 @@ def resolve_source(spec: str) -> dict:
     from edgedistill.demo.tiny import TINY_TEACHERS
     from edgedistill.hf import check_architecture
 
-    if spec.startswith(BUILTIN_PREFIX):
+    if spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX):] in BUILTIN_FOLDERS:
+        folder = BUILTIN_FOLDERS[spec[len(BUILTIN_PREFIX):]]
+        if not (folder / "model.safetensors").is_file():
+            raise UserError(f"the demo teacher is missing from {folder}; restore it from git or run python -m edgedistill.demo.train_teacher")
+        spec = str(folder)
+    elif spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
         if name not in TINY_TEACHERS:
-            allowed = ", ".join(BUILTIN_PREFIX + n for n in TINY_TEACHERS)
+            allowed = ", ".join(BUILTIN_PREFIX + n for n in [*TINY_TEACHERS, *BUILTIN_FOLDERS])
             raise UserError(f"teacher '{spec}' is not a builtin teacher; builtin: {allowed}")
         return {"kind": "builtin", "name": name}
     path = Path(spec).expanduser()

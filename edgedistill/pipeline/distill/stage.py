@@ -63,34 +63,59 @@ def kd_batch_loss(student, teacher, batch, settings, vocab_size: int | None = No
         teacher_hidden = teacher.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Ht)
     student_hidden = student.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Hs)
     student_head, teacher_head = student.get_output_embeddings(), teacher.get_output_embeddings()
-    return fused_linear_distillation_loss(
-        student_hidden, student_head.weight[:vocab_size], labels, settings=settings,
-        student_bias=None if student_head.bias is None else student_head.bias[:vocab_size],
-        teacher_hidden=teacher_hidden, teacher_weight=teacher_head.weight[:vocab_size].detach(),
-        teacher_bias=None if teacher_head.bias is None else teacher_head.bias[:vocab_size].detach(),
-    )
+    # Under bf16 autocast the transformer bodies run in bf16; the loss always runs in the
+    # weights' dtype (fp32 here) so the KL over the vocabulary keeps its precision.
+    with torch.autocast(batch.device.type, enabled=False):
+        return fused_linear_distillation_loss(
+            student_hidden.to(student_head.weight.dtype), student_head.weight[:vocab_size], labels, settings=settings,
+            student_bias=None if student_head.bias is None else student_head.bias[:vocab_size],
+            teacher_hidden=teacher_hidden.to(teacher_head.weight.dtype), teacher_weight=teacher_head.weight[:vocab_size].detach(),
+            teacher_bias=None if teacher_head.bias is None else teacher_head.bias[:vocab_size].detach(),
+        )
+
+
+def learning_rate_at(step: int, distill_cfg) -> float:
+    """Linear warmup over ``warmup_steps``, then constant or cosine decay to 10% at ``steps``."""
+    import math
+
+    peak = distill_cfg.learning_rate
+    if step < distill_cfg.warmup_steps:
+        return peak * (step + 1) / distill_cfg.warmup_steps
+    if distill_cfg.lr_schedule == "constant":
+        return peak
+    progress = (step - distill_cfg.warmup_steps) / max(1, distill_cfg.steps - distill_cfg.warmup_steps)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
     """Run the optimizer steps in place; returns one log row per step.
 
     ``vocab_size``: logit rows compared (see :func:`shared_vocab_size`); all when None.
+    ``precision=bf16`` autocasts the forward passes (the loss itself is computed in fp32
+    inside the fused path); master weights and AdamW state stay fp32.
     """
     import torch
     from rich.progress import Progress
 
     optimizer = torch.optim.AdamW(student.parameters(), lr=distill_cfg.learning_rate, weight_decay=distill_cfg.weight_decay)
     settings = kd_settings(distill_cfg)
+    device_type = next(student.parameters()).device.type
     student.train()
     log = []
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("distill", total=distill_cfg.steps)
         for step, batch in enumerate(_batches(train_windows, distill_cfg.batch_size, distill_cfg.steps, seed)):
-            loss = kd_batch_loss(student, teacher, batch, settings, vocab_size)
+            lr = learning_rate_at(step, distill_cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=distill_cfg.precision == "bf16"):
+                loss = kd_batch_loss(student, teacher, batch, settings, vocab_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if distill_cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), distill_cfg.grad_clip)
             optimizer.step()
-            log.append({"step": step + 1, "loss": loss.item()})
+            log.append({"step": step + 1, "loss": loss.item(), "lr": lr})
             progress.update(task, advance=1, description=f"distill loss {loss.item():.3f}")
     student.eval()
     return log
