@@ -55,11 +55,11 @@ _DROP = {
     "index", "toctree", "module", "moduleauthor", "sectionauthor", "highlight", "contents",
     "testsetup", "testcleanup", "include", "literalinclude", "image", "figure", "raw",
     "audit-event", "tabularcolumns", "currentmodule", "program", "default-domain",
-    "productionlist", "grammar-snippet", "opcode", "envvar", "cmdoption", "option",
-    "pdbcommand", "2to3fixer", "only", "csv-table", "list-table", "impl-detail-stub",
-    "limited-api-list", "c:namespace", "c:namespace-push", "c:namespace-pop", "role",
-    "maxversion", "miniversion",
+    "productionlist", "grammar-snippet", "only", "csv-table", "limited-api-list",
+    "c:namespace", "c:namespace-push", "c:namespace-pop", "role",
 }
+# Directives whose body is plain content at one indent less (lists, glossary entries).
+_CONTENT = {"glossary", "list-table", "hlist", "container", "compound"}
 # Directives whose body is code: kept verbatim, indented as a literal block.
 _CODE = {"code-block", "sourcecode", "code", "doctest", "testcode", "testoutput", "parsed-literal"}
 # Admonitions: body kept, introduced by a label.
@@ -77,6 +77,8 @@ _VERSION_NOTES = {
 _DIRECTIVE = re.compile(r"^(\s*)\.\.\s+([\w:-]+)::\s*(.*)$")
 _EXPLICIT = re.compile(r"^(\s*)\.\.(\s|$)")  # comments, labels, footnotes, link targets
 _OPTION = re.compile(r"^\s*:[\w -]+:(\s|$)")
+_FIELD = re.compile(r"^:[A-Za-z][\w -]*:(\s|$)")
+FRONT_MATTER_LINES = 40
 _ADORNMENT = re.compile(r"^\s*([=\-~^\"'`#*+.:_<>])\1{2,}\s*$")
 _ROLE = re.compile(r":(?:[\w-]+:)?([\w-]+):`((?:[^`\\]|\\.)*)`")
 _GRID_BORDER = re.compile(r"^\s*\+[-=+]+\+\s*$")
@@ -86,10 +88,29 @@ _FOOTNOTE_REF = re.compile(r"\s*\[(?:#[\w-]*|\d+|\*)\]_")
 _SUBSTITUTIONS = {"|version|": "3.11", "|release|": "3.11", "|today|": "", "|tm|": ""}
 
 
+# label -> section title, from every document (filled by build()); resolves ``:ref:`label```.
+LABEL_TITLES: dict[str, str] = {}
+_LABEL_BEFORE_TITLE = re.compile(
+    r"^\.\. _([^:\n]+):[ \t]*\n(?:[ \t]*\n|\.\. _[^\n]*\n)*"  # the label, blank lines, stacked labels
+    r"(?:([=\-~^\"'`#*+])\2{2,}\n)?([^\n]+)\n([=\-~^\"'`#*+])\4{2,}[ \t]*$", re.M)
+
+
+def collect_label_titles(documents: dict[str, str]) -> dict[str, str]:
+    """``.. _label:`` followed by a section title -> that title, over all documents."""
+    titles = {}
+    for text in documents.values():
+        for match in _LABEL_BEFORE_TITLE.finditer(text):
+            titles[match.group(1).strip().lower()] = clean_inline(match.group(3).strip())
+    return titles
+
+
 def _role_text(match: re.Match) -> str:
     role, body = match.group(1), " ".join(match.group(2).replace("\\", "").split())
     if role in ("rfc", "pep"):
         return f"{role.upper()} {body}"
+    if role in ("ref", "doc") and "<" not in body:
+        label = body.lstrip("!~")
+        return LABEL_TITLES.get(label.lower(), label.rsplit("/", 1)[-1].replace("-", " ").replace("_", " "))
     title = re.match(r"^(.*?)\s*<[^<>]*>$", body, re.S)
     if title and title.group(1):
         return title.group(1)
@@ -101,6 +122,7 @@ def _role_text(match: re.Match) -> str:
 
 def clean_inline(line: str) -> str:
     """Markup of one line -> plain text (code stays in backticks)."""
+    line = line.replace("\\ ", "")  # reST's escaped space joins markup to a word: "non-\\ `NULL`"
     line = _ROLE.sub(_role_text, line)
     line = _LINK.sub(lambda m: m.group(1), line)
     line = _FOOTNOTE_REF.sub("", line)
@@ -163,9 +185,9 @@ def clean_lines(lines: list[str], in_code: bool = False) -> list[str]:
                 if label:
                     out.append(pad + label)
                 out.extend(pad + text if text else "" for text in clean_lines(body))
-            elif short == "glossary":
+            elif short in _CONTENT:
                 out.extend(pad + text if text else "" for text in clean_lines(body))
-            else:  # function, class, method, attribute, data, exception, describe, ...
+            else:  # function, class, method, attribute, data, exception, cmdoption, envvar, opcode, ...
                 if argument:
                     out.append(pad + clean_inline(argument))
                 out.extend(pad + "   " + text if text else "" for text in clean_lines(body))
@@ -197,8 +219,8 @@ def clean_lines(lines: list[str], in_code: bool = False) -> list[str]:
 def clean_document(source: str) -> str:
     """One reST document -> cleaned text (prose, code samples, titles)."""
     lines = source.replace("\t", "        ").split("\n")
-    while lines and (_OPTION.match(lines[0]) or not lines[0].strip()):  # :tocdepth:, :Author: ...
-        lines.pop(0)
+    # Front matter (:tocdepth:, :Author:, :Release: ...) lives in the first lines of a page.
+    lines = [line for number, line in enumerate(lines) if number >= FRONT_MATTER_LINES or not _FIELD.match(line)]
     text = "\n".join(clean_lines(lines))
     text = _ROLE.sub(_role_text, text)  # roles that wrap across lines
     text = re.sub(r"[ \t]+\n", "\n", text)
@@ -224,7 +246,8 @@ def faq_pairs(path: str, source: str) -> list[dict]:
     pairs = []
     for index in range(len(lines) - 1):
         title, underline = lines[index].strip(), lines[index + 1].strip()
-        if not title.endswith("?") or not _ADORNMENT.match(underline) or len(underline) < len(title) - 2:
+        if (not title.endswith("?") or lines[index].startswith((" ", "\t")) or not _ADORNMENT.match(underline)
+                or len(underline) < len(title) - 2):  # indented titles sit inside comments
             continue
         end = index + 2
         while end < len(lines) and not (
@@ -248,8 +271,8 @@ def glossary_pairs(path: str, source: str) -> list[dict]:
         definition = _first_paragraphs(textwrap.dedent(match.group(2)))
         if definition and term != "Glossary":
             question = f"What is {term.strip('`')}?"
-            pairs.append({"source": path, "question": question, "prompt": term + "\n   ",
-                          "answer": definition.replace("\n", "\n   ")})
+            indented = "\n".join("   " + line if line else "" for line in definition.split("\n"))
+            pairs.append({"source": path, "question": question, "prompt": term + "\n", "answer": indented})
     return pairs
 
 
@@ -292,14 +315,15 @@ def _write_jsonl_gz(path: Path, rows: list[dict]) -> None:
 
 def build(source: Path, out: Path) -> dict:
     documents, provenance = read_sources(source)
+    LABEL_TITLES.clear()
+    LABEL_TITLES.update(collect_label_titles(documents))
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
     qa: list[dict] = []
     for path, text in documents.items():
-        if path.startswith("faq/"):
-            qa.extend(faq_pairs(path, text))
-        elif path == "glossary.rst":
-            qa.extend(glossary_pairs(path, text))
         cleaned = clean_document(text)
+        pairs = faq_pairs(path, text) if path.startswith("faq/") else glossary_pairs(path, text) if path == "glossary.rst" else []
+        # Keep a pair only if its text is exactly what the models read in the corpus.
+        qa.extend(pair for pair in pairs if pair["prompt"] + pair["answer"] in cleaned)
         if len(cleaned) >= MIN_DOCUMENT_CHARS:  # index pages clean to a bare title
             splits[split_of(path)].append({"path": path, "text": cleaned})
     out.mkdir(parents=True, exist_ok=True)

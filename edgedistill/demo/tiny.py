@@ -37,10 +37,12 @@ TINY_TEACHERS: dict[str, dict] = {
 }
 
 
-def train_tokenizer(text: str, vocab_size: int = TOKENIZER_VOCAB_SIZE):
+def train_tokenizer(text: str | list[str], vocab_size: int = TOKENIZER_VOCAB_SIZE):
     """Byte-level BPE over ``text`` -> a ``PreTrainedTokenizerFast`` with BOS/EOS/PAD.
 
-    No BOS is added automatically: the same ids come out of HF, the runtime and llama.cpp.
+    ``text``: one string (trained paragraph by paragraph) or a list of documents (trained
+    whole, so paragraph breaks get merged tokens too). No BOS is added automatically: the
+    same ids come out of HF, the runtime and llama.cpp.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -54,7 +56,7 @@ def train_tokenizer(text: str, vocab_size: int = TOKENIZER_VOCAB_SIZE):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(text.split("\n\n"), trainer=trainer)
+    tokenizer.train_from_iterator(text.split("\n\n") if isinstance(text, str) else text, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         model_input_names=["input_ids", "attention_mask"],

@@ -88,6 +88,7 @@ def evaluate(model, windows, batch_size: int = 8, bf16: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
+    was_training = model.training
     model.eval()
     nll, hits, count = 0.0, 0, 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -97,7 +98,7 @@ def evaluate(model, windows, batch_size: int = 8, bf16: bool = False) -> dict:
             nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum").item()
             hits += (logits.argmax(-1) == labels).sum().item()
             count += labels.numel()
-    model.train()
+    model.train(was_training)
     return {"nll": nll / count, "ppl": math.exp(nll / count), "top1": hits / count, "tokens": count}
 
 
@@ -133,7 +134,7 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     started = time.time()
     train_texts = pydocs.texts("train")
-    tokenizer = train_tokenizer("\n\n".join(train_texts), vocab_size=VOCAB_SIZE)
+    tokenizer = train_tokenizer(train_texts, vocab_size=VOCAB_SIZE)
     train_stream = pydocs.token_stream(train_texts, tokenizer)
     validation = pydocs.windows(pydocs.token_stream(pydocs.texts("validation"), tokenizer), args.seq_len, limit=48)
     test = pydocs.windows(pydocs.token_stream(pydocs.texts("test"), tokenizer), args.seq_len)
@@ -201,6 +202,7 @@ def train(args) -> dict:
 
     model.eval()
     test_metrics = evaluate(model, test)  # fp32, as the build evaluates it
+    final_validation = evaluate(model, validation)
     baseline = unigram_baseline(train_stream, test, len(tokenizer))
     samples = {prompt: sample(model, tokenizer, prompt) for prompt in SAMPLE_PROMPTS}
     model.to(torch.float16).save_pretrained(args.out, safe_serialization=True)
@@ -213,7 +215,7 @@ def train(args) -> dict:
         "tokens_seen": total_steps * tokens_per_step, "train_tokens": len(train_stream),
         "epochs": round(total_steps * tokens_per_step / len(train_stream), 2),
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - started, 1),
-        "test": test_metrics, "unigram_test": baseline, "final_validation": evaluate(model, validation),
+        "test": test_metrics, "unigram_test": baseline, "final_validation": final_validation,
         "bf16_autocast": bf16, "threads": args.threads, "machine": _machine(),
         "command": "python -m edgedistill.demo.train_teacher " + " ".join(
             shlex.quote(a) for a in _repeatable_argv(args, total_steps)),

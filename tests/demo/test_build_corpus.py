@@ -117,8 +117,8 @@ def test_build_splits_by_document_and_extracts_qa(tmp_path):
     by_question = {row["question"]: row for row in qa}
     assert by_question["What is Python?"]["answer"].startswith("Python is an interpreted")
     assert by_question["Is it free?"]["answer"] == "Yes, see the licence."
-    assert by_question["What is argument?"]["prompt"] == "argument\n   "
-    assert by_question["What is argument?"]["answer"] == "A value passed to a function\n   when calling it."
+    assert by_question["What is argument?"]["prompt"] == "argument\n"
+    assert by_question["What is argument?"]["answer"] == "   A value passed to a function\n   when calling it."
     assert record["qa_pairs"] == 6
     assert set(record["files"]) == {"train.jsonl.gz", "validation.jsonl.gz", "test.jsonl.gz", "qa.jsonl"}
     again = build_corpus.build(tmp_path / "src", tmp_path / "again")

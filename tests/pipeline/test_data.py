@@ -43,3 +43,19 @@ def test_missing_or_too_small_data_is_a_user_error(tmp_path, tiny_llama_dir):
         load_documents(str(empty))
     with pytest.raises(UserError, match="fewer than two sequences"):
         packed_sequences(DataConfig(path=str(tiny), seq_len=64), load_tokenizer(tiny_llama_dir), seed=0)
+
+
+def test_builtin_pydocs_sources_read_one_document_per_page(tiny_llama_dir):
+    from edgedistill.demo import pydocs
+    from edgedistill.pipeline.data import data_files, eval_windows
+
+    test_docs = load_documents("builtin:pydocs-test")
+    assert test_docs == pydocs.texts("test") and len(test_docs) >= 10
+    assert data_files("builtin:pydocs")[0].name == "train.jsonl.gz"  # what the cache key hashes
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    windows = eval_windows("builtin:pydocs-test", tokenizer, 64, max_windows=5)
+    assert windows.shape == (5, 64)
+    stream = pydocs.token_stream(test_docs[:1], tokenizer)
+    assert windows[0].tolist() == stream[:64]  # document order, no shuffle
+    with pytest.raises(UserError, match="bench.eval_path '/nope' does not exist"):
+        eval_windows("/nope", tokenizer, 64)

@@ -61,3 +61,35 @@ def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
     assert shared_vocab_size(llama, qwen2, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
     with pytest.raises(UserError, match="tokenizers differ"):
         shared_vocab_size(llama, qwen2, tokenizer, other)
+
+
+def test_learning_rate_schedule():
+    import math
+
+    from edgedistill.config import DistillConfig
+    from edgedistill.pipeline.distill.stage import learning_rate_at
+
+    cosine = DistillConfig(steps=110, warmup_steps=10, learning_rate=1.0, lr_schedule="cosine")
+    assert [learning_rate_at(step, cosine) for step in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert learning_rate_at(10, cosine) == 1.0
+    assert math.isclose(learning_rate_at(60, cosine), 0.55)  # halfway: 0.1 + 0.9 * 0.5
+    assert math.isclose(learning_rate_at(110, cosine), 0.1)
+    constant = DistillConfig(steps=50, warmup_steps=0, learning_rate=0.3)
+    assert {learning_rate_at(step, constant) for step in range(50)} == {0.3}
+
+
+def test_bf16_autocast_training_keeps_fp32_weights_and_learns(tiny_llama_dir):
+    import math
+
+    teacher, student = load_model(tiny_llama_dir), load_model(tiny_llama_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in student.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    windows = torch.randint(0, teacher.config.vocab_size, (8, 16))
+    before = compare_on_heldout(student, teacher, windows)["student_teacher_kl"]
+    log = train(student, teacher, windows, DistillConfig(steps=15, batch_size=4, learning_rate=3e-3, precision="bf16",
+                                                         alpha=1.0, grad_clip=1.0), seed=0)
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert all(math.isfinite(row["loss"]) for row in log)
+    assert compare_on_heldout(student, teacher, windows)["student_teacher_kl"] < before

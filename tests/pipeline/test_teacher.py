@@ -77,3 +77,11 @@ def test_unreachable_hub_id_is_a_user_error(monkeypatch, tmp_path):
 
     with pytest.raises(UserError, match="could not fetch teacher 'some-org/some-model' from the hub"):
         teacher.resolve_source("some-org/some-model")
+
+
+def test_builtin_demo_teacher_resolves_to_the_committed_folder(monkeypatch, tmp_path):
+    source = teacher.resolve_source("builtin:pydocs-teacher")
+    assert source["kind"] == "local" and source["path"] == str(teacher.BUILTIN_FOLDERS["pydocs-teacher"].resolve())
+    monkeypatch.setitem(teacher.BUILTIN_FOLDERS, "pydocs-teacher", tmp_path)
+    with pytest.raises(UserError, match="the demo teacher is missing from .*train_teacher"):
+        teacher.resolve_source("builtin:pydocs-teacher")
