@@ -96,11 +96,16 @@ def quality_table(metrics: dict) -> Table:
                       cell(f"{role}_qa_top1", ".4f"), cell(f"{role}_qa_ppl", ".2f"))
     teacher_params, student_params = metrics.get("teacher_params"), metrics.get("student_params")
     size = f"{student_params / teacher_params:.2f}x" if teacher_params and student_params else "-"
-    top1 = metrics.get(f"student_{split}_top1", 0) / max(metrics.get(f"teacher_{split}_top1", 0), 1e-12)
-    table.add_row("student / teacher", size, "", f"{top1:.1%}" if f"student_{split}_top1" in metrics else "-",
+    if split == "test":
+        retention = metrics.get("retention_top1")
+    else:
+        teacher_top1 = metrics.get("teacher_val_top1") or 0
+        retention = metrics["student_val_top1"] / teacher_top1 if teacher_top1 > 0 else None
+    table.add_row("student / teacher", size, "", f"{retention:.1%}" if retention is not None else "-",
                   f"{metrics['retention_qa_top1']:.1%}" if "retention_qa_top1" in metrics else "-", "")
-    table.caption = (f"student-teacher top-1 agreement {cell('student_teacher_top1_agreement', '.4f')}, "
-                     f"KL(teacher || student) {cell('student_teacher_kl', '.4f')} nats/token")
+    pair = "student_teacher" if split == "test" else "student_teacher_val"
+    table.caption = (f"student-teacher top-1 agreement {cell(pair + '_top1_agreement', '.4f')}, "
+                     f"KL(teacher || student) {cell(pair + '_kl', '.4f')} nats/token")
     return table
 
 

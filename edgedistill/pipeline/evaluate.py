@@ -32,7 +32,9 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
 
     Returns ``{student,teacher}_{split}_ppl``, ``{student,teacher}_{split}_top1``,
     ``student_teacher_top1_agreement`` and ``student_teacher_kl`` (forward KL at T = 1,
-    mean over predicted positions, nats/token).
+    mean over predicted positions, nats/token). The bare agreement/KL names belong to the
+    test split; other splits carry theirs (``student_teacher_val_kl``), so a manifest's
+    ``student_teacher_kl`` is never a training-data number.
     """
     totals = {"student_nll": 0.0, "teacher_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
     tokens = 0
@@ -48,13 +50,14 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
         totals["agree"] += (student_top1 == teacher_top1).sum().item()
         totals["kl"] += forward_kl_per_token(student_logits, teacher_logits, 1.0).sum().item()
         tokens += labels.numel()
+    pair = "student_teacher" if split == "test" else f"student_teacher_{split}"
     return {
         f"student_{split}_ppl": math.exp(totals["student_nll"] / tokens),
         f"teacher_{split}_ppl": math.exp(totals["teacher_nll"] / tokens),
         f"student_{split}_top1": totals["student_hits"] / tokens,
         f"teacher_{split}_top1": totals["teacher_hits"] / tokens,
-        "student_teacher_top1_agreement": totals["agree"] / tokens,
-        "student_teacher_kl": totals["kl"] / tokens,
+        f"{pair}_top1_agreement": totals["agree"] / tokens,
+        f"{pair}_kl": totals["kl"] / tokens,
     }
 
 
@@ -84,13 +87,18 @@ def answer_tokens(tokenizer, prompt: str, answer: str, max_len: int) -> tuple[li
     """Ids of ``prompt + answer`` tokenized as one text (as the model saw such text in
     training) and the index of the first answer token: the first token that ends past the
     prompt. Truncated to ``max_len`` tokens from the left of the prompt when needed."""
-    encoded = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+    try:
+        encoded = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise UserError("QA scoring needs a fast tokenizer (tokenizer.json) for answer offsets; save the teacher's "
+                        "tokenizer with PreTrainedTokenizerFast") from None
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    first = next(i for i, (_, end) in enumerate(offsets) if end > len(prompt))
+    # A normalizer may swallow the answer's characters: then no token is an answer token.
+    first = next((i for i, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
     first = max(first, 1)  # the first token has no prediction
     overflow = max(0, len(ids) - max_len)
-    keep_prompt = min(overflow, first - 1)  # drop prompt tokens first, then answer tail
-    ids, first = ids[keep_prompt:], first - keep_prompt
+    dropped_prompt = min(overflow, first - 1)  # drop prompt tokens first, then the answer's tail
+    ids, first = ids[dropped_prompt:], first - dropped_prompt
     return ids[:max_len], first
 
 
@@ -133,5 +141,6 @@ def quality_report(student, teacher, tokenizer, windows: torch.Tensor | None, qa
 
 
 def _ratio(student: float, teacher: float) -> float:
-    """Retention student / teacher; NaN (null in the manifest) when the teacher scores 0."""
+    """Retention student / teacher; NaN when the teacher scores 0 (left out of the
+    manifest's metrics, which hold finite numbers only)."""
     return student / teacher if teacher > 0 else float("nan")

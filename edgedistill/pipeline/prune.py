@@ -154,7 +154,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         **{f"teacher_bytes_{c}": n * element_bytes for c, n in before.items()},
         **{f"pruned_bytes_{c}": n * element_bytes for c, n in after.items()},
         "pruned_val_ppl": quality["student_val_ppl"],
-        "pruned_teacher_top1_agreement": quality["student_teacher_top1_agreement"],
+        "pruned_teacher_top1_agreement": quality["student_teacher_val_top1_agreement"],
     }
     payload = {
         "model_dir": "pruned",

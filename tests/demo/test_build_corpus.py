@@ -103,7 +103,9 @@ def _write_sources(root):
         (root / name).write_text(text, encoding="utf-8")
 
 
-def test_build_splits_by_document_and_extracts_qa(tmp_path):
+def test_build_splits_by_document_and_extracts_qa(tmp_path, monkeypatch):
+    monkeypatch.setitem(build_corpus.HELD_OUT_PERCENT, "test", 25)  # a third of 30 pages held out, split
+    monkeypatch.setitem(build_corpus.HELD_OUT_PERCENT, "validation", 10)
     _write_sources(tmp_path / "src")
     record = build_corpus.build(tmp_path / "src", tmp_path / "out")
     paths = {}
@@ -111,7 +113,9 @@ def test_build_splits_by_document_and_extracts_qa(tmp_path):
         with gzip.open(tmp_path / "out" / f"{split}.jsonl.gz", "rt", encoding="utf-8") as handle:
             paths[split] = [json.loads(line)["path"] for line in handle]
     assert sum(map(len, paths.values())) == 33  # contents.rst is skipped
+    assert all(paths[split] for split in build_corpus.SPLITS), paths
     assert not set(paths["train"]) & set(paths["test"]) and not set(paths["train"]) & set(paths["validation"])
+    assert not set(paths["validation"]) & set(paths["test"])
     assert {"faq/general.rst", "glossary.rst"} <= set(paths["train"])
     qa = [json.loads(line) for line in (tmp_path / "out" / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
     by_question = {row["question"]: row for row in qa}

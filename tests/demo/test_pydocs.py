@@ -40,6 +40,9 @@ def test_qa_pairs_come_from_training_documents():
     assert len(pairs) >= 100
     train_paths = {row["path"] for row in pydocs.documents("train")}
     assert {pair["source"] for pair in pairs} <= train_paths
+    train = {row["path"]: row["text"] for row in pydocs.documents("train")}
+    for pair in pairs:  # scored text is exactly the text the models read
+        assert pair["prompt"] + pair["answer"] in train[pair["source"]], pair["question"]
     assert any(pair["source"] == "glossary.rst" for pair in pairs)
     assert all(pair["question"] and pair["prompt"] and pair["answer"] for pair in pairs)
 

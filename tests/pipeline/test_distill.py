@@ -17,7 +17,7 @@ def test_training_moves_the_student_towards_the_data(tiny_llama_dir):
     assert [row["step"] for row in log] == list(range(1, 31))
     assert log[-1]["loss"] < log[0]["loss"]
     assert after["student_val_ppl"] < before["student_val_ppl"]
-    assert before["student_teacher_kl"] < 1e-6  # identical weights at the start
+    assert before["student_teacher_val_kl"] < 1e-6  # identical weights at the start
     assert not student.training
 
 
@@ -87,9 +87,9 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_learns(tiny_llama_dir):
         for parameter in student.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     windows = torch.randint(0, teacher.config.vocab_size, (8, 16))
-    before = compare_on_heldout(student, teacher, windows)["student_teacher_kl"]
+    before = compare_on_heldout(student, teacher, windows)["student_teacher_val_kl"]
     log = train(student, teacher, windows, DistillConfig(steps=15, batch_size=4, learning_rate=3e-3, precision="bf16",
                                                          alpha=1.0, grad_clip=1.0), seed=0)
     assert all(p.dtype == torch.float32 for p in student.parameters())
     assert all(math.isfinite(row["loss"]) for row in log)
-    assert compare_on_heldout(student, teacher, windows)["student_teacher_kl"] < before
+    assert compare_on_heldout(student, teacher, windows)["student_teacher_val_kl"] < before
