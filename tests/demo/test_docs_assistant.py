@@ -45,3 +45,15 @@ def test_docs_assistant_builds_a_quarter_size_student_with_every_metric(tmp_path
     assert metrics["teacher_test_ppl"] < metrics["student_test_ppl"]  # 4 distillation steps cannot catch up
     quality = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))["quality"]
     assert quality["qa_pairs"] == 6 and quality["test_tokens"] == 2 * 511
+
+
+def test_default_dry_run_plans_the_quarter_size_student(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edgedistill.cli", "build", "--dry-run", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "name: docs-assistant" in result.stdout
+    assert "hidden 512 -> 256, mlp 1536 -> 768, kv heads 2 -> 2, layers 6 -> 4" in result.stdout
+    assert not (tmp_path / "out").exists()
