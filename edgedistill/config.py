@@ -85,8 +85,9 @@ class DistillConfig:
                             choices=lambda: ("constant", "cosine"))
     warmup_steps: int = knob(0, "linear learning-rate warmup steps", low=0)
     grad_clip: float = knob(0.0, "clip the gradient's global L2 norm to this (0 = off)", low=0.0)
-    precision: str = knob("fp32", "fp32, or bf16 (autocast for the forward passes; weights and optimizer stay fp32)",
-                          choices=lambda: ("fp32", "bf16"))
+    precision: str = knob("fp32", "fp32, bf16 (autocast for the forward passes; weights and optimizer stay fp32), or "
+                          "auto (bf16 where the hardware has bf16 units: CUDA, or a CPU with AVX512-BF16/AMX)",
+                          choices=lambda: ("fp32", "bf16", "auto"))
 
 
 @dataclass(frozen=True)

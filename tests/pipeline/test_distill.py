@@ -93,3 +93,14 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_learns(tiny_llama_dir):
     assert all(p.dtype == torch.float32 for p in student.parameters())
     assert all(math.isfinite(row["loss"]) for row in log)
     assert compare_on_heldout(student, teacher, windows)["student_teacher_val_kl"] < before
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from edgedistill.pipeline.distill.stage import use_bf16
+
+    assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not use_bf16("auto", "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert use_bf16("auto", "cpu")

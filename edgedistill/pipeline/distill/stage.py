@@ -87,6 +87,19 @@ def learning_rate_at(step: int, distill_cfg) -> float:
     return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def use_bf16(precision: str, device_type: str) -> bool:
+    """Whether to autocast to bf16: ``auto`` picks it only where bf16 matmuls are native
+    (CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX); elsewhere bf16 emulation
+    is slower than fp32."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device_type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
     """Run the optimizer steps in place; returns one log row per step.
 
@@ -100,6 +113,7 @@ def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: i
     optimizer = torch.optim.AdamW(student.parameters(), lr=distill_cfg.learning_rate, weight_decay=distill_cfg.weight_decay)
     settings = kd_settings(distill_cfg)
     device_type = next(student.parameters()).device.type
+    bf16 = use_bf16(distill_cfg.precision, device_type)
     student.train()
     log = []
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
@@ -108,7 +122,7 @@ def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: i
             lr = learning_rate_at(step, distill_cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=distill_cfg.precision == "bf16"):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
                 loss = kd_batch_loss(student, teacher, batch, settings, vocab_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
