@@ -54,19 +54,24 @@ def preflight(recipe: Recipe) -> dict:
     Returns what the stage configs need beyond the recipe: the teacher's source and the
     content hashes of the data files (so edited data is never mistaken for cached data).
     """
-    from edgedistill.artifacts import sha256_file_cached
     from edgedistill.pipeline.data import data_files
     from edgedistill.pipeline.teacher import check_sequence_budget, resolve_source
 
     source = resolve_source(recipe.teacher)
     check_sequence_budget(recipe, source)
-    content = [[file.name, sha256_file_cached(file), file.stat().st_size] for file in data_files(recipe.data.path)]
-    return {"teacher_source": source, "data_content": content, "eval_content": _eval_content(recipe)}
+    return {"teacher_source": source, "data_content": _content(data_files(recipe.data.path)),
+            "eval_content": _content(_eval_files(recipe))}
 
 
-def _eval_content(recipe: Recipe) -> list:
-    """Content hashes of the bench stage's evaluation text and QA set (checked to exist)."""
+def _content(files: list[Path]) -> list:
+    """[name, sha256, bytes] per file: the part of a stage's cache key that is data."""
     from edgedistill.artifacts import sha256_file_cached
+
+    return [[file.name, sha256_file_cached(file), file.stat().st_size] for file in files]
+
+
+def _eval_files(recipe: Recipe) -> list[Path]:
+    """The bench stage's evaluation text and QA files (checked to exist and, for QA, to parse)."""
     from edgedistill.pipeline.data import data_files
     from edgedistill.pipeline.evaluate import QA_BUILTINS, load_qa_pairs
 
@@ -76,7 +81,7 @@ def _eval_content(recipe: Recipe) -> list:
     if recipe.bench.enabled and recipe.bench.qa_path:
         load_qa_pairs(recipe.bench.qa_path)  # validates every row before anything runs
         files.append(QA_BUILTINS.get(recipe.bench.qa_path) or Path(recipe.bench.qa_path).expanduser())
-    return [[file.name, sha256_file_cached(file), file.stat().st_size] for file in files]
+    return files
 
 
 def plan(recipe: Recipe, out_dir: Path, pre: dict) -> list[tuple[str, str]]:

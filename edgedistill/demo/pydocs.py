@@ -31,21 +31,3 @@ def qa_pairs() -> list[dict]:
     with open(PYDOCS / "qa.jsonl", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
 
-
-def token_stream(docs: list[str], tokenizer) -> list[int]:
-    """Documents tokenized without BOS and joined by EOS (the layout every stage trains on)."""
-    stream: list[int] = []
-    for text in docs:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        stream.append(tokenizer.eos_token_id)
-    return stream
-
-
-def windows(stream: list[int], seq_len: int, limit: int | None = None):
-    """Consecutive non-overlapping (N, seq_len) LongTensor windows; the ragged tail is dropped."""
-    import torch
-
-    count = len(stream) // seq_len
-    if limit is not None:
-        count = min(count, limit)
-    return torch.tensor(stream[: count * seq_len], dtype=torch.long).view(count, seq_len)

@@ -130,14 +130,15 @@ def train(args) -> dict:
 
     from edgedistill.demo import pydocs
     from edgedistill.demo.tiny import train_tokenizer
+    from edgedistill.pipeline.data import token_stream, windows
 
     torch.set_num_threads(args.threads)
     started = time.time()
     train_texts = pydocs.texts("train")
     tokenizer = train_tokenizer(train_texts, vocab_size=VOCAB_SIZE)
-    train_stream = pydocs.token_stream(train_texts, tokenizer)
-    validation = pydocs.windows(pydocs.token_stream(pydocs.texts("validation"), tokenizer), args.seq_len, limit=48)
-    test = pydocs.windows(pydocs.token_stream(pydocs.texts("test"), tokenizer), args.seq_len)
+    train_stream = token_stream(train_texts, tokenizer)
+    validation = windows(token_stream(pydocs.texts("validation"), tokenizer), args.seq_len, limit=48)
+    test = windows(token_stream(pydocs.texts("test"), tokenizer), args.seq_len)
     print(f"train tokens {len(train_stream):,}  validation windows {len(validation)}  test windows {len(test)}", flush=True)
 
     model = build_model(tokenizer, args.seed).train()

@@ -52,11 +52,31 @@ def data_files(spec: str, key: str = "data.path") -> list[Path]:
     return [path] if path.is_file() else sorted(path.rglob("*.txt"))
 
 
+def token_stream(docs: list[str], tokenizer, max_tokens: int = 0) -> list[int]:
+    """Documents tokenized without BOS and joined by EOS (the layout every stage trains on),
+    cut at ``max_tokens`` (0 = all; later documents are then not tokenized at all)."""
+    stream: list[int] = []
+    for text in docs:
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        stream.append(tokenizer.eos_token_id)
+        if max_tokens and len(stream) >= max_tokens:
+            return stream[:max_tokens]
+    return stream
+
+
+def windows(stream: list[int], seq_len: int, limit: int | None = None):
+    """Consecutive non-overlapping (N, seq_len) LongTensor windows; the ragged tail is dropped."""
+    import torch
+
+    count = len(stream) // seq_len
+    if limit is not None:
+        count = min(count, limit)
+    return torch.tensor(stream[: count * seq_len], dtype=torch.long).view(count, seq_len)
+
+
 def eval_windows(spec: str, tokenizer, seq_len: int, max_windows: int = 0):
     """Held-out evaluation windows (N, seq_len) of ``spec``, in document order (no shuffle):
     documents joined by EOS and cut into consecutive windows, at most ``max_windows`` (0 = all)."""
-    from edgedistill.demo.pydocs import token_stream, windows
-
     stream = token_stream(load_documents(spec, "bench.eval_path"), tokenizer)
     found = windows(stream, seq_len, limit=max_windows or None)
     if len(found) == 0:
@@ -73,20 +93,12 @@ def packed_sequences(data_cfg, tokenizer, seed: int):
     """
     import torch
 
-    stream: list[int] = []
-    for doc in load_documents(data_cfg.path):
-        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
-        stream.append(tokenizer.eos_token_id)
-        if data_cfg.max_tokens and len(stream) >= data_cfg.max_tokens:
-            stream = stream[: data_cfg.max_tokens]
-            break
-    count = len(stream) // data_cfg.seq_len
-    if count < 2:
+    stream = token_stream(load_documents(data_cfg.path), tokenizer, data_cfg.max_tokens)
+    packed = windows(stream, data_cfg.seq_len)  # (N, L)
+    if len(packed) < 2:
         raise UserError(
             f"data.path '{data_cfg.path}' gives {len(stream)} tokens: fewer than two sequences of data.seq_len={data_cfg.seq_len}"
         )
-    windows = torch.tensor(stream[: count * data_cfg.seq_len]).view(count, data_cfg.seq_len)  # (N, L)
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    windows = windows[order]
-    held_out = max(1, int(count * data_cfg.validation_fraction))
-    return windows[:-held_out], windows[-held_out:]
+    packed = packed[torch.randperm(len(packed), generator=torch.Generator().manual_seed(seed))]
+    held_out = max(1, int(len(packed) * data_cfg.validation_fraction))
+    return packed[:-held_out], packed[-held_out:]

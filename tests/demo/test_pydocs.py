@@ -83,11 +83,12 @@ def test_teacher_test_perplexity_reproduces_from_the_committed_weights():
     """The card's number is the committed model's number (fp16 weights, fp32 compute)."""
     from edgedistill.demo.train_teacher import evaluate
     from edgedistill.hf import load_model, load_tokenizer
+    from edgedistill.pipeline.data import token_stream, windows
 
     summary = json.loads((TEACHER / "training_summary.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(TEACHER)
-    windows = pydocs.windows(pydocs.token_stream(pydocs.texts("test"), tokenizer), 512)
-    measured = evaluate(load_model(TEACHER), windows)
+    test_windows = windows(token_stream(pydocs.texts("test"), tokenizer), 512)
+    measured = evaluate(load_model(TEACHER), test_windows)
     assert measured["tokens"] == summary["test"]["tokens"]
     assert measured["ppl"] == pytest.approx(summary["test"]["ppl"], rel=0.01)  # fp16 rounding of the weights
     assert measured["top1"] == pytest.approx(summary["test"]["top1"], abs=0.005)

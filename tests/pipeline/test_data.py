@@ -55,7 +55,9 @@ def test_builtin_pydocs_sources_read_one_document_per_page(tiny_llama_dir):
     tokenizer = load_tokenizer(tiny_llama_dir)
     windows = eval_windows("builtin:pydocs-test", tokenizer, 64, max_windows=5)
     assert windows.shape == (5, 64)
-    stream = pydocs.token_stream(test_docs[:1], tokenizer)
+    from edgedistill.pipeline.data import token_stream
+
+    stream = token_stream(test_docs[:1], tokenizer)
     assert windows[0].tolist() == stream[:64]  # document order, no shuffle
     with pytest.raises(UserError, match="bench.eval_path '/nope' does not exist"):
         eval_windows("/nope", tokenizer, 64)
