@@ -45,7 +45,7 @@ def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | Non
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = knob("builtin:tiny-corpus", "text file, folder of .txt files, or a corpus that ships with the package: "
+    path: str = knob("builtin:tiny-corpus", "text or JSONL ('text' field) file, a folder of them, or a corpus that ships with the package: "
                      "builtin:tiny-corpus, builtin:pydocs (Python docs, train split)")
     seq_len: int = knob(128, "tokens per packed training sequence", low=8)
     validation_fraction: float = knob(0.1, "share of packed sequences held out for evaluation", low=0.0, high=0.5, low_open=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgedistill.errors import UserError
 
+DATA_SUFFIXES = (".txt", ".jsonl")  # a .jsonl file holds one document per row, in its "text" field
 _DEMO_DATA = Path(__file__).parents[1] / "demo" / "data"
 # builtin name -> (file under demo/data, pydocs split or None for a plain text file)
 BUILTIN_CORPORA = {
@@ -23,11 +25,15 @@ def resolve_data_path(spec: str, key: str = "data.path") -> Path:
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
-            f"{key} '{spec}' does not exist; give a text file, a folder of .txt files, or one of: {', '.join(BUILTIN_CORPORA)}"
+            f"{key} '{spec}' does not exist; give a text or JSONL file, a folder of them, or one of: {', '.join(BUILTIN_CORPORA)}"
         )
-    if path.is_dir() and not any(path.rglob("*.txt")):
-        raise UserError(f"{key} folder '{spec}' holds no .txt files")
+    if path.is_dir() and not _files_in(path):
+        raise UserError(f"{key} folder '{spec}' holds no .txt or .jsonl files")
     return path
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(file for pattern in DATA_SUFFIXES for file in folder.rglob(f"*{pattern}") if file.is_file())
 
 
 def load_documents(spec: str, key: str = "data.path") -> list[str]:
@@ -40,16 +46,35 @@ def load_documents(spec: str, key: str = "data.path") -> list[str]:
     documents = []
     for file in data_files(spec, key):
         try:
-            documents.append(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise UserError(f"data file {file} is not UTF-8 text; convert it or leave it out of data.path") from None
+            raise UserError(f"data file {file} is not UTF-8 text; convert it or leave it out of {key}") from None
+        documents.extend(_jsonl_texts(file, text, key) if file.suffix == ".jsonl" else [text])
+    return documents
+
+
+def _jsonl_texts(file: Path, text: str, key: str) -> list[str]:
+    """One document per JSONL row, from its ``text`` field (blank lines are skipped)."""
+    documents = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{key} file {file} line {number} is not JSON; write one object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            found = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
+            raise UserError(f"{key} file {file} line {number} has no string 'text' field (found: {found}); "
+                            "prompt/response and chat rows are not supported yet, join them into 'text'")
+        documents.append(row["text"])
     return documents
 
 
 def data_files(spec: str, key: str = "data.path") -> list[Path]:
-    """The text files behind ``data.path``, sorted by path."""
+    """The text / JSONL files behind ``data.path``, sorted by path."""
     path = resolve_data_path(spec, key)
-    return [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    return [path] if path.is_file() else _files_in(path)
 
 
 def token_stream(docs: list[str], tokenizer, max_tokens: int = 0) -> list[int]:

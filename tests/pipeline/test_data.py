@@ -39,7 +39,7 @@ def test_missing_or_too_small_data_is_a_user_error(tmp_path, tiny_llama_dir):
 
     with pytest.raises(UserError, match="does not exist"):
         load_documents(str(tmp_path / "nope.txt"))
-    with pytest.raises(UserError, match="holds no .txt files"):
+    with pytest.raises(UserError, match="holds no .txt or .jsonl files"):
         load_documents(str(empty))
     with pytest.raises(UserError, match="fewer than two sequences"):
         packed_sequences(DataConfig(path=str(tiny), seq_len=64), load_tokenizer(tiny_llama_dir), seed=0)
@@ -61,3 +61,25 @@ def test_builtin_pydocs_sources_read_one_document_per_page(tiny_llama_dir):
     assert windows[0].tolist() == stream[:64]  # document order, no shuffle
     with pytest.raises(UserError, match="bench.eval_path '/nope' does not exist"):
         eval_windows("/nope", tokenizer, 64)
+
+
+def test_jsonl_rows_are_documents_and_bad_rows_are_named(tmp_path):
+    (tmp_path / "a.txt").write_text("plain file")
+    (tmp_path / "b.jsonl").write_text('{"text": "row one", "id": 1}\n\n{"text": "row two"}\n', encoding="utf-8")
+    (tmp_path / "ignored.md").write_text("not data")
+
+    assert load_documents(str(tmp_path)) == ["plain file", "row one", "row two"]
+
+    bad = tmp_path / "bad" / "rows.jsonl"
+    bad.parent.mkdir()
+    bad.write_text('{"prompt": "q", "response": "a"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 1 has no string 'text' field \(found: prompt, response\)"):
+        load_documents(str(bad))
+    bad.write_text('{"text": "ok"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(UserError, match="line 2 is not JSON"):
+        load_documents(str(bad.parent))
+    only_md = tmp_path / "md"
+    only_md.mkdir()
+    (only_md / "x.md").write_text("no")
+    with pytest.raises(UserError, match="holds no .txt or .jsonl files"):
+        load_documents(str(only_md))
