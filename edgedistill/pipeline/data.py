@@ -53,16 +53,22 @@ def load_documents(spec: str, key: str = "data.path") -> list[str]:
     return documents
 
 
-def _jsonl_texts(file: Path, text: str, key: str) -> list[str]:
-    """One document per JSONL row, from its ``text`` field (blank lines are skipped)."""
-    documents = []
+def jsonl_rows(file: Path, text: str, key: str):
+    """(line number, parsed row) for each non-blank line of a JSONL file's ``text``; a line
+    that is not JSON is a UserError naming ``key``, the file and the line."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError:
             raise UserError(f"{key} file {file} line {number} is not JSON; write one object per line") from None
+
+
+def _jsonl_texts(file: Path, text: str, key: str) -> list[str]:
+    """One document per JSONL row, from its ``text`` field (blank lines are skipped)."""
+    documents = []
+    for number, row in jsonl_rows(file, text, key):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             found = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
             raise UserError(f"{key} file {file} line {number} has no string 'text' field (found: {found}); "

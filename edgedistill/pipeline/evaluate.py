@@ -13,7 +13,6 @@ Two measurements, both teacher-forced so that small models give stable numbers:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -66,18 +65,13 @@ def load_qa_pairs(spec: str, limit: int = 0) -> list[dict]:
     path = QA_BUILTINS.get(spec) or Path(spec).expanduser()
     if not path.is_file():
         raise UserError(f"bench.qa_path '{spec}' is not a file; give a JSONL file of prompt/answer rows or {', '.join(QA_BUILTINS)}")
+    from edgedistill.pipeline.data import jsonl_rows
+
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"bench.qa_path {path} line {number} is not JSON; write one object per line") from None
-            if not isinstance(row, dict) or not row.get("prompt") or not row.get("answer"):
-                raise UserError(f"bench.qa_path {path} line {number} lacks a non-empty 'prompt' and 'answer'")
-            pairs.append(row)
+    for number, row in jsonl_rows(path, path.read_text(encoding="utf-8"), "bench.qa_path"):
+        if not isinstance(row, dict) or not row.get("prompt") or not row.get("answer"):
+            raise UserError(f"bench.qa_path {path} line {number} lacks a non-empty 'prompt' and 'answer'")
+        pairs.append(row)
     if not pairs:
         raise UserError(f"bench.qa_path {path} holds no QA pairs")
     return pairs[:limit] if limit else pairs
