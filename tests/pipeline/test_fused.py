@@ -188,6 +188,7 @@ def test_auto_chunk_size_respects_the_budget_and_bad_teacher_args_fail():
     assert auto_chunk_size(4096, 151936, 896, "torch", budget_bytes=256 << 20) == 33
     assert auto_chunk_size(4096, 151936, 896, "triton", budget_bytes=256 << 20) == 146
     assert auto_chunk_size(10, 100, 8) == 10
+    assert auto_chunk_size(4096, 151936, 896, "triton", device_type="cuda") == 586  # 1 GiB on a GPU
     with pytest.raises(ValueError, match="give the teacher as teacher_hidden"):
         fused_linear_distillation_loss(torch.randn(2, 3), torch.randn(5, 3), torch.zeros(2, dtype=torch.long))
 

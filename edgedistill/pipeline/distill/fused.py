@@ -24,6 +24,9 @@ import torch
 from edgedistill.pipeline.distill.losses import IGNORE_INDEX, distillation_loss, sparse_distillation_loss
 
 DEFAULT_CHUNK_BUDGET_BYTES = 256 << 20
+# On a GPU the Triton kernel runs one program per row: a 256 MiB chunk (~150 rows at a
+# 152k vocab) leaves most SMs idle, so CUDA chunks get a larger budget.
+CUDA_CHUNK_BUDGET_BYTES = 1 << 30
 # fp32 (C, V) buffers alive at once per chunk, measured: torch autograd holds logits,
 # teacher logits, log-softmaxes, probabilities, mixtures and the gradient (JSD is the
 # largest at ~12.5); the Triton kernel only the two logit buffers (grad overwrites one).
@@ -44,9 +47,11 @@ class KDSettings:
 
 
 def auto_chunk_size(rows: int, vocab: int, hidden: int, backend: str = "torch",
-                    budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES) -> int:
+                    budget_bytes: int | None = None, device_type: str = "cpu") -> int:
     """Rows per chunk so one chunk's fp32 buffers ((C, V) logits work, (C, H) hidden copies)
-    stay within ``budget_bytes``."""
+    stay within ``budget_bytes`` (default: 256 MiB on CPU, 1 GiB on CUDA)."""
+    if budget_bytes is None:
+        budget_bytes = CUDA_CHUNK_BUDGET_BYTES if device_type == "cuda" else DEFAULT_CHUNK_BUDGET_BYTES
     per_row = 4 * (vocab * ROW_BUFFERS[backend] + 2 * hidden)
     return max(1, min(rows, budget_bytes // per_row))
 
@@ -122,7 +127,8 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
     if backend == "triton":
         num_tokens = float(num_tokens)  # one host read per call, none per chunk
     rows, vocab = student_hidden.shape[0], student_weight.shape[0]
-    chunk_size = chunk_size or auto_chunk_size(rows, vocab, student_hidden.shape[1], backend)
+    chunk_size = chunk_size or auto_chunk_size(rows, vocab, student_hidden.shape[1], backend,
+                                               device_type=student_hidden.device.type)
     device = student_weight.device
     grad_hidden = torch.zeros_like(student_hidden) if student_hidden.requires_grad else None
     grad_weight = torch.zeros(student_weight.shape, dtype=torch.float32, device=device) if student_weight.requires_grad else None
@@ -138,13 +144,18 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
             student_logits = _logits(hidden, student_weight, student_bias)  # (C, V)
         loss, grad_logits = chunk_fn(student_logits, teacher_chunk, labels[start:end], settings, num_tokens)
         total += loss
+        # Both gradient matmuls run in the weights' dtype (bf16 tensor cores under bf16;
+        # fp32 stays fp32); d(lm_head) is accumulated across chunks in fp32.
+        grad_logits_lowp = grad_logits.to(student_weight.dtype)
         if grad_hidden is not None:
-            grad_hidden[start:end] = (grad_logits.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
-        if grad_weight is not None:
-            grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs)
+            grad_hidden[start:end] = (grad_logits_lowp @ student_weight).to(grad_hidden.dtype)  # (C, Hs)
+        if grad_weight is not None and student_weight.dtype == torch.float32:
+            grad_weight.addmm_(grad_logits.T, hidden.float())  # (V, Hs), in place: no second (V, Hs) buffer
+        elif grad_weight is not None:
+            grad_weight += grad_logits_lowp.T @ hidden.to(student_weight.dtype)  # (V, Hs) low-precision product
         if grad_bias is not None:
             grad_bias += grad_logits.sum(dim=0)
-        del student_logits, teacher_chunk, grad_logits  # free the chunk before the next one
+        del student_logits, teacher_chunk, grad_logits, grad_logits_lowp  # free the chunk before the next one
     return (total, grad_hidden, None if grad_weight is None else grad_weight.to(student_weight.dtype),
             None if grad_bias is None else grad_bias.to(student_bias.dtype))
 
