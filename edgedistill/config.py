@@ -45,8 +45,11 @@ def knob(default: Any, doc: str, *, choices: Callable[[], tuple[str, ...]] | Non
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = knob("builtin:tiny-corpus", "text or JSONL ('text' field) file, a folder of them, or a corpus that ships with the package: "
+    path: str = knob("builtin:tiny-corpus", "text or JSONL file (rows: 'text', 'prompt'+'response', or chat 'messages'), a folder "
+                     "of them, a folder saved by HF datasets (save_to_disk), or a corpus that ships with the package: "
                      "builtin:tiny-corpus, builtin:pydocs (Python docs, train split)")
+    split: str = knob("train", "split read from a saved HF DatasetDict")
+    chat_template: str = knob("", "Jinja chat template for 'messages' rows, or chatml; empty = the tokenizer's own")
     seq_len: int = knob(128, "tokens per packed training sequence", low=8)
     validation_fraction: float = knob(0.1, "share of packed sequences held out for evaluation", low=0.0, high=0.5, low_open=True)
     max_tokens: int = knob(0, "cap on tokens read from the data (0 = all); keeps quick runs quick", low=0)

@@ -1,4 +1,7 @@
+import json
+
 import pytest
+import torch
 
 from edgedistill.config import DataConfig
 from edgedistill.errors import UserError
@@ -72,8 +75,8 @@ def test_jsonl_rows_are_documents_and_bad_rows_are_named(tmp_path):
 
     bad = tmp_path / "bad" / "rows.jsonl"
     bad.parent.mkdir()
-    bad.write_text('{"prompt": "q", "response": "a"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"line 1 has no string 'text' field \(found: prompt, response\)"):
+    bad.write_text('{"prompt": "q", "answer": "a"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 1 is not a data row \(found: answer, prompt\); give a string 'text'"):
         load_documents(str(bad))
     bad.write_text('{"text": "ok"}\n{oops\n', encoding="utf-8")
     with pytest.raises(UserError, match="line 2 is not JSON"):
@@ -83,3 +86,68 @@ def test_jsonl_rows_are_documents_and_bad_rows_are_named(tmp_path):
     (only_md / "x.md").write_text("no")
     with pytest.raises(UserError, match="holds no .txt or .jsonl files"):
         load_documents(str(only_md))
+
+
+def _packed_config(path, **overrides):
+    return DataConfig(path=str(path), seq_len=16, validation_fraction=0.2, **overrides)
+
+
+def test_prompt_response_rows_train_on_the_response_and_eos_only(tmp_path, tiny_llama_dir):
+    from edgedistill.pipeline.data import encode_row, next_token_labels, packed_examples
+
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    row = {"prompt": "How do I open a file? ", "response": "Use open(path)."}
+    ids, targets = encode_row(row, tokenizer)
+    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
+    assert ids == prompt_ids + response_ids + [tokenizer.eos_token_id]
+    assert targets == [False] * len(prompt_ids) + [True] * (len(response_ids) + 1)
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for _ in range(40)), encoding="utf-8")
+    train, heldout = packed_examples(_packed_config(data), tokenizer, seed=0)
+    labels = next_token_labels(train.ids, train.targets)
+    kept = labels[labels != -100]
+    # every trained label is a response token or EOS, never a prompt-only token
+    assert set(kept.tolist()) <= set(response_ids) | {tokenizer.eos_token_id}
+    assert (labels == -100).any() and len(heldout) >= 1
+
+
+def test_chat_rows_train_on_assistant_turns_with_the_chat_template(tmp_path, tiny_llama_dir):
+    from edgedistill.pipeline.data import CHATML_TEMPLATE, encode_row
+
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a list?"},
+                {"role": "assistant", "content": "A mutable sequence."}, {"role": "user", "content": "And a tuple?"},
+                {"role": "assistant", "content": "An immutable one."}]
+    with pytest.raises(UserError, match="no chat template; set data.chat_template"):
+        encode_row({"messages": messages}, tokenizer)
+    ids, targets = encode_row({"messages": messages}, tokenizer, chat_template="chatml")
+    text = tokenizer.decode([i for i, t in zip(ids, targets) if t], skip_special_tokens=False)
+    # the assistant turns (with their end marker), never the system/user text or the role headers
+    assert "A mutable sequence." in text and "An immutable one." in text
+    assert "What is a list" not in text and "Be brief" not in text and "assistant" not in text
+    assert targets[-1] and ids[-1] == tokenizer.eos_token_id
+    tokenizer.chat_template = CHATML_TEMPLATE  # the tokenizer's own template is used when none is set
+    assert encode_row({"messages": messages}, tokenizer) == (ids, targets)
+
+
+def test_hf_dataset_folder_is_a_data_source_and_bad_rows_are_named(tmp_path, tiny_llama_dir):
+    import datasets
+
+    from edgedistill.pipeline.data import data_files, load_rows, packed_examples
+
+    folder = tmp_path / "ds"
+    rows = [{"prompt": f"Question {i}: ", "response": f"answer number {i}."} for i in range(60)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(folder))
+    assert load_rows(str(folder)) == rows
+    assert data_files(str(folder)) and all(f.is_file() for f in data_files(str(folder)))
+    with pytest.raises(UserError, match="has splits train, not 'test'"):
+        load_rows(str(folder), split="test")
+    train, _ = packed_examples(_packed_config(folder), load_tokenizer(tiny_llama_dir), seed=0)
+    assert train.ids.shape[1] == 16 and train.targets.dtype == torch.bool
+
+    bad = tmp_path / "bad"
+    datasets.Dataset.from_list([{"question": "q"}]).save_to_disk(str(bad))
+    with pytest.raises(UserError, match=r"dataset .*bad row 0 is not a data row \(found: question\)"):
+        load_rows(str(bad))
