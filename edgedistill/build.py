@@ -22,6 +22,7 @@ from edgedistill.artifacts import MANIFEST_NAME, Artifact, atomic_write_json, is
 from edgedistill.config import Recipe, to_dict
 
 TEMP_PREFIX = ".tmp-"
+STATE_FOLDER = ".state"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Stage:
     module: str  # exposes OUTPUTS and run(cfg, inp, out_dir) -> Artifact
     config: Callable[[Recipe, dict], dict]  # everything the stage's output depends on
     enabled: Callable[[Recipe], bool] = lambda recipe: True
+    # settings passed to run() that do not change its output, so not in the key (checkpoints)
+    extras: Callable[[Recipe], dict] = lambda recipe: {}
 
 
 STAGES: tuple[Stage, ...] = (
@@ -39,7 +42,8 @@ STAGES: tuple[Stage, ...] = (
           lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed}),
     Stage("distill", "edgedistill.pipeline.distill",
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
-                          "recipe_name": r.name}),
+                          "recipe_name": r.name},
+          extras=lambda r: {"checkpoint": r.checkpoint}),
     Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
     Stage("bench", "edgedistill.pipeline.bench",
@@ -120,19 +124,37 @@ def _cached_artifact(name: str, key: str, inp: Artifact | None, manifest: dict, 
     return None if artifact.files_intact() else artifact
 
 
-def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
+def state_dir(out_dir: Path, stage: str, key: str) -> Path:
+    """Where a resumable stage keeps checkpoints between runs with the same key."""
+    return out_dir / STATE_FOLDER / f"{stage}-{key[:16]}"
+
+
+def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key: str, extras: dict) -> Artifact:
+    """Run one stage into a temporary folder and move its outputs into place. A resumable
+    stage (``RESUMABLE = True``) also gets a state folder that survives a kill and is
+    removed once the stage has finished."""
     module = importlib.import_module(stage.module)
     temp = out_dir / f"{TEMP_PREFIX}{stage.name}-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
+    resumable = getattr(module, "RESUMABLE", False)
+    state = state_dir(out_dir, stage.name, key)
     try:
-        artifact = module.run(cfg, inp, temp)
+        if resumable:
+            artifact = module.run({**cfg, **extras}, inp, temp, state_dir=state, build_dir=out_dir)
+        else:
+            artifact = module.run(cfg, inp, temp)
         _remove_outputs(module.OUTPUTS, out_dir)
         for name in module.OUTPUTS:
             if (temp / name).exists():
                 (temp / name).rename(out_dir / name)
-        return artifact.relocated(out_dir) if artifact.root == temp else artifact
+        artifact = artifact.relocated(out_dir) if artifact.root == temp else artifact
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+    if resumable:
+        shutil.rmtree(state, ignore_errors=True)
+        for other in state.parent.glob(f"{stage.name}-*"):  # checkpoints of configurations since replaced
+            shutil.rmtree(other, ignore_errors=True)
+    return artifact
 
 
 def _remove_outputs(names: tuple[str, ...], out_dir: Path) -> None:
@@ -177,7 +199,7 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
             on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
             continue
         started = time.perf_counter()
-        artifact = _run_stage(stage, cfg, artifact, out_dir)
+        artifact = _run_stage(stage, cfg, artifact, out_dir, key, stage.extras(recipe))
         seconds = time.perf_counter() - started
         manifest["stages"][stage.name] = {
             "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,

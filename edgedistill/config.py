@@ -91,6 +91,25 @@ class DistillConfig:
     precision: str = knob("fp32", "fp32, bf16 (autocast for the forward passes; weights and optimizer stay fp32), or "
                           "auto (bf16 where the hardware has bf16 units: CUDA, or a CPU with AVX512-BF16/AMX)",
                           choices=lambda: ("fp32", "bf16", "auto"))
+    grad_accumulation: int = knob(1, "micro-batches per optimizer step (batch_size must be a multiple of it x processes); "
+                                  "the loss is normalized by the whole step's target tokens", low=1)
+    feature_weight: float = knob(0.0, "weight of feature KD (hidden-state alignment, student layers mapped evenly onto the "
+                                 "teacher's, learned projection); 0 = off", low=0.0)
+    feature_loss: str = knob("mse", "feature KD distance: mse or cosine",
+                             choices=registry("edgedistill.pipeline.distill.features:FEATURE_LOSSES"))
+    eval_every: int = knob(0, "held-out evaluation every N steps (0 = only after the last step)", low=0)
+    eval_windows: int = knob(32, "held-out windows per periodic evaluation (0 = all)", low=0)
+    stop_at_retention: float = knob(0.0, "stop early once held-out top-1 retention (student / teacher) reaches this at an "
+                                    "evaluation (0 = off)", low=0.0)
+    teacher_topk: int = knob(0, "train from an offline top-k teacher cache with this k (0 = online teacher); the cache is "
+                             "built once (or by `edgedistill cache-teacher`) and training never loads the teacher", low=0)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = knob(50, "save a training checkpoint every N optimizer steps (0 = never); a killed build resumes from the "
+                      "newest one. Not part of the stage cache key", low=0)
+    keep: int = knob(2, "checkpoints kept (older ones are deleted)", low=1)
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"doc": "knowledge distillation"})
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"doc": "distillation checkpoints"})
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"doc": "device formats"})
     verify: VerifyConfig = field(default_factory=VerifyConfig, metadata={"doc": "parity gate"})
     bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed and held-out quality"})

@@ -7,7 +7,7 @@ from edgedistill.artifacts import read_manifest
 from edgedistill.build import STAGES, build, plan, preflight
 from edgedistill.config import load_recipe
 from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
-from edgedistill.pipeline.distill import stage as distill_stage
+from edgedistill.pipeline.distill.trainer import Trainer
 
 FAST = ["distill.steps=5", "bench.repeats=1", "bench.decode_tokens=8", "export.onnx=[]"]
 
@@ -59,7 +59,7 @@ def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):
     def killed(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(distill_stage, "train", killed)
+    monkeypatch.setattr(Trainer, "fit", killed)
     with pytest.raises(KeyboardInterrupt):
         build(load_recipe("tiny", FAST), tmp_path)
 

@@ -26,21 +26,25 @@ QA_BUILTINS = {"builtin:pydocs-qa": Path(__file__).parents[1] / "demo" / "data" 
 
 
 @torch.no_grad()
-def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: int = 8, split: str = "val") -> dict[str, float]:
-    """Next-token metrics over held-out ``sequences`` (N, L), every position but the last.
+def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: int = 8, split: str = "val",
+                       targets: torch.Tensor | None = None, vocab_size: int | None = None) -> dict[str, float]:
+    """Next-token metrics over held-out ``sequences`` (N, L), every position but the last
+    (only positions whose next token is a target when ``targets`` (N, L) bool is given).
 
     Returns ``{student,teacher}_{split}_ppl``, ``{student,teacher}_{split}_top1``,
     ``student_teacher_top1_agreement`` and ``student_teacher_kl`` (forward KL at T = 1,
     mean over predicted positions, nats/token). The bare agreement/KL names belong to the
     test split; other splits carry theirs (``student_teacher_val_kl``), so a manifest's
-    ``student_teacher_kl`` is never a training-data number.
+    ``student_teacher_kl`` is never a training-data number. ``vocab_size``: logit columns
+    compared (the shared vocabulary), all when None.
     """
     totals = {"student_nll": 0.0, "teacher_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
     tokens = 0
-    for batch in sequences.split(batch_size):
-        labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)
-        student_logits = student(batch).logits[:, :-1].reshape(labels.numel(), -1).float()  # (B*(L-1), V)
-        teacher_logits = teacher(batch).logits[:, :-1].reshape(labels.numel(), -1).float()
+    for index, batch in enumerate(sequences.split(batch_size)):
+        keep = _kept_positions(targets, index, batch_size, batch)
+        labels = batch[:, 1:].reshape(-1)[keep]  # (n,)
+        student_logits = student(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(student, vocab_size))[keep].float()
+        teacher_logits = teacher(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(teacher, vocab_size))[keep].float()
         totals["student_nll"] += F.cross_entropy(student_logits, labels, reduction="sum").item()
         totals["teacher_nll"] += F.cross_entropy(teacher_logits, labels, reduction="sum").item()
         student_top1, teacher_top1 = student_logits.argmax(-1), teacher_logits.argmax(-1)
@@ -49,6 +53,7 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
         totals["agree"] += (student_top1 == teacher_top1).sum().item()
         totals["kl"] += forward_kl_per_token(student_logits, teacher_logits, 1.0).sum().item()
         tokens += labels.numel()
+    tokens = max(tokens, 1)
     pair = "student_teacher" if split == "test" else f"student_teacher_{split}"
     return {
         f"student_{split}_ppl": math.exp(totals["student_nll"] / tokens),
@@ -57,6 +62,56 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
         f"teacher_{split}_top1": totals["teacher_hits"] / tokens,
         f"{pair}_top1_agreement": totals["agree"] / tokens,
         f"{pair}_kl": totals["kl"] / tokens,
+    }
+
+
+def _width(model, vocab_size: int | None) -> int:
+    return vocab_size or model.get_output_embeddings().out_features
+
+
+def _kept_positions(targets: torch.Tensor | None, index: int, batch_size: int, batch: torch.Tensor) -> torch.Tensor:
+    """Flat (B*(L-1),) mask of the positions scored in batch ``index``."""
+    if targets is None:
+        return torch.ones(batch.shape[0] * (batch.shape[1] - 1), dtype=torch.bool, device=batch.device)
+    return targets[index * batch_size: index * batch_size + batch.shape[0], 1:].reshape(-1).to(batch.device)
+
+
+@torch.no_grad()
+def compare_with_topk_cache(student, sequences: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
+                            targets: torch.Tensor | None = None, vocab_size: int | None = None,
+                            temperature: float = 1.0, batch_size: int = 8) -> dict[str, float]:
+    """:func:`compare_on_heldout` against a cached top-k teacher (ids/log-probs (N, L-1, k)).
+
+    The cache holds no full distribution, so teacher perplexity and the full KL are not
+    available: the teacher's top-1 is the cache's first id, and ``student_teacher_val_topk_kl``
+    is the (k+1)-bucket KL of ``sparse_forward_kl_per_token`` at ``temperature`` (the cache's).
+    """
+    from edgedistill.pipeline.distill.losses import sparse_forward_kl_per_token
+
+    totals = {"student_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
+    tokens = 0
+    for index, batch in enumerate(sequences.split(batch_size)):
+        keep = _kept_positions(targets, index, batch_size, batch)
+        rows = slice(index * batch_size, index * batch_size + batch.shape[0])
+        k = topk_ids.shape[-1]
+        ids = topk_ids[rows].reshape(-1, k).to(batch.device)[keep]
+        logprobs = topk_logprobs[rows].reshape(-1, k).to(batch.device)[keep]
+        labels = batch[:, 1:].reshape(-1)[keep]
+        logits = student(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(student, vocab_size))[keep].float()
+        totals["student_nll"] += F.cross_entropy(logits, labels, reduction="sum").item()
+        top1 = logits.argmax(-1)
+        totals["student_hits"] += (top1 == labels).sum().item()
+        totals["teacher_hits"] += (ids[:, 0] == labels).sum().item()
+        totals["agree"] += (top1 == ids[:, 0]).sum().item()
+        totals["kl"] += sparse_forward_kl_per_token(logits, ids, logprobs, temperature).sum().item()
+        tokens += labels.numel()
+    tokens = max(tokens, 1)
+    return {
+        "student_val_ppl": math.exp(totals["student_nll"] / tokens),
+        "student_val_top1": totals["student_hits"] / tokens,
+        "teacher_val_top1": totals["teacher_hits"] / tokens,
+        "student_teacher_val_top1_agreement": totals["agree"] / tokens,
+        "student_teacher_val_topk_kl": totals["kl"] / tokens,
     }
 
 

@@ -21,17 +21,25 @@ def test_training_moves_the_student_towards_the_data(tiny_llama_dir):
     assert not student.training
 
 
-def test_the_fused_batch_loss_equals_the_reference_on_materialized_logits(tiny_llama_dir, tiny_qwen2_dir):
+def test_the_trainer_micro_loss_equals_the_reference_on_materialized_logits(tiny_llama_dir):
+    from edgedistill.pipeline.data import Packed
     from edgedistill.pipeline.distill.losses import distillation_loss
-    from edgedistill.pipeline.distill.stage import kd_batch_loss, kd_settings
+    from edgedistill.pipeline.distill.trainer import Trainer
 
-    cfg = DistillConfig(alpha=0.4, temperature=2.0, objective="jsd", beta=0.3)
-    teacher, batch = load_model(tiny_qwen2_dir), torch.randint(0, 512, (3, 11))
+    cfg = DistillConfig(alpha=0.4, temperature=2.0, objective="jsd", beta=0.3, batch_size=3)
+    teacher, batch = load_model(tiny_llama_dir), torch.randint(0, 512, (3, 11))
+    with torch.no_grad():
+        for parameter in teacher.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
     fused_student, plain_student = load_model(tiny_llama_dir), load_model(tiny_llama_dir)
+    targets = torch.ones_like(batch, dtype=torch.bool)
+    targets[0, :6] = False  # a masked prompt: those next-token positions are ignored
+    packed = Packed(batch, targets)
+    trainer = Trainer(fused_student, packed, packed[:1], cfg, seed=0, teacher=teacher)
 
-    fused = kd_batch_loss(fused_student, teacher, batch, kd_settings(cfg))
+    fused, _ = trainer.micro_loss(torch.arange(3), packed, num_tokens=int(targets[:, 1:].sum()), share=1.0)
     fused.backward()
-    labels = batch[:, 1:].reshape(-1)
+    labels = torch.where(targets[:, 1:], batch[:, 1:], -100).reshape(-1)
     with torch.no_grad():
         teacher_logits = teacher(batch).logits[:, :-1].reshape(labels.numel(), -1)
     plain, _ = distillation_loss(plain_student(batch).logits[:, :-1].reshape(labels.numel(), -1), teacher_logits, labels,
@@ -58,16 +66,16 @@ def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
     other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))
     other.add_tokens(["<|extra|>"])
 
-    assert shared_vocab_size(llama, qwen2, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
+    assert shared_vocab_size(576, 512, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
     with pytest.raises(UserError, match="tokenizers differ"):
-        shared_vocab_size(llama, qwen2, tokenizer, other)
+        shared_vocab_size(576, 512, tokenizer, other)
 
 
 def test_learning_rate_schedule():
     import math
 
     from edgedistill.config import DistillConfig
-    from edgedistill.pipeline.distill.stage import learning_rate_at
+    from edgedistill.pipeline.distill.trainer import learning_rate_at
 
     cosine = DistillConfig(steps=110, warmup_steps=10, learning_rate=1.0, lr_schedule="cosine")
     assert [learning_rate_at(step, cosine) for step in (0, 4, 9)] == [0.1, 0.5, 1.0]
@@ -96,7 +104,7 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_learns(tiny_llama_dir):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from edgedistill.pipeline.distill.stage import use_bf16
+    from edgedistill.pipeline.distill.trainer import use_bf16
 
     assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

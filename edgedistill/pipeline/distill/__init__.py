@@ -1,5 +1,5 @@
-"""Distillation: losses (plain references first) and the training stage."""
+"""Distillation: losses (plain references first), the trainer and the training stage."""
 
-from edgedistill.pipeline.distill.stage import OUTPUTS, run
+from edgedistill.pipeline.distill.stage import OUTPUTS, RESUMABLE, run
 
-__all__ = ["OUTPUTS", "run"]
+__all__ = ["OUTPUTS", "RESUMABLE", "run"]

@@ -1,16 +1,13 @@
 """Distill stage: train the pruned student on teacher logits (logit KD mixed with CE).
 
-Each optimizer step takes ``batch_size`` packed sequences, runs the frozen teacher and
-the student, and minimizes ``alpha * KD + (1 - alpha) * CE`` (KD = the recipe's
-divergence at temperature T, times T^2) over every next-token position, through the
-fused chunked loss (``fused.py``): logits are formed chunk by chunk from the final hidden
-states and lm_head, never for the whole batch. ``losses.py`` states the normalization.
+The loop lives in ``trainer.py`` (Accelerate, accumulation, checkpoints, evaluation);
+this module wires it to the build: data, the online teacher or its top-k cache, the
+student folder with its training log, loss curve and model card.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -18,30 +15,17 @@ from edgedistill.artifacts import Artifact, record_files
 from edgedistill.config import to_dict
 
 OUTPUTS = ("student",)
+RESUMABLE = True  # keeps checkpoints in the state folder the orchestrator passes
 
 
-def _batches(train, batch_size: int, steps: int, seed: int):
-    """``steps`` batches of (B, L) ids, reshuffling the training windows every epoch."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=generator)
-    cursor = 0
-    for _ in range(steps):
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(train), generator=generator), 0
-        yield train[order[cursor: cursor + batch_size]]
-        cursor += batch_size
-
-
-def shared_vocab_size(teacher, student, teacher_tokenizer, student_tokenizer) -> int:
+def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, student_tokenizer) -> int:
     """Logit rows both models share. Equal tokenizers with padded embedding rows -> the
     narrower width (padding rows are never targets); different tokenizers -> UserError."""
     from edgedistill.errors import UserError
 
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
         raise UserError("teacher and student tokenizers differ; cross-tokenizer distillation is not supported yet")
-    return min(teacher.get_output_embeddings().out_features, student.get_output_embeddings().out_features)
+    return min(teacher_rows, student_rows)
 
 
 def kd_settings(distill_cfg):
@@ -51,121 +35,120 @@ def kd_settings(distill_cfg):
                       beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha, scale_by_t2=distill_cfg.scale_by_t2)
 
 
-def kd_batch_loss(student, teacher, batch, settings, vocab_size: int | None = None):
-    """Loss of one (B, L) batch over every next-token position, through the fused path:
-    final hidden states times lm_head chunk by chunk, never (B*(L-1), V) logits."""
+def train(student, teacher, windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
+    """Distill ``student`` from ``teacher`` on (N, L) token ``windows`` (every token a target)
+    in place, in this process; returns one log row per step. The build stage uses
+    :class:`Trainer` directly (checkpoints, cache, held-out split)."""
     import torch
 
-    from edgedistill.pipeline.distill.fused import fused_linear_distillation_loss
+    from edgedistill.pipeline.data import Packed
+    from edgedistill.pipeline.distill.trainer import Trainer
 
-    labels = batch[:, 1:].reshape(-1)  # (B*(L-1),)
-    with torch.no_grad():
-        teacher_hidden = teacher.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Ht)
-    student_hidden = student.base_model(batch).last_hidden_state[:, :-1].reshape(labels.numel(), -1)  # (N, Hs)
-    student_head, teacher_head = student.get_output_embeddings(), teacher.get_output_embeddings()
-    # Under bf16 autocast the transformer bodies run in bf16; the loss always runs in the
-    # weights' dtype (fp32 here) so the KL over the vocabulary keeps its precision.
-    with torch.autocast(batch.device.type, enabled=False):
-        return fused_linear_distillation_loss(
-            student_hidden.to(student_head.weight.dtype), student_head.weight[:vocab_size], labels, settings=settings,
-            student_bias=None if student_head.bias is None else student_head.bias[:vocab_size],
-            teacher_hidden=teacher_hidden.to(teacher_head.weight.dtype), teacher_weight=teacher_head.weight[:vocab_size].detach(),
-            teacher_bias=None if teacher_head.bias is None else teacher_head.bias[:vocab_size].detach(),
-        )
+    packed = Packed(windows, torch.ones_like(windows, dtype=torch.bool))
+    return Trainer(student, packed, packed[:1], distill_cfg, seed=seed, teacher=teacher, vocab_size=vocab_size).fit().log
 
 
-def learning_rate_at(step: int, distill_cfg) -> float:
-    """Linear warmup over ``warmup_steps``, then constant or cosine decay to 10% at ``steps``."""
-    import math
+def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, build_dir: Path | None = None) -> Artifact:
+    """cfg: {"distill": DistillConfig, "data": DataConfig, "seed": int, "recipe_name": str,
+    "checkpoint": CheckpointConfig (not in the stage key)}.
 
-    peak = distill_cfg.learning_rate
-    if step < distill_cfg.warmup_steps:
-        return peak * (step + 1) / distill_cfg.warmup_steps
-    if distill_cfg.lr_schedule == "constant":
-        return peak
-    progress = (step - distill_cfg.warmup_steps) / max(1, distill_cfg.steps - distill_cfg.warmup_steps)
-    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def use_bf16(precision: str, device_type: str) -> bool:
-    """Whether to autocast to bf16: ``auto`` picks it only where bf16 matmuls are native
-    (CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX); elsewhere bf16 emulation
-    is slower than fp32."""
-    import torch
-
-    if precision != "auto":
-        return precision == "bf16"
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device_type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def train(student, teacher, train_windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
-    """Run the optimizer steps in place; returns one log row per step.
-
-    ``vocab_size``: logit rows compared (see :func:`shared_vocab_size`); all when None.
-    ``precision=bf16`` autocasts the forward passes (the loss itself is computed in fp32
-    inside the fused path); master weights and AdamW state stay fp32.
+    ``state_dir`` keeps checkpoints and the live training log between runs of the same
+    stage key (a killed build resumes there); ``build_dir`` holds the teacher cache.
     """
-    import torch
-    from rich.progress import Progress
-
-    optimizer = torch.optim.AdamW(student.parameters(), lr=distill_cfg.learning_rate, weight_decay=distill_cfg.weight_decay)
-    settings = kd_settings(distill_cfg)
-    device_type = next(student.parameters()).device.type
-    bf16 = use_bf16(distill_cfg.precision, device_type)
-    student.train()
-    log = []
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("distill", total=distill_cfg.steps)
-        for step, batch in enumerate(_batches(train_windows, distill_cfg.batch_size, distill_cfg.steps, seed)):
-            lr = learning_rate_at(step, distill_cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-                loss = kd_batch_loss(student, teacher, batch, settings, vocab_size)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if distill_cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), distill_cfg.grad_clip)
-            optimizer.step()
-            log.append({"step": step + 1, "loss": loss.item(), "lr": lr})
-            progress.update(task, advance=1, description=f"distill loss {loss.item():.3f}")
-    student.eval()
-    return log
-
-
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
-    """cfg: {"distill": DistillConfig, "data": DataConfig, "seed": int, "recipe_name": str}."""
-    import torch
-
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
-    from edgedistill.pipeline.data import packed_sequences
-    from edgedistill.pipeline.evaluate import compare_on_heldout
+    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.pipeline.distill.trainer import Trainer, plot_loss_curve
 
-    torch.manual_seed(cfg["seed"])
-    teacher_dir = inp.find("teacher").model_dir
-    teacher = load_model(teacher_dir)
+    import torch
+
+    distill_cfg, seed = cfg["distill"], cfg["seed"]
+    torch.manual_seed(seed)
+    teacher_artifact = inp.find("teacher")
     student, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
-    vocab_size = shared_vocab_size(teacher, student, load_tokenizer(teacher_dir), tokenizer)
-    train_windows, heldout = packed_sequences(cfg["data"], tokenizer, cfg["seed"])
+    vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student.get_output_embeddings().out_features,
+                                   load_tokenizer(teacher_artifact.model_dir), tokenizer)
+    train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
+    teacher, cache = None, None
+    if distill_cfg.teacher_topk:
+        cache = ensure_teacher_cache(teacher_artifact, train_windows, heldout, distill_cfg, vocab_size,
+                                     (build_dir or out_dir) / CACHE_FOLDER)
+    else:
+        teacher = load_model(teacher_artifact.model_dir)
+    checkpoint = cfg.get("checkpoint")
+    log_path = (state_dir or out_dir) / "train_log.jsonl"
+    trainer = Trainer(student, train_windows, heldout, distill_cfg, seed=seed, teacher=teacher, cache=cache,
+                      vocab_size=vocab_size, state_dir=state_dir, log_path=log_path,
+                      checkpoint_every=checkpoint.every if checkpoint and state_dir else 0,
+                      keep_checkpoints=checkpoint.keep if checkpoint else 2)
     started = time.perf_counter()
-    log = train(student, teacher, train_windows, cfg["distill"], cfg["seed"], vocab_size)
+    result = trainer.fit()
     seconds = time.perf_counter() - started
-    tokens = cfg["distill"].steps * cfg["distill"].batch_size * (train_windows.shape[1] - 1)
+    steps_run = len(result.log) - result.resumed_from
+    tokens = steps_run * distill_cfg.batch_size * (train_windows.ids.shape[1] - 1)
+    student = trainer.student.cpu()
     metrics = {
         "student_params": count_parameters(student),
-        "distill_steps": cfg["distill"].steps,
-        "distill_tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        **({"distill_final_loss": log[-1]["loss"]} if log else {}),
-        **compare_on_heldout(student, teacher, heldout),
+        "distill_steps": len(result.log),
+        "distill_tokens_per_s": tokens / seconds if seconds > 0 and steps_run else 0.0,
+        "distill_resumed_from_step": result.resumed_from,
+        "distill_stopped_early": int(result.stopped_early),
+        **({"distill_final_loss": result.log[-1]["loss"]} if result.log else {}),
+        **final_quality(student, teacher, cache, train_windows, heldout, vocab_size),
     }
+    if cache is not None:
+        metrics["teacher_cache_bytes_per_token"] = cache.bytes_per_token
+        metrics["teacher_cache_tail_mass"] = cache.mean_tail_mass()
 
     model_dir = out_dir / "student"
     save_model_folder(student, tokenizer, model_dir)
-    (model_dir / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log), encoding="utf-8")
+    (model_dir / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in result.log), encoding="utf-8")
+    if result.log:
+        plot_loss_curve(result.log, model_dir / "loss_curve.png", f"{cfg['recipe_name']}: {kd_term(distill_cfg)}")
     (model_dir / "README.md").write_text(model_card(cfg, metrics), encoding="utf-8")
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), {"model_dir": "student"}, metrics, inp)
+
+
+CACHE_FOLDER = "teacher-cache"
+
+
+def teacher_vocab_rows(model_dir: Path) -> int:
+    """Logit rows of the teacher's lm_head, read from its config (the teacher is not loaded)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir).vocab_size
+
+
+def ensure_teacher_cache(teacher_artifact: Artifact, train_windows, heldout, distill_cfg, vocab_size: int, folder: Path):
+    """The top-k cache for these windows at ``folder``, built (loading the teacher once) when
+    missing or built for something else."""
+    import torch
+
+    from edgedistill.hf import load_model
+    from edgedistill.pipeline.distill.teacher_cache import TeacherCache, build_teacher_cache, cache_is_valid, windows_fingerprint
+
+    ids = torch.cat([train_windows.ids, heldout.ids])
+    fingerprint = windows_fingerprint(ids, teacher_artifact.hash, distill_cfg.teacher_topk, distill_cfg.temperature, vocab_size)
+    if not cache_is_valid(folder, fingerprint):
+        teacher = load_model(teacher_artifact.model_dir)
+        if torch.cuda.is_available():
+            teacher = teacher.cuda()
+        build_teacher_cache(teacher, ids, folder, k=distill_cfg.teacher_topk, temperature=distill_cfg.temperature,
+                            vocab_size=vocab_size, fingerprint=fingerprint)
+        del teacher
+    return TeacherCache(folder, fingerprint)
+
+
+def final_quality(student, teacher, cache, train_windows, heldout, vocab_size: int) -> dict:
+    """Held-out metrics of the trained student against the teacher it was trained on."""
+    import torch
+
+    from edgedistill.pipeline.evaluate import compare_on_heldout, compare_with_topk_cache
+
+    if cache is None:
+        return compare_on_heldout(student, teacher.cpu(), heldout.ids, targets=heldout.targets, vocab_size=vocab_size)
+    top_ids, top_logprobs = cache.rows(torch.arange(len(heldout)) + len(train_windows))
+    return compare_with_topk_cache(student, heldout.ids, top_ids, top_logprobs, targets=heldout.targets,
+                                   vocab_size=vocab_size, temperature=cache.temperature)
 
 
 def kd_term(distill_cfg) -> str:
