@@ -172,6 +172,21 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
     ``on_stage(name, status, seconds)`` is called after each stage with status "cached",
     "ran" or "skip".
     """
+    pre, manifest = _start(recipe, out_dir)
+
+    artifact: Artifact | None = None
+    for stage in STAGES:
+        if not stage.enabled(recipe):
+            manifest["stages"].pop(stage.name, None)
+            _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
+            on_stage(stage.name, "skip", 0.0)
+            continue
+        artifact = _run_or_reuse(stage, recipe, pre, artifact, manifest, out_dir, on_stage)
+    return _finish(manifest, out_dir)
+
+
+def _start(recipe: Recipe, out_dir: Path) -> tuple[dict, dict]:
+    """Preflight, claim the build folder and open its manifest: (preflight result, manifest)."""
     from edgedistill.benchmarks.machine import package_versions
 
     pre = preflight(recipe)
@@ -182,32 +197,48 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
     manifest = read_manifest(out_dir) or new_manifest(to_dict(recipe), package_versions())
     manifest.update(status="incomplete", recipe=to_dict(recipe), versions=package_versions())
     atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    return pre, manifest
 
-    artifact: Artifact | None = None
-    for stage in STAGES:
-        if not stage.enabled(recipe):
-            manifest["stages"].pop(stage.name, None)
-            _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
-            on_stage(stage.name, "skip", 0.0)
-            continue
-        cfg = stage.config(recipe, pre)
-        input_hash = artifact.hash if artifact else ""
-        key = stage_key(stage.name, to_dict(cfg), input_hash)
-        cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir)
-        if cached is not None:
-            artifact = cached
-            on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
-            continue
-        started = time.perf_counter()
-        artifact = _run_stage(stage, cfg, artifact, out_dir, key, stage.extras(recipe))
-        seconds = time.perf_counter() - started
-        manifest["stages"][stage.name] = {
-            "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,
-            "artifact": artifact.to_record(out_dir),
-        }
-        atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # the record comes after the outputs
-        on_stage(stage.name, "ran", seconds)
-    return _finish(manifest, out_dir)
+
+def _run_or_reuse(stage: Stage, recipe: Recipe, pre: dict, artifact: Artifact | None, manifest: dict, out_dir: Path,
+                  on_stage: Callable[[str, str, float], None]) -> Artifact:
+    """The stage's cached output when its key matches, else run it and record it."""
+    cfg = stage.config(recipe, pre)
+    input_hash = artifact.hash if artifact else ""
+    key = stage_key(stage.name, to_dict(cfg), input_hash)
+    cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir)
+    if cached is not None:
+        on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
+        return cached
+    started = time.perf_counter()
+    artifact = _run_stage(stage, cfg, artifact, out_dir, key, stage.extras(recipe))
+    seconds = time.perf_counter() - started
+    manifest["stages"][stage.name] = {
+        "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,
+        "artifact": artifact.to_record(out_dir),
+    }
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # the record comes after the outputs
+    on_stage(stage.name, "ran", seconds)
+    return artifact
+
+
+def cache_teacher(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], None] = lambda *a: None):
+    """Run (or reuse) the teacher stage and write the top-k teacher cache that the distill
+    stage of this recipe will read (``distill.teacher_topk`` > 0) into ``out_dir``.
+    Returns the :class:`TeacherCache`."""
+    from edgedistill.errors import UserError
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.pipeline.distill.stage import CACHE_FOLDER, ensure_teacher_cache, teacher_vocab_rows
+
+    if recipe.distill.teacher_topk <= 0:
+        raise UserError("distill.teacher_topk is 0 (online teacher); set it, e.g. --set distill.teacher_topk=64")
+    pre, manifest = _start(recipe, out_dir)
+    teacher = _run_or_reuse(STAGES[0], recipe, pre, None, manifest, out_dir, on_stage)
+    tokenizer = load_tokenizer(teacher.model_dir)
+    train, heldout = packed_examples(recipe.data, tokenizer, recipe.seed)
+    return ensure_teacher_cache(teacher, train, heldout, recipe.distill, teacher_vocab_rows(teacher.model_dir),
+                                out_dir / CACHE_FOLDER)
 
 
 def _finish(manifest: dict, out_dir: Path) -> dict:

@@ -109,6 +109,35 @@ def quality_table(metrics: dict) -> Table:
     return table
 
 
+@app.command("cache-teacher")
+def cache_teacher(
+    recipe: Optional[str] = typer.Argument(None, help=f"bundled recipe name or YAML path (default: {DEFAULT_RECIPE})"),
+    out: Optional[Path] = typer.Option(None, "--out", help="build folder (default: edgedistill-out/<recipe name>)"),
+    overrides: List[str] = typer.Option([], "--set", help="override a recipe key, e.g. --set data.seq_len=256"),
+    topk: Optional[int] = typer.Option(None, "--topk", min=1, help="tokens kept per position (default: "
+                                       "distill.teacher_topk, or 64 when the recipe trains online)"),
+) -> int:
+    """Run the teacher once over the training data and store its top-k log-probs; a build of
+    the same recipe with distill.teacher_topk set then trains without loading the teacher."""
+    from edgedistill.build import cache_teacher as run_cache
+    from edgedistill.config import load_recipe
+
+    resolved = load_recipe(recipe, overrides, default=DEFAULT_RECIPE)
+    k = topk or resolved.distill.teacher_topk or 64
+    if k != resolved.distill.teacher_topk:
+        resolved = load_recipe(recipe, [*overrides, f"distill.teacher_topk={k}"], default=DEFAULT_RECIPE)
+    out_dir = out or Path("edgedistill-out") / resolved.name
+    cache = run_cache(resolved, out_dir)
+    meta = cache.meta
+    size = sum(entry["bytes"] for entry in meta["files"].values())
+    console.print(f"teacher cache {cache.folder}: k={meta['k']} at T={meta['temperature']:g}, {meta['windows']} windows x "
+                  f"{meta['seq_len'] - 1} positions, {size / 2**20:.1f} MiB, {cache.bytes_per_token:.1f} bytes/token, "
+                  f"mean tail mass {cache.mean_tail_mass():.4f}", highlight=False)
+    if resolved.distill.teacher_topk != load_recipe(recipe, overrides, default=DEFAULT_RECIPE).distill.teacher_topk:
+        console.print(f"build with --set distill.teacher_topk={k} to train from it", highlight=False)
+    return 0
+
+
 @app.command()
 def recipes() -> int:
     """List the bundled recipes."""
