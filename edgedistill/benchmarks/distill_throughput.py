@@ -51,7 +51,7 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
     config.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
                    "num_key_value_heads": 1, "head_dim": 64})
     torch.manual_seed(0)
-    student = AutoModelForCausalLM.from_config(config)
+    student = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)  # the teacher config says fp16
     data = DataConfig(path="builtin:pydocs", seq_len=seq_len, max_tokens=(steps + warmup + 2) * batch_size * seq_len * 2)
     train, heldout = packed_examples(data, tokenizer, seed=0)
     cfg = DistillConfig(steps=steps + warmup, batch_size=batch_size, learning_rate=1e-3, alpha=0.8, temperature=1.0,
