@@ -20,6 +20,7 @@ from typing import Callable
 
 from edgedistill.artifacts import MANIFEST_NAME, Artifact, atomic_write_json, is_under, new_manifest, read_manifest, stage_key
 from edgedistill.config import Recipe, to_dict
+from edgedistill.processes import Processes, current
 
 TEMP_PREFIX = ".tmp-"
 STATE_FOLDER = ".state"
@@ -129,10 +130,12 @@ def state_dir(out_dir: Path, stage: str, key: str) -> Path:
     return out_dir / STATE_FOLDER / f"{stage}-{key[:16]}"
 
 
-def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key: str, extras: dict) -> Artifact:
+def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key: str, extras: dict,
+               keep_outputs: bool = True) -> Artifact:
     """Run one stage into a temporary folder and move its outputs into place. A resumable
     stage (``RESUMABLE = True``) also gets a state folder that survives a kill and is
-    removed once the stage has finished."""
+    removed once the stage has finished. ``keep_outputs=False`` (a helper process of a
+    multi-process launch) runs the stage and discards what it wrote."""
     module = importlib.import_module(stage.module)
     temp = out_dir / f"{TEMP_PREFIX}{stage.name}-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
@@ -143,6 +146,8 @@ def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key
             artifact = module.run({**cfg, **extras}, inp, temp, state_dir=state, build_dir=out_dir)
         else:
             artifact = module.run(cfg, inp, temp)
+        if not keep_outputs:
+            return artifact
         _remove_outputs(module.OUTPUTS, out_dir)
         for name in module.OUTPUTS:
             if (temp / name).exists():
@@ -172,24 +177,34 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
     ``on_stage(name, status, seconds)`` is called after each stage with status "cached",
     "ran" or "skip".
     """
-    pre, manifest = _start(recipe, out_dir)
-
+    procs = current()
+    if not procs.main:
+        on_stage = lambda *a: None  # noqa: E731 - the main process reports
+    pre, manifest = _start(recipe, out_dir, procs)
     artifact: Artifact | None = None
     for stage in STAGES:
         if not stage.enabled(recipe):
-            manifest["stages"].pop(stage.name, None)
-            _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
+            if procs.main:
+                manifest["stages"].pop(stage.name, None)
+                _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
             on_stage(stage.name, "skip", 0.0)
             continue
-        artifact = _run_or_reuse(stage, recipe, pre, artifact, manifest, out_dir, on_stage)
-    return _finish(manifest, out_dir)
+        artifact = _run_or_reuse(stage, recipe, pre, artifact, manifest, out_dir, on_stage, procs)
+    if procs.main:
+        manifest = _finish(manifest, out_dir)
+    procs.barrier()
+    return manifest if procs.main else read_manifest(out_dir)
 
 
-def _start(recipe: Recipe, out_dir: Path) -> tuple[dict, dict]:
-    """Preflight, claim the build folder and open its manifest: (preflight result, manifest)."""
+def _start(recipe: Recipe, out_dir: Path, procs: Processes = Processes()) -> tuple[dict, dict]:
+    """Preflight, claim the build folder and open its manifest: (preflight result, manifest).
+    Helper processes of a multi-process launch wait for the main one and read its manifest."""
     from edgedistill.benchmarks.machine import package_versions
 
     pre = preflight(recipe)
+    if not procs.main:
+        procs.barrier()
+        return pre, read_manifest(out_dir)
     check_build_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.glob(f"{TEMP_PREFIX}*"):  # from a killed run
@@ -197,28 +212,42 @@ def _start(recipe: Recipe, out_dir: Path) -> tuple[dict, dict]:
     manifest = read_manifest(out_dir) or new_manifest(to_dict(recipe), package_versions())
     manifest.update(status="incomplete", recipe=to_dict(recipe), versions=package_versions())
     atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    procs.barrier()
     return pre, manifest
 
 
 def _run_or_reuse(stage: Stage, recipe: Recipe, pre: dict, artifact: Artifact | None, manifest: dict, out_dir: Path,
-                  on_stage: Callable[[str, str, float], None]) -> Artifact:
-    """The stage's cached output when its key matches, else run it and record it."""
+                  on_stage: Callable[[str, str, float], None], procs: Processes = Processes()) -> Artifact:
+    """The stage's cached output when its key matches, else run it and record it.
+
+    Under a multi-process launch the main process runs the stage (all processes run a
+    resumable one, the distill stage, and only the main one keeps its outputs); the
+    others wait and take the main process's record."""
     cfg = stage.config(recipe, pre)
-    input_hash = artifact.hash if artifact else ""
+    inp = artifact
+    input_hash = inp.hash if inp else ""
     key = stage_key(stage.name, to_dict(cfg), input_hash)
-    cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir)
+    cached = _cached_artifact(stage.name, key, inp, manifest, out_dir)
     if cached is not None:
         on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
         return cached
-    started = time.perf_counter()
-    artifact = _run_stage(stage, cfg, artifact, out_dir, key, stage.extras(recipe))
-    seconds = time.perf_counter() - started
-    manifest["stages"][stage.name] = {
-        "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,
-        "artifact": artifact.to_record(out_dir),
-    }
-    atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # the record comes after the outputs
-    on_stage(stage.name, "ran", seconds)
+    everyone = getattr(importlib.import_module(stage.module), "RESUMABLE", False)
+    if procs.main or everyone:
+        started = time.perf_counter()
+        artifact = _run_stage(stage, cfg, inp, out_dir, key, stage.extras(recipe), keep_outputs=procs.main)
+        seconds = time.perf_counter() - started
+    if procs.main:
+        manifest["stages"][stage.name] = {
+            "config": to_dict(cfg), "key": key, "input_hash": input_hash, "seconds": seconds,
+            "artifact": artifact.to_record(out_dir),
+        }
+        atomic_write_json(out_dir / MANIFEST_NAME, manifest)  # the record comes after the outputs
+        on_stage(stage.name, "ran", seconds)
+    procs.barrier()
+    if not procs.main:
+        manifest.clear()
+        manifest.update(read_manifest(out_dir))
+        artifact = Artifact.from_record(stage.name, manifest["stages"][stage.name]["artifact"], out_dir, inp)
     return artifact
 
 

@@ -103,3 +103,32 @@ def test_cache_teacher_then_build_trains_without_loading_the_teacher(tmp_path):
     assert metrics["teacher_cache_bytes_per_token"] == pytest.approx(meta["bytes_per_token"])
     assert 0 < metrics["student_teacher_val_top1_agreement"] <= 1
     assert json.loads((out / "teacher-cache" / "meta.json").read_text())["fingerprint"] == meta["fingerprint"]  # not rebuilt
+
+
+@pytest.mark.slow
+def test_a_build_under_a_two_process_launch_matches_a_one_process_build(tmp_path):
+    import socket
+
+    settings = ["distill.steps=6", "bench.enabled=false", "export.onnx=[]", "data.max_tokens=20000"]
+    single = tmp_path / "single"
+    subprocess.run(_cli("build", "tiny", "--out", str(single), *[a for s in settings for a in ("--set", s)]),
+                   check=True, capture_output=True, text=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "ddp"
+    # what `accelerate launch --multi_gpu -m edgedistill.cli build ...` does on GPUs (torchrun); gloo on this CPU
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "edgedistill.cli", "build", "tiny", "--out", str(out), *[a for s in settings for a in ("--set", s)]],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("distill  ran") == 1  # one process reports
+    manifest = read_manifest(out)
+    assert manifest["status"] == "complete"
+    assert manifest["stages"]["distill"]["artifact"]["metrics"]["distill_processes"] == 2
+    ddp_loss = manifest["stages"]["distill"]["artifact"]["metrics"]["distill_final_loss"]
+    assert ddp_loss == pytest.approx(read_manifest(single)["stages"]["distill"]["artifact"]["metrics"]["distill_final_loss"],
+                                     rel=1e-4)
+    assert not list(out.glob(".tmp-*"))

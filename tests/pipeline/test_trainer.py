@@ -202,3 +202,38 @@ def test_training_from_the_topk_cache_matches_online_kd_without_the_teacher(tiny
     (tmp_path / "cache" / "logprobs-00000.npy").write_bytes(b"junk")
     with pytest.raises(UserError, match="missing or corrupted"):
         TeacherCache(tmp_path / "cache", fingerprint).rows([0])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tiny_llama_dir, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from tests.pipeline.ddp_worker import train_and_save
+
+    single, double = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir(), double.mkdir()
+    train_and_save(str(tiny_llama_dir), str(single))
+    worker = Path(__file__).with_name("ddp_worker.py")
+    # `accelerate launch --multi_gpu` starts its processes through torchrun; on a CPU-only
+    # machine torchrun is called directly, and ACCELERATE_USE_CPU makes Accelerate use gloo DDP
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port for the rendezvous (port 0 hangs static rendezvous)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                               str(worker), str(tiny_llama_dir), str(double)], capture_output=True, text=True, timeout=240,
+                              env=env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one, two = (json.loads((folder / "log.json").read_text()) for folder in (single, double))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert [r["loss"] for r in two["log"]] == pytest.approx([r["loss"] for r in one["log"]], rel=1e-5)
+    assert [r["tokens"] for r in two["log"]] == [r["tokens"] for r in one["log"]]
+    weights_one, weights_two = (load_file(str(folder / "student.safetensors")) for folder in (single, double))
+    for name, weight in weights_one.items():
+        torch.testing.assert_close(weights_two[name], weight, rtol=1e-4, atol=2e-6, msg=name)

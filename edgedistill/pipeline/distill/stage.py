@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgedistill.artifacts import Artifact, record_files
 from edgedistill.config import to_dict
+from edgedistill.processes import current
 
 OUTPUTS = ("student",)
 RESUMABLE = True  # keeps checkpoints in the state folder the orchestrator passes
@@ -70,8 +71,13 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
     teacher, cache = None, None
     if distill_cfg.teacher_topk:
+        procs = current()  # under a multi-process launch the main process builds the cache, the others then open it
+        if not procs.main:
+            procs.barrier()
         cache = ensure_teacher_cache(teacher_artifact, train_windows, heldout, distill_cfg, vocab_size,
                                      (build_dir or out_dir) / CACHE_FOLDER)
+        if procs.main:
+            procs.barrier()
     else:
         teacher = load_model(teacher_artifact.model_dir)
     checkpoint = cfg.get("checkpoint")
@@ -91,6 +97,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         "distill_steps": len(result.log),
         "distill_tokens_per_s": tokens / seconds if seconds > 0 and steps_run else 0.0,
         "distill_resumed_from_step": result.resumed_from,
+        "distill_processes": trainer.acc.num_processes,
         "distill_stopped_early": int(result.stopped_early),
         **({"distill_final_loss": result.log[-1]["loss"]} if result.log else {}),
         **final_quality(student, teacher, cache, train_windows, heldout, vocab_size),
