@@ -27,6 +27,10 @@ def test_rerun_is_cached_and_a_config_change_reruns_only_downstream(tmp_path):
     assert log == [(stage.name, "cached") for stage in STAGES]
     assert read_manifest(tmp_path)["stages"] == first["stages"]
 
+    log.clear()  # checkpoint settings change how a run is saved, not what it produces
+    build(load_recipe("tiny", FAST + ["checkpoint.every=3", "checkpoint.keep=5"]), tmp_path, record_stages(log))
+    assert log == [(stage.name, "cached") for stage in STAGES]
+
     log.clear()
     build(load_recipe("tiny", FAST + ["distill.alpha=0.9"]), tmp_path, record_stages(log))
     assert log == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran"), ("export", "ran"),
