@@ -110,7 +110,8 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     save_model_folder(student, tokenizer, model_dir)
     (model_dir / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in result.log), encoding="utf-8")
     if result.log:
-        plot_loss_curve(result.log, model_dir / "loss_curve.png", f"{cfg['recipe_name']}: {kd_term(distill_cfg)}")
+        plot_loss_curve(result.log, model_dir / "loss_curve.png",
+                        f"{cfg['recipe_name']}: {distill_cfg.alpha:g} x {kd_term(distill_cfg)} + {1 - distill_cfg.alpha:g} x CE")
     (model_dir / "README.md").write_text(model_card(cfg, metrics), encoding="utf-8")
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), {"model_dir": "student"}, metrics, inp)
 

@@ -369,7 +369,10 @@ def plot_loss_curve(log: list[dict], path: Path, title: str = "distillation") ->
     axis.plot([r["step"] for r in log], [r["loss"] for r in log], label="training loss (KD mix)", linewidth=1)
     evals = [r for r in log if "val_loss" in r]
     if evals:
-        axis.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="held-out CE")
+        axis.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="held-out CE (student)")
+    if any("val_kl" in r for r in evals):
+        axis.plot([r["step"] for r in evals if "val_kl" in r], [r["val_kl"] for r in evals if "val_kl" in r], "s-",
+                  label="held-out KL(teacher || student), T=1")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss (nats/token)")
     axis.set_title(title)
