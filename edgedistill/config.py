@@ -156,6 +156,12 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.export.onnx and not self.export.gguf:
             raise UserError("export.onnx and export.gguf are both empty; name at least one format to export, e.g. export.gguf=[f16]")
+        if self.distill.teacher_topk and self.distill.objective != "forward_kl":
+            raise UserError(f"distill.teacher_topk={self.distill.teacher_topk} trains on a top-k cache, which supports "
+                            f"objective forward_kl only, not '{self.distill.objective}'; set distill.teacher_topk=0 or the objective")
+        if self.distill.teacher_topk and self.distill.feature_weight:
+            raise UserError("feature KD (distill.feature_weight > 0) needs the online teacher's hidden states; "
+                            "set distill.teacher_topk=0 or distill.feature_weight=0")
 
 
 def to_dict(obj: Any) -> Any:

@@ -51,6 +51,14 @@ def test_a_recipe_that_exports_nothing_is_rejected():
         load_recipe("tiny", ["export.onnx=[]", "export.gguf=[]"])
 
 
+def test_a_topk_cache_rejects_what_it_cannot_train():
+    assert load_recipe("tiny", ["distill.teacher_topk=64", "distill.objective=forward_kl"]).distill.teacher_topk == 64
+    with pytest.raises(UserError, match="supports objective forward_kl only, not 'jsd'"):
+        load_recipe("tiny", ["distill.teacher_topk=64", "distill.objective=jsd"])
+    with pytest.raises(UserError, match="feature KD .* needs the online teacher"):
+        load_recipe("tiny", ["distill.teacher_topk=64", "distill.objective=forward_kl", "distill.feature_weight=0.5"])
+
+
 def test_recipe_is_frozen():
     recipe = load_recipe("tiny")
 
