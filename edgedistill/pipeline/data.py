@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from edgedistill.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 DATA_SUFFIXES = (".txt", ".jsonl")  # a .jsonl file holds one row per line (see ROW_FORMATS)
 _DEMO_DATA = Path(__file__).parents[1] / "demo" / "data"

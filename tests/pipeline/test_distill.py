@@ -66,9 +66,11 @@ def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
     other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))
     other.add_tokens(["<|extra|>"])
 
-    assert shared_vocab_size(576, 512, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
+    rows = llama.get_output_embeddings().out_features, qwen2.get_output_embeddings().out_features
+    assert rows == (576, 512)
+    assert shared_vocab_size(*rows, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
     with pytest.raises(UserError, match="tokenizers differ"):
-        shared_vocab_size(576, 512, tokenizer, other)
+        shared_vocab_size(*rows, tokenizer, other)
 
 
 def test_learning_rate_schedule():

@@ -4,7 +4,7 @@ removed parts switched off."""
 import pytest
 import torch
 
-from edgedistill.config import DataConfig, DistillConfig
+from edgedistill.config import DataConfig
 from edgedistill.hf import load_model, load_tokenizer
 from edgedistill.pipeline.slicing import SlicePlan, apply_slices
 
