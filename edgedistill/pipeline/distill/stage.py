@@ -8,6 +8,7 @@ student folder with its training log, loss curve and model card.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -133,15 +134,19 @@ def ensure_teacher_cache(teacher_artifact: Artifact, train_windows, heldout, dis
 
     from edgedistill.hf import load_model
     from edgedistill.pipeline.distill.teacher_cache import TeacherCache, build_teacher_cache, cache_is_valid, windows_fingerprint
+    from edgedistill.pipeline.distill.trainer import use_bf16
 
     ids = torch.cat([train_windows.ids, heldout.ids])
-    fingerprint = windows_fingerprint(ids, teacher_artifact.hash, distill_cfg.teacher_topk, distill_cfg.temperature, vocab_size)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = use_bf16(distill_cfg.precision, device)  # the teacher runs as it would online
+    fingerprint = windows_fingerprint(ids, teacher_artifact.hash, distill_cfg.teacher_topk, distill_cfg.temperature,
+                                      vocab_size, bf16)
     if not cache_is_valid(folder, fingerprint):
         teacher = load_model(teacher_artifact.model_dir)
-        if torch.cuda.is_available():
-            teacher = teacher.cuda()
-        build_teacher_cache(teacher, ids, folder, k=distill_cfg.teacher_topk, temperature=distill_cfg.temperature,
-                            vocab_size=vocab_size, fingerprint=fingerprint)
+        build_teacher_cache(teacher.to(device), ids, folder, k=distill_cfg.teacher_topk, temperature=distill_cfg.temperature,
+                            vocab_size=vocab_size, fingerprint=fingerprint, bf16=bf16,
+                            on_batch=lambda done, total: print(f"teacher cache: {done}/{total} windows", file=sys.stderr,
+                                                               flush=True))
         del teacher
     return TeacherCache(folder, fingerprint)
 

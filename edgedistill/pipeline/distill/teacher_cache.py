@@ -37,21 +37,27 @@ META_NAME = "meta.json"
 DEFAULT_CHUNK_WINDOWS = 256
 
 
-def windows_fingerprint(ids: torch.Tensor, teacher_hash: str, k: int, temperature: float, vocab_size: int) -> str:
-    """What a cache is valid for: the exact token windows, the teacher, k, T and vocab."""
+def windows_fingerprint(ids: torch.Tensor, teacher_hash: str, k: int, temperature: float, vocab_size: int,
+                        bf16: bool = False) -> str:
+    """What a cache is valid for: the exact token windows, the teacher, k, T, vocab and the
+    precision the teacher ran in."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([FORMAT_VERSION, teacher_hash, k, float(temperature), vocab_size, list(ids.shape)]).encode())
+    digest.update(json.dumps([FORMAT_VERSION, teacher_hash, k, float(temperature), vocab_size, list(ids.shape),
+                              "bf16" if bf16 else "fp32"]).encode())
     digest.update(ids.to(torch.int64).numpy().tobytes())
     return digest.hexdigest()
 
 
 @torch.no_grad()
-def teacher_topk(teacher, ids: torch.Tensor, k: int, temperature: float, vocab_size: int, row_chunk: int = 1024):
+def teacher_topk(teacher, ids: torch.Tensor, k: int, temperature: float, vocab_size: int, row_chunk: int = 1024,
+                 bf16: bool = False):
     """Top-k (ids (B, L-1, k), log-probs at T (B, L-1, k) fp32) of the teacher over windows
-    ``ids`` (B, L); the lm_head is applied ``row_chunk`` positions at a time."""
-    hidden = teacher.base_model(ids).last_hidden_state[:, :-1]  # (B, L-1, H)
-    rows = hidden.reshape(-1, hidden.shape[-1])
+    ``ids`` (B, L); the lm_head is applied ``row_chunk`` positions at a time in the head's
+    dtype. ``bf16`` autocasts the transformer body, as the online trainer does."""
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        hidden = teacher.base_model(ids).last_hidden_state[:, :-1]  # (B, L-1, H)
     head = teacher.get_output_embeddings()
+    rows = hidden.reshape(-1, hidden.shape[-1]).to(head.weight.dtype)
     top_ids, top_logprobs = [], []
     for start in range(0, rows.shape[0], row_chunk):
         logits = head(rows[start:start + row_chunk]).float()[:, :vocab_size]  # (C, V)
@@ -65,8 +71,9 @@ def teacher_topk(teacher, ids: torch.Tensor, k: int, temperature: float, vocab_s
 
 def build_teacher_cache(teacher, ids: torch.Tensor, folder: Path, *, k: int, temperature: float, vocab_size: int,
                         fingerprint: str, batch_size: int = 8, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
-                        on_batch=lambda done, total: None) -> "TeacherCache":
-    """Run ``teacher`` over ``ids`` (N, L) and write the cache to ``folder`` (replacing it)."""
+                        bf16: bool = False, on_batch=lambda done, total: None) -> "TeacherCache":
+    """Run ``teacher`` over ``ids`` (N, L) and write the cache to ``folder`` (replacing it).
+    ``bf16``: autocast the teacher's body (match the precision the online trainer uses)."""
     if k > vocab_size:
         raise UserError(f"distill.teacher_topk={k} exceeds the vocabulary ({vocab_size}); choose k <= {vocab_size}")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +85,8 @@ def build_teacher_cache(teacher, ids: torch.Tensor, folder: Path, *, k: int, tem
     files = {}
     for chunk_index, chunk_start in enumerate(range(0, len(ids), chunk_windows)):
         chunk = ids[chunk_start:chunk_start + chunk_windows]
-        parts = [teacher_topk(teacher, batch.to(device), k, temperature, vocab_size) for batch in chunk.split(batch_size)]
+        parts = [teacher_topk(teacher, batch.to(device), k, temperature, vocab_size, bf16=bf16)
+                 for batch in chunk.split(batch_size)]
         top_ids = torch.cat([p[0] for p in parts]).cpu()
         top_logprobs = torch.cat([p[1] for p in parts]).cpu()
         tail = (1.0 - top_logprobs.exp().sum(-1)).clamp(min=0.0)  # from fp32 log-probs, before rounding
