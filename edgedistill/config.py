@@ -114,8 +114,11 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache)",
+    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache): fp32, int8 (dynamic), int4 / "
+                                 "int8_nbits (weight-only MatMulNBits)",
                                  choices=registry("edgedistill.exporters.formats:ONNX_QUANTIZATIONS"))
+    onnx_block_size: int = knob(32, "input channels per quantization block of the MatMulNBits variants (power of 2, >= 16)",
+                                low=16)
     gguf: tuple[str, ...] = knob(("f16",), "GGUF quantization types to write for llama.cpp",
                                  choices=registry("edgedistill.exporters.formats:GGUF_QUANTIZATIONS"))
 
@@ -156,6 +159,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.export.onnx and not self.export.gguf:
             raise UserError("export.onnx and export.gguf are both empty; name at least one format to export, e.g. export.gguf=[f16]")
+        size = self.export.onnx_block_size
+        if size & (size - 1):
+            raise UserError(f"export.onnx_block_size must be a power of 2 (16, 32, 64, 128, ...), got {size}")
         if self.distill.teacher_topk and self.distill.objective != "forward_kl":
             raise UserError(f"distill.teacher_topk={self.distill.teacher_topk} trains on a top-k cache, which supports "
                             f"objective forward_kl only, not '{self.distill.objective}'; set distill.teacher_topk=0 or the objective")

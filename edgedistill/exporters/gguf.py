@@ -2,14 +2,19 @@
 
 f32 / f16 / q8_0 / q4_0 are written from Python with gguf-py. One-dimensional tensors
 (norms, biases) stay f32, as llama.cpp expects. A 2-D tensor whose rows do not fit the
-quant block size is written f16, and the real per-tensor types are returned so the
-manifest never claims a type the file does not have.
+quant block size is written f16. The k-quants (q4_k_m, q5_k_m, q6_k) are made by
+llama.cpp's own quantizer from an f32 file we write; their 256-wide super-blocks need
+every weight row to be a multiple of 256, which is checked first (llama.cpp would fall
+back silently). The per-tensor types in the manifest are read back from the written file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +42,16 @@ class StudentGGUFWriter:
     raises ``RuntimeError`` naming the state it expected.
     """
 
-    def __init__(self, model_dir: Path, out_path: Path, quantization: str):
+    def __init__(self, model_dir: Path, out_path: Path, quantization: str, label: str | None = None):
+        """``label``: the quantization recorded in the file's ``edgedistill.quantization`` key
+        (the final type when this f32 file is the input of llama.cpp's quantizer)."""
         import gguf
 
-        if quantization not in GGUF_QUANTIZATIONS:
-            raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
+        if quantization not in GGUF_QUANTIZATIONS or GGUF_QUANTIZATIONS[quantization].ggml_type is None:
+            writable = [name for name, q in GGUF_QUANTIZATIONS.items() if q.ggml_type]
+            raise UserError(f"the Python GGUF writer writes {', '.join(writable)}, not '{quantization}'")
         self.model_dir, self.out_path, self.quantization = Path(model_dir), Path(out_path), quantization
+        self.label = label or quantization
         self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
         self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""), self.config)
         self.qtype = gguf.GGMLQuantizationType[GGUF_QUANTIZATIONS[quantization].ggml_type]
@@ -81,7 +90,7 @@ class StudentGGUFWriter:
         w.add_vocab_size(cfg["vocab_size"])
         w.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[self.qtype.name]))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_string("edgedistill.quantization", self.quantization)
+        w.add_string("edgedistill.quantization", self.label)
 
     def add_tokenizer(self) -> None:
         """Byte-level BPE metadata; llama.cpp calls the GPT-2 regex pre-tokenizer ``gpt-2``."""
@@ -161,10 +170,80 @@ class StudentGGUFWriter:
 
 
 def export_gguf(model_dir: Path, out_path: Path, quantization: str) -> dict:
-    """Write ``model_dir`` as a GGUF file; returns facts for the manifest (arch, tensor types)."""
+    """Write ``model_dir`` as a GGUF file; returns facts for the manifest (arch, tensor types
+    read back from the written file)."""
+    if quantization not in GGUF_QUANTIZATIONS:
+        raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = StudentGGUFWriter(model_dir, out_path, quantization)
+    spec = GGUF_QUANTIZATIONS[quantization]
+    if spec.llama_ftype is None:
+        facts = _write(model_dir, out_path, quantization)
+    else:
+        source = out_path.with_name(f".{out_path.name}.f32")
+        try:
+            facts = _write(model_dir, source, "f32", label=quantization)
+            check_rows(source, quantization)
+            _llama_quantize(source, out_path, spec.llama_ftype)
+        finally:
+            source.unlink(missing_ok=True)
+    return {**facts, "tensor_types": tensor_types(out_path)}
+
+
+def _write(model_dir: Path, out_path: Path, quantization: str, label: str | None = None) -> dict:
+    writer = StudentGGUFWriter(model_dir, out_path, quantization, label)
     writer.add_metadata()
     writer.add_tokenizer()
     writer.add_tensors()
     return writer.close()
+
+
+def check_rows(path: Path, quantization: str) -> None:
+    """UserError when a 2-D weight's rows do not fit ``quantization``'s blocks (llama.cpp
+    would silently fall back to another type for those tensors)."""
+    import gguf
+
+    multiple = GGUF_QUANTIZATIONS[quantization].row_multiple
+    for tensor in gguf.GGUFReader(path).tensors:
+        if len(tensor.shape) == 2 and int(tensor.shape[0]) % multiple:
+            fits = [name for name, q in GGUF_QUANTIZATIONS.items() if q.row_multiple <= 32]
+            raise UserError(f"GGUF {quantization} needs every weight row to be a multiple of {multiple}, but "
+                            f"'{tensor.name}' has rows of {int(tensor.shape[0])}; prune with prune.round_to={multiple} "
+                            f"or export one of: {', '.join(fits)}")
+
+
+@contextmanager
+def _quiet_native_output():
+    """llama.cpp's quantizer prints a line per tensor from C: send fds 1 and 2 to /dev/null."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _llama_quantize(source: Path, target: Path, ftype: str) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, ftype)
+    params.nthread = os.cpu_count() or 1
+    with _quiet_native_output():
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    if status != 0 or not target.is_file():
+        target.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp's quantizer failed ({status}) making {target.name}")
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """Per-tensor GGML types counted from the file itself (what llama.cpp will load)."""
+    import gguf
+
+    return dict(sorted(Counter(t.tensor_type.name.lower() for t in gguf.GGUFReader(path).tensors).items()))

@@ -4,6 +4,12 @@ The folder holds ``model.onnx`` (+ external data when large), the HF config, gen
 config and tokenizer files, so it loads in optimum's ORTModelForCausalLM and in
 ``edgedistill.runtime``. ``head_dim`` is written into config.json explicitly: after head
 pruning it differs from hidden_size // num_attention_heads, and loaders must not guess.
+
+Quantized variants start from the fp32 export and are rewritten by onnxruntime's own
+quantizers (``ONNX_QUANTIZERS``): ``int8`` dynamic quantization of the MatMul weights
+(per output channel, activations quantized at run time), and weight-only ``int4`` /
+``int8_nbits`` MatMulNBits (symmetric blocks of ``block_size`` input channels with an
+fp32 scale per block; activations stay fp32).
 """
 
 from __future__ import annotations
@@ -20,10 +26,68 @@ from edgedistill.exporters.formats import ONNX_QUANTIZATIONS
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
 
-def export_onnx(model_dir: Path, out_dir: Path, quantization: str) -> dict:
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger models keep weights beside the graph
+
+
+def _int8_dynamic(source: Path, target: Path, block_size: int) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                     use_external_data_format=_large(source))
+
+
+def _nbits(bits: int):
+    def quantize(source: Path, target: Path, block_size: int) -> None:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=bits, block_size=block_size, is_symmetric=True)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
+
+    return quantize
+
+
+# quantization name -> rewrite(fp32 model.onnx, quantized model.onnx, block_size); fp32 has none
+ONNX_QUANTIZERS = {"int8": _int8_dynamic, "int4": _nbits(4), "int8_nbits": _nbits(8)}
+
+
+def _large(model_path: Path) -> bool:
+    return sum(f.stat().st_size for f in model_path.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
+
+
+def export_onnx(model_dir: Path, out_dir: Path, quantization: str, block_size: int = 32) -> dict:
     """Export ``model_dir`` into ``out_dir``; returns facts for the manifest."""
     if quantization not in ONNX_QUANTIZATIONS:
         raise UserError(f"unknown ONNX quantization '{quantization}'; supported: {', '.join(ONNX_QUANTIZATIONS)}")
+    if quantization == "fp32":
+        return _export_fp32(model_dir, out_dir)
+    fp32_dir = out_dir.with_name(f".{out_dir.name}-fp32")
+    shutil.rmtree(fp32_dir, ignore_errors=True)
+    try:
+        facts = _export_fp32(model_dir, fp32_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ONNX_QUANTIZERS[quantization](fp32_dir / "model.onnx", out_dir / "model.onnx", block_size)
+        for file in fp32_dir.iterdir():  # config, tokenizer and generation config beside the graph
+            if file.is_file() and not file.name.startswith("model.onnx"):
+                shutil.copy2(file, out_dir / file.name)
+    finally:
+        shutil.rmtree(fp32_dir, ignore_errors=True)
+    return {**facts, "opset": _opset(out_dir / "model.onnx"), "block_size": block_size if "nbits" in quantization or
+            quantization == "int4" else None, "quantized_ops": _op_counts(out_dir / "model.onnx")}
+
+
+def _op_counts(model_path: Path) -> dict[str, int]:
+    """How many nodes of each quantized op type the graph holds (what the quantizer did)."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False).graph
+    kinds = ("MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear", "MatMul")
+    counts = {kind: sum(node.op_type == kind for node in graph.node) for kind in kinds}
+    return {kind: count for kind, count in counts.items() if count}
+
+
+def _export_fp32(model_dir: Path, out_dir: Path) -> dict:
     from optimum.exporters.onnx import main_export
 
     for name in ("optimum", "transformers"):

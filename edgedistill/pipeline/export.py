@@ -15,22 +15,22 @@ from edgedistill.artifacts import Artifact, record_files
 OUTPUTS = ("onnx", "gguf")
 
 
-def _export_onnx(student_dir: Path, root: Path, quantization: str) -> tuple[str, dict]:
+def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg) -> tuple[str, dict]:
     from edgedistill.exporters.onnx import export_onnx
 
     rel = f"onnx/{quantization}"
-    return rel, export_onnx(student_dir, root / rel, quantization)
+    return rel, export_onnx(student_dir, root / rel, quantization, export_cfg.onnx_block_size)
 
 
-def _export_gguf(student_dir: Path, root: Path, quantization: str) -> tuple[str, dict]:
+def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg) -> tuple[str, dict]:
     from edgedistill.exporters.gguf import export_gguf
 
     rel = f"gguf/student-{quantization}.gguf"
     return rel, export_gguf(student_dir, root / rel, quantization)
 
 
-# format -> exporter(student_dir, build_root, quantization) -> (relative path, facts)
-EXPORTERS: dict[str, Callable[[Path, Path, str], tuple[str, dict]]] = {"onnx": _export_onnx, "gguf": _export_gguf}
+# format -> exporter(student_dir, build_root, quantization, ExportConfig) -> (relative path, facts)
+EXPORTERS: dict[str, Callable[[Path, Path, str, object], tuple[str, dict]]] = {"onnx": _export_onnx, "gguf": _export_gguf}
 
 
 def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
@@ -38,7 +38,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     exports = []
     for fmt, exporter in EXPORTERS.items():
         for quantization in getattr(cfg["export"], fmt):
-            rel, facts = exporter(inp.model_dir, out_dir, quantization)
+            rel, facts = exporter(inp.model_dir, out_dir, quantization, cfg["export"])
             exports.append({"name": f"{fmt}-{quantization}", "format": fmt, "quantization": quantization, "path": rel, "facts": facts})
     present = [name for name in OUTPUTS if (out_dir / name).exists()]
     return Artifact("export", out_dir, record_files(out_dir, present), {"exports": exports}, {}, inp)
