@@ -35,9 +35,12 @@ class Quantization:
     row_multiple: int = 32  # every 2-D weight row (input channels) must be a multiple of this
 
 
-# Quantized thresholds were set on trained models (the docs-assistant student and teacher;
-# random weights give flat logits that make them meaningless), with margin over the
-# measured values quoted in the README's export table.
+# Quantized thresholds were set on trained models (the docs-assistant student and teacher,
+# and tiny 64-wide Llama/Mistral/Qwen2/pruned models trained 300 steps; random weights
+# give flat logits that make them meaningless), with margin over the measured values in
+# the README's export table. 4-bit formats on 64-wide models flip up to 18% of argmaxes
+# among near-ties while their mean KL stays below 0.04: for them the KL bound is the
+# sharp check (a broken export, e.g. a wrong Q/K permutation, gives KL > 1).
 LOSSLESS_FP32 = ParityThresholds(max_abs_logit=1e-3, max_mean_kl=1e-6, min_top1=1.0, greedy_must_match=True)
 
 ONNX_QUANTIZATIONS: dict[str, Quantization] = {
@@ -52,7 +55,7 @@ ONNX_QUANTIZATIONS: dict[str, Quantization] = {
     ),
     "int4": Quantization(
         "int4", "weight-only int4 MatMulNBits, symmetric blocks of export.onnx_block_size, fp32 activations",
-        ParityThresholds(max_abs_logit=None, max_mean_kl=5e-2, min_top1=0.90, greedy_must_match=False),
+        ParityThresholds(max_abs_logit=None, max_mean_kl=5e-2, min_top1=0.80, greedy_must_match=False),
     ),
 }
 
@@ -68,7 +71,7 @@ GGUF_QUANTIZATIONS: dict[str, Quantization] = {
     ),
     "q4_0": Quantization(
         "q4_0", "4-bit blocks of 32 with an fp16 scale",
-        ParityThresholds(max_abs_logit=None, max_mean_kl=2e-1, min_top1=0.85, greedy_must_match=False), "Q4_0",
+        ParityThresholds(max_abs_logit=None, max_mean_kl=1e-1, min_top1=0.78, greedy_must_match=False), "Q4_0",
     ),
     # k-quants (super-blocks of 256): written by llama.cpp's own quantizer from an f32 GGUF
     "q6_k": Quantization(
