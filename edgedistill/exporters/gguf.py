@@ -121,6 +121,20 @@ class StudentGGUFWriter:
                 add(self.config[key])
         w.add_add_bos_token(False)  # the HF tokenizer adds no BOS either: same ids everywhere
         w.add_add_eos_token(False)
+        template = self._chat_template()
+        if template:
+            w.add_chat_template(template)
+
+    def _chat_template(self) -> str | None:
+        """The tokenizer's chat template (tokenizer_config.json or chat_template.jinja), if any."""
+        jinja = self.model_dir / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        config_path = self.model_dir / "tokenizer_config.json"
+        if config_path.is_file():
+            template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
+            return template if isinstance(template, str) else None
+        return None
 
     def add_tensors(self) -> None:
         from safetensors import safe_open

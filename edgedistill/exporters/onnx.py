@@ -23,7 +23,8 @@ from pathlib import Path
 from edgedistill.errors import UserError
 from edgedistill.exporters.formats import ONNX_QUANTIZATIONS
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                    "chat_template.jinja")
 
 
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger models keep weights beside the graph

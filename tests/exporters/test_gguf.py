@@ -122,3 +122,22 @@ def test_a_pruned_model_exports_and_matches_in_llama_cpp_and_onnxruntime(fixture
     for path, fmt in ((tmp_path / "student.gguf", "gguf"), (tmp_path / "onnx", "onnx")):
         result = check_artifact(student, tokenizer, path, fmt, "f32" if fmt == "gguf" else "fp32", cfg)
         assert result["device_ready"], (fmt, result["failures"])
+
+
+def test_the_chat_template_travels_into_the_gguf(tiny_llama_dir, tmp_path):
+    import shutil
+
+    import gguf
+
+    from edgedistill.pipeline.data import CHATML_TEMPLATE
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    export_gguf(model_dir, tmp_path / "chat.gguf", "f16")
+    field = gguf.GGUFReader(tmp_path / "chat.gguf").fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == CHATML_TEMPLATE
+    export_gguf(tiny_llama_dir, tmp_path / "plain.gguf", "f16")
+    assert "tokenizer.chat_template" not in gguf.GGUFReader(tmp_path / "plain.gguf").fields
