@@ -93,29 +93,65 @@ class StudentGGUFWriter:
         w.add_string("edgedistill.quantization", self.label)
 
     def add_tokenizer(self) -> None:
-        """Byte-level BPE metadata; llama.cpp calls the GPT-2 regex pre-tokenizer ``gpt-2``."""
-        import gguf
-
+        """Tokenizer metadata by kind (``TOKENIZER_KINDS``): byte-level BPE as llama.cpp's
+        ``gpt2`` model with the ``gpt-2`` pre-tokenizer, or SentencePiece-style BPE with
+        byte fallback (Llama/Mistral ``tokenizer.json``) as its ``llama`` model with scores."""
         self._advance("metadata", "tokenizer")
         data = json.loads((self.model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-        model, pre = data["model"], data.get("pre_tokenizer") or {}
-        if model.get("type") != "BPE" or pre.get("type") != "ByteLevel":
-            raise UserError("GGUF export supports byte-level BPE tokenizers (GPT-2 style) only for now")
+        kind = tokenizer_kind(data)
+        if kind is None:
+            raise UserError("GGUF export supports byte-level BPE (GPT-2 style) and SentencePiece-style BPE with byte "
+                            f"fallback (Llama style) tokenizers; {self.model_dir / 'tokenizer.json'} is neither")
+        TOKENIZER_KINDS[kind](self, data)
+        self._add_special_ids()
+
+    def _vocab_table(self, data: dict, normal_score) -> tuple[list[str], list[float], list]:
+        """Tokens, scores and types for every id up to vocab_size (padding rows UNUSED)."""
+        import gguf
+
         size = self.config["vocab_size"]
-        tokens = [f"[PAD{i}]" for i in range(size)]
+        tokens, scores = [f"[PAD{i}]" for i in range(size)], [0.0] * size
         types = [gguf.TokenType.UNUSED] * size
-        for token, index in model["vocab"].items():
-            tokens[index], types[index] = token, gguf.TokenType.NORMAL
+        for token, index in data["model"]["vocab"].items():
+            tokens[index], types[index], scores[index] = token, gguf.TokenType.NORMAL, normal_score(index)
         for added in data.get("added_tokens", []):
             tokens[added["id"]] = added["content"]
             types[added["id"]] = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
-        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        return tokens, scores, types
+
+    def _add_gpt2_bpe(self, data: dict) -> None:
+        tokens, _, types = self._vocab_table(data, lambda index: 0.0)
+        merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
         w = self.writer
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("gpt-2")
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
+
+    def _add_sentencepiece_bpe(self, data: dict) -> None:
+        """llama.cpp's SPM tokenizer merges the adjacent pair whose merged piece scores
+        highest; BPE merge order is vocabulary order here, so score = -id reproduces it.
+        Byte-fallback pieces ``<0xNN>`` are typed BYTE."""
+        import gguf
+
+        tokens, scores, types = self._vocab_table(data, lambda index: -float(index))
+        for index, token in enumerate(tokens):
+            if len(token) == 6 and token.startswith("<0x") and token.endswith(">") and types[index] != gguf.TokenType.UNUSED:
+                types[index] = gguf.TokenType.BYTE
+        w = self.writer
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_add_space_prefix(True)
+        unk = data["model"].get("unk_token")
+        if unk in data["model"]["vocab"]:
+            w.add_unk_token_id(data["model"]["vocab"][unk])
+
+    def _add_special_ids(self) -> None:
+        w = self.writer
         for key, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id)):
             if isinstance(self.config.get(key), int):
                 add(self.config[key])
@@ -181,6 +217,21 @@ class StudentGGUFWriter:
         self.writer.write_tensors_to_file()
         self.writer.close()
         return {"gguf_arch": self.spec.gguf_arch, "tensor_types": dict(sorted(self.tensor_types.items()))}
+
+
+def tokenizer_kind(data: dict) -> str | None:
+    """``gpt2`` (byte-level BPE), ``llama`` (SentencePiece-style BPE with byte fallback and
+    the metaspace ▁), or None for kinds we cannot describe to llama.cpp."""
+    model, pre, normalizer = data.get("model") or {}, data.get("pre_tokenizer") or {}, data.get("normalizer") or {}
+    if model.get("type") != "BPE":
+        return None
+    if pre.get("type") == "ByteLevel":
+        return "gpt2"
+    metaspace = pre.get("type") == "Metaspace" or "▁" in json.dumps(normalizer, ensure_ascii=False)
+    return "llama" if model.get("byte_fallback") and metaspace else None
+
+
+TOKENIZER_KINDS = {"gpt2": StudentGGUFWriter._add_gpt2_bpe, "llama": StudentGGUFWriter._add_sentencepiece_bpe}
 
 
 def export_gguf(model_dir: Path, out_path: Path, quantization: str) -> dict:

@@ -141,3 +141,60 @@ def test_the_chat_template_travels_into_the_gguf(tiny_llama_dir, tmp_path):
     assert bytes(field.parts[field.data[0]]).decode() == CHATML_TEMPLATE
     export_gguf(tiny_llama_dir, tmp_path / "plain.gguf", "f16")
     assert "tokenizer.chat_template" not in gguf.GGUFReader(tmp_path / "plain.gguf").fields
+
+
+def _sentencepiece_style_llama(out_dir, vocab_size: int = 800):
+    """A Llama whose tokenizer.json is SentencePiece-style BPE: metaspace ▁, byte fallback
+    pieces <0x00>..<0xFF>, <unk>/<s>/</s> (the layout of Llama-2 / Mistral HF tokenizers)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from edgedistill.demo.tiny import TINY_CORPUS
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokenizer.train_from_iterator([TINY_CORPUS.read_text()], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                                 show_progress=False))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                 model_input_names=["input_ids", "attention_mask"])
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
+                         eos_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    hf.save_pretrained(out_dir)
+    return out_dir
+
+
+def test_a_sentencepiece_style_tokenizer_is_written_as_llama_cpp_spm_with_scores(tmp_path):
+    from edgedistill.config import VerifyConfig
+    from edgedistill.exporters.verify import check_artifact
+
+    model_dir = _sentencepiece_style_llama(tmp_path / "spm")
+    export_gguf(model_dir, tmp_path / "spm.gguf", "f32")
+    reader = GGUFReader(tmp_path / "spm.gguf")
+    model_field = reader.fields["tokenizer.ggml.model"]
+    assert bytes(model_field.parts[model_field.data[0]]).decode() == "llama"
+    assert "tokenizer.ggml.scores" in reader.fields and "tokenizer.ggml.merges" not in reader.fields
+
+    tokenizer, runtime_model = load_tokenizer(model_dir), load(tmp_path / "spm.gguf")
+    for text in TOKENIZER_TEXTS + ("Hello\n\nworld", "a  b   c", "naïve café 東京"):
+        assert runtime_model.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
+    result = check_artifact(load_model(model_dir), tokenizer, tmp_path / "spm.gguf", "gguf", "f32", VerifyConfig())
+    assert result["device_ready"] and result["greedy_match"], result["failures"]
+
+
+def test_a_tokenizer_llama_cpp_cannot_describe_is_a_user_error(tiny_llama_dir, tmp_path):
+    import json
+    import shutil
+
+    model_dir = tmp_path / "wordpiece"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    data = json.loads((model_dir / "tokenizer.json").read_text())
+    data["model"]["type"] = "WordPiece"
+    (model_dir / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="supports byte-level BPE .* and SentencePiece-style BPE with byte fallback"):
+        export_gguf(model_dir, tmp_path / "w.gguf", "f16")
