@@ -73,8 +73,11 @@ class StudentGGUFWriter:
 
         self._advance("new", "metadata")
         cfg, w = self.config, self.writer
-        if cfg.get("rope_scaling"):
-            raise UserError(f"GGUF export of rope_scaling {cfg['rope_scaling']} is not supported yet; use a model without rope_scaling")
+        scaling = cfg.get("rope_scaling") or {}
+        scaling_type = scaling.get("rope_type", scaling.get("type"))
+        if scaling and scaling_type != "linear":
+            raise UserError(f"GGUF export supports linear rope_scaling only, not {scaling}; use a model without it or with "
+                            "{'rope_type': 'linear', 'factor': F}")
         w.add_name(self.model_dir.name)
         w.add_context_length(cfg["max_position_embeddings"])
         w.add_embedding_length(cfg["hidden_size"])
@@ -86,6 +89,9 @@ class StudentGGUFWriter:
         w.add_value_length(self.head_dim)
         w.add_rope_dimension_count(self.head_dim)
         w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        if scaling:  # positions divided by the factor, as HF's linear scaling does
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(scaling["factor"]))
         w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
         w.add_vocab_size(cfg["vocab_size"])
         w.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[self.qtype.name]))

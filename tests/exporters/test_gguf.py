@@ -198,3 +198,28 @@ def test_a_tokenizer_llama_cpp_cannot_describe_is_a_user_error(tiny_llama_dir, t
     (model_dir / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match="supports byte-level BPE .* and SentencePiece-style BPE with byte fallback"):
         export_gguf(model_dir, tmp_path / "w.gguf", "f16")
+
+
+def test_linear_rope_scaling_matches_in_llama_cpp_and_other_scalings_are_refused(tiny_llama_dir, tmp_path):
+    import json
+    import shutil
+
+    from edgedistill.config import VerifyConfig
+    from edgedistill.exporters.verify import check_artifact
+
+    model_dir = tmp_path / "scaled"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "linear", "factor": 4.0}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    export_gguf(model_dir, tmp_path / "scaled.gguf", "f32")
+    fields = GGUFReader(tmp_path / "scaled.gguf").fields
+    assert float(fields["llama.rope.scaling.factor"].parts[-1][0]) == 4.0
+    result = check_artifact(load_model(model_dir), load_tokenizer(model_dir), tmp_path / "scaled.gguf", "gguf", "f32",
+                            VerifyConfig(positions=96))
+    assert result["device_ready"], result["failures"]  # a missing factor shifts every position past the first
+
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="supports linear rope_scaling only"):
+        export_gguf(model_dir, tmp_path / "yarn.gguf", "f32")
