@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgedistill.errors import UserError
@@ -30,21 +31,39 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger models keep weights beside the graph
 
 
-def _int8_dynamic(source: Path, target: Path, block_size: int) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+@contextmanager
+def _root_logging_kept():
+    """onnxruntime's quantizer modules call logging.basicConfig(level=INFO) on import and
+    log through the root logger; keep the process's logging as it was (quiet)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)
+    for name in ("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # they set INFO/DEBUG on themselves
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
-    quantize_dynamic(source, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
-                     use_external_data_format=_large(source))
+
+def _int8_dynamic(source: Path, target: Path, block_size: int) -> None:
+    with _root_logging_kept():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(source, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         use_external_data_format=_large(source))
 
 
 def _nbits(bits: int):
     def quantize(source: Path, target: Path, block_size: int) -> None:
-        import onnx
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        with _root_logging_kept():
+            import onnx
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=bits, block_size=block_size, is_symmetric=True)
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
+            quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=bits, block_size=block_size, is_symmetric=True)
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
 
     return quantize
 
