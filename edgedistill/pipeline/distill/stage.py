@@ -30,13 +30,6 @@ def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, s
     return min(teacher_rows, student_rows)
 
 
-def kd_settings(distill_cfg):
-    from edgedistill.pipeline.distill.fused import KDSettings
-
-    return KDSettings(alpha=distill_cfg.alpha, temperature=distill_cfg.temperature, objective=distill_cfg.objective,
-                      beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha, scale_by_t2=distill_cfg.scale_by_t2)
-
-
 def train(student, teacher, windows, distill_cfg, seed: int, vocab_size: int | None = None) -> list[dict]:
     """Distill ``student`` from ``teacher`` on (N, L) token ``windows`` (every token a target)
     in place, in this process; returns one log row per step. The build stage uses

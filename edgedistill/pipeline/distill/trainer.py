@@ -43,6 +43,14 @@ def batch_indices(step: int, windows: int, batch_size: int, seed: int) -> torch.
     return order[position * batch_size: (position + 1) * batch_size]
 
 
+def kd_settings(distill_cfg):
+    """The recipe's loss definition as the fused path's :class:`KDSettings`."""
+    from edgedistill.pipeline.distill.fused import KDSettings
+
+    return KDSettings(alpha=distill_cfg.alpha, temperature=distill_cfg.temperature, objective=distill_cfg.objective,
+                      beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha, scale_by_t2=distill_cfg.scale_by_t2)
+
+
 def learning_rate_at(step: int, distill_cfg) -> float:
     """Linear warmup over ``warmup_steps``, then constant or cosine decay to 10% at ``steps``."""
     peak = distill_cfg.learning_rate
@@ -100,8 +108,6 @@ class Trainer:
                  vocab_size: int | None = None, state_dir: Path | None = None, checkpoint_every: int = 0,
                  keep_checkpoints: int = 2, log_path: Path | None = None, loss_impl: str = "fused", accelerator=None):
         from accelerate import Accelerator
-
-        from edgedistill.pipeline.distill.stage import kd_settings
 
         if (teacher is None) == (cache is None):
             raise ValueError("give exactly one of teacher and cache")
