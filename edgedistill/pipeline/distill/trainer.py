@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -92,7 +92,6 @@ class TrainResult:
     log: list[dict]  # one row per optimizer step; eval rows carry "val_*" keys
     resumed_from: int = 0  # step of the checkpoint the run continued from (0 = fresh)
     stopped_early: bool = False
-    evals: list[dict] = field(default_factory=list)
 
 
 class Trainer:
@@ -303,7 +302,6 @@ class Trainer:
                 last = step + 1 == cfg.steps
                 if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
                     row.update(self.evaluate())
-                    result.evals.append(row)
                     if cfg.stop_at_retention and row["val_retention_top1"] >= cfg.stop_at_retention:
                         result.stopped_early = not last
                         last = True
@@ -312,11 +310,11 @@ class Trainer:
                 advance(row)
                 if last:
                     break
-                if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0 and self.acc.is_main_process:
-                    save_checkpoint(self.state_dir, step + 1, self.student, self.body_module.feature_loss,
-                                    self.optimizer, self.scheduler, result.log, self.keep)
-                if self.checkpoint_every:
-                    self.acc.wait_for_everyone()
+                if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0:
+                    if self.acc.is_main_process:
+                        save_checkpoint(self.state_dir, step + 1, self.student, self.body_module.feature_loss,
+                                        self.optimizer, self.scheduler, result.log, self.keep)
+                    self.acc.wait_for_everyone()  # no process runs ahead of a checkpoint being written
         self.student.eval()
         return result
 
