@@ -147,13 +147,7 @@ def data_files(spec: str, key: str = "data.path") -> list[Path]:
 def token_stream(docs: list[str], tokenizer, max_tokens: int = 0) -> list[int]:
     """Documents tokenized without BOS and joined by EOS (the layout every stage trains on),
     cut at ``max_tokens`` (0 = all; later documents are then not tokenized at all)."""
-    stream: list[int] = []
-    for text in docs:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        stream.append(tokenizer.eos_token_id)
-        if max_tokens and len(stream) >= max_tokens:
-            return stream[:max_tokens]
-    return stream
+    return example_stream([{"text": text} for text in docs], tokenizer, max_tokens)[0]
 
 
 def windows(stream: list[int] | list[bool], seq_len: int, limit: int | None = None):
