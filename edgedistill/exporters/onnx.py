@@ -76,24 +76,30 @@ def _large(model_path: Path) -> bool:
     return sum(f.stat().st_size for f in model_path.parent.iterdir() if f.is_file()) > EXTERNAL_DATA_BYTES
 
 
-def export_onnx(model_dir: Path, out_dir: Path, quantization: str, block_size: int = 32) -> dict:
-    """Export ``model_dir`` into ``out_dir``; returns facts for the manifest."""
+def export_onnx(model_dir: Path, out_dir: Path, quantization: str, block_size: int = 32,
+                fp32_source: Path | None = None) -> dict:
+    """Export ``model_dir`` into ``out_dir``; returns facts for the manifest.
+
+    ``fp32_source``: an fp32 export of the same model already on disk (the build's
+    ``onnx/fp32``), quantized instead of exporting the model again."""
     if quantization not in ONNX_QUANTIZATIONS:
         raise UserError(f"unknown ONNX quantization '{quantization}'; supported: {', '.join(ONNX_QUANTIZATIONS)}")
     if quantization == "fp32":
         return _export_fp32(model_dir, out_dir)
-    fp32_dir = out_dir.with_name(f".{out_dir.name}-fp32")
-    shutil.rmtree(fp32_dir, ignore_errors=True)
+    fp32_dir = fp32_source if fp32_source is not None else out_dir.with_name(f".{out_dir.name}-fp32")
     try:
-        facts = _export_fp32(model_dir, fp32_dir)
+        if fp32_source is None:
+            shutil.rmtree(fp32_dir, ignore_errors=True)
+            _export_fp32(model_dir, fp32_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ONNX_QUANTIZERS[quantization](fp32_dir / "model.onnx", out_dir / "model.onnx", block_size)
         for file in fp32_dir.iterdir():  # config, tokenizer and generation config beside the graph
             if file.is_file() and not file.name.startswith("model.onnx"):
                 shutil.copy2(file, out_dir / file.name)
     finally:
-        shutil.rmtree(fp32_dir, ignore_errors=True)
-    return {**facts, "opset": _opset(out_dir / "model.onnx"), "block_size": block_size if "nbits" in quantization or
+        if fp32_source is None:
+            shutil.rmtree(fp32_dir, ignore_errors=True)
+    return {"opset": _opset(out_dir / "model.onnx"), "block_size": block_size if "nbits" in quantization or
             quantization == "int4" else None, "quantized_ops": _op_counts(out_dir / "model.onnx")}
 
 

@@ -19,7 +19,9 @@ def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg) -
     from edgedistill.exporters.onnx import export_onnx
 
     rel = f"onnx/{quantization}"
-    return rel, export_onnx(student_dir, root / rel, quantization, export_cfg.onnx_block_size)
+    fp32 = root / "onnx" / "fp32"  # already exported in this stage when the recipe lists fp32 first
+    return rel, export_onnx(student_dir, root / rel, quantization, export_cfg.onnx_block_size,
+                            fp32_source=fp32 if (fp32 / "model.onnx").is_file() else None)
 
 
 def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg) -> tuple[str, dict]:

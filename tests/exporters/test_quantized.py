@@ -95,3 +95,15 @@ def test_the_cli_exits_2_for_an_impossible_quant_type(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "multiple of 256" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "gguf").exists()
+
+
+def test_quantizing_an_existing_fp32_export_equals_exporting_from_scratch(tiny_llama_dir, tmp_path):
+    from edgedistill.exporters.onnx import export_onnx
+
+    export_onnx(tiny_llama_dir, tmp_path / "fp32", "fp32")
+    fp32_files = sorted(p.name for p in (tmp_path / "fp32").iterdir())
+    reused = export_onnx(tiny_llama_dir, tmp_path / "from-fp32", "int4", fp32_source=tmp_path / "fp32")
+    fresh = export_onnx(tiny_llama_dir, tmp_path / "fresh", "int4")
+    assert reused == fresh
+    assert (tmp_path / "from-fp32" / "model.onnx").read_bytes() == (tmp_path / "fresh" / "model.onnx").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "fp32").iterdir()) == fp32_files  # the source is left as it was
