@@ -85,6 +85,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     seconds = time.perf_counter() - started
     steps_run = len(result.log) - result.resumed_from
     tokens = steps_run * distill_cfg.batch_size * (train_windows.ids.shape[1] - 1)
+    quality = trainer.heldout_metrics(autocast=False)  # every held-out window, in fp32
     student = trainer.student.cpu()
     metrics = {
         "student_params": count_parameters(student),
@@ -94,7 +95,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         "distill_processes": trainer.acc.num_processes,
         "distill_stopped_early": int(result.stopped_early),
         **({"distill_final_loss": result.log[-1]["loss"]} if result.log else {}),
-        **final_quality(student, teacher, cache, train_windows, heldout, vocab_size),
+        **quality,
     }
     if cache is not None:
         metrics["teacher_cache_bytes_per_token"] = cache.bytes_per_token
@@ -142,19 +143,6 @@ def ensure_teacher_cache(teacher_artifact: Artifact, train_windows, heldout, dis
                                                                flush=True))
         del teacher
     return TeacherCache(folder, fingerprint)
-
-
-def final_quality(student, teacher, cache, train_windows, heldout, vocab_size: int) -> dict:
-    """Held-out metrics of the trained student against the teacher it was trained on."""
-    import torch
-
-    from edgedistill.pipeline.evaluate import compare_on_heldout, compare_with_topk_cache
-
-    if cache is None:
-        return compare_on_heldout(student, teacher.cpu(), heldout.ids, targets=heldout.targets, vocab_size=vocab_size)
-    top_ids, top_logprobs = cache.rows(torch.arange(len(heldout)) + len(train_windows))
-    return compare_with_topk_cache(student, heldout.ids, top_ids, top_logprobs, targets=heldout.targets,
-                                   vocab_size=vocab_size, temperature=cache.temperature)
 
 
 def kd_term(distill_cfg) -> str:

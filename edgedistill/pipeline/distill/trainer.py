@@ -248,27 +248,32 @@ class Trainer:
 
     # --- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
+    def heldout_metrics(self, limit: int | None = None, autocast: bool = True) -> dict:
+        """:func:`compare_on_heldout` (online teacher) or :func:`compare_with_topk_cache`
+        (cache) over the first ``limit`` held-out windows (all when None), target tokens only;
+        ``autocast``: in the training precision, else in the weights' dtype."""
+        from edgedistill.pipeline.evaluate import compare_on_heldout, compare_with_topk_cache
+
+        heldout = self.heldout[:limit] if limit else self.heldout
+        training = self.student.training
+        self.student.eval()
+        try:
+            with torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=autocast and self.bf16):
+                if self.cache is not None:
+                    window_ids = torch.arange(len(heldout)) + len(self.train)
+                    return compare_with_topk_cache(self.student, heldout.ids.to(self.acc.device), *self.cache.rows(window_ids),
+                                                   targets=heldout.targets, vocab_size=self.vocab_size,
+                                                   temperature=self.cache.temperature)
+                return compare_on_heldout(self.student, self.teacher, heldout.ids.to(self.acc.device),
+                                          targets=heldout.targets, vocab_size=self.vocab_size)
+        finally:
+            self.student.train(training)
+
     def evaluate(self) -> dict:
         """Held-out metrics (first ``eval_windows`` held-out windows; target tokens only):
         ``val_loss`` (student CE), ``val_ppl``, ``val_top1``, teacher top-1, agreement, KL
         to the teacher and ``val_retention_top1`` = student top-1 / teacher top-1."""
-        from edgedistill.pipeline.evaluate import compare_on_heldout, compare_with_topk_cache
-
-        limit = self.cfg.eval_windows or len(self.heldout)
-        heldout = self.heldout[:limit]
-        self.student.eval()
-        try:
-            with self._autocast():
-                if self.cache is not None:
-                    window_ids = torch.arange(len(heldout)) + len(self.train)
-                    metrics = compare_with_topk_cache(self.student, heldout.ids.to(self.acc.device), *self.cache.rows(window_ids),
-                                                      targets=heldout.targets, vocab_size=self.vocab_size,
-                                                      temperature=self.cache.temperature)
-                else:
-                    metrics = compare_on_heldout(self.student, self.teacher, heldout.ids.to(self.acc.device),
-                                                 targets=heldout.targets, vocab_size=self.vocab_size)
-        finally:
-            self.student.train()
+        metrics = self.heldout_metrics(self.cfg.eval_windows or None)
         row = {"val_loss": math.log(metrics["student_val_ppl"]), "val_ppl": metrics["student_val_ppl"],
                "val_top1": metrics["student_val_top1"], "val_teacher_top1": metrics["teacher_val_top1"],
                "val_agreement": metrics["student_teacher_val_top1_agreement"]}
