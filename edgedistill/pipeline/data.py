@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from edgedistill.errors import UserError
+from edgedistill.runtime.chat import CHAT_TEMPLATES, CHATML_TEMPLATE  # noqa: F401 (CHATML_TEMPLATE: for callers)
 
 if TYPE_CHECKING:
     import torch
@@ -42,11 +43,6 @@ def _files_in(folder: Path) -> list[Path]:
 
 # Row formats (JSONL rows and HF dataset rows alike); text files are "text" rows.
 ROW_FORMATS = ("text", "prompt/response", "messages")
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-CHAT_TEMPLATES = {"chatml": CHATML_TEMPLATE}
 
 
 def load_rows(spec: str, key: str = "data.path", split: str = "train") -> list[dict]:

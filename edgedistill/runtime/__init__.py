@@ -10,6 +10,7 @@ import importlib
 from pathlib import Path
 
 from edgedistill.runtime.base import Completion, Model, StreamChunk, Timings
+from edgedistill.runtime.chat import CHAT_TEMPLATES, ChatTemplate
 
 # format -> "module:class"; a backend registers by adding a row.
 BACKENDS: dict[str, str] = {
@@ -34,14 +35,23 @@ def detect_format(path: str | Path) -> str:
     raise FileNotFoundError(f"{path} does not exist")
 
 
-def load(path: str | Path, backend: str | None = None, threads: int | None = None, **options) -> Model:
-    """Load a GGUF file or ONNX folder; ``backend`` overrides detection."""
+def load(path: str | Path, backend: str | None = None, threads: int | None = None,
+         chat_template: str | None = None, **options) -> Model:
+    """Load a GGUF file or ONNX folder; ``backend`` overrides detection.
+
+    ``threads``: CPU threads of the backend (default: all cores). ``chat_template``
+    replaces the artifact's own: Jinja text or a builtin name (``chatml``). ``options``
+    go to the backend (llama.cpp: ``n_ctx``, ``f32_cache``).
+    """
     name = backend or detect_format(path)
     if name not in BACKENDS:
         raise ValueError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
-    return model_class(Path(path), threads=threads, **options)
+    model = model_class(Path(path), threads=threads, **options)
+    if chat_template:
+        model.chat_template = ChatTemplate(CHAT_TEMPLATES.get(chat_template, chat_template), model.bos_token, model.eos_token)
+    return model
 
 
-__all__ = ["BACKENDS", "Completion", "Model", "StreamChunk", "Timings", "detect_format", "load"]
+__all__ = ["BACKENDS", "ChatTemplate", "Completion", "Model", "StreamChunk", "Timings", "detect_format", "load"]

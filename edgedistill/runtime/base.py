@@ -2,8 +2,9 @@
 
 A backend implements five things: ``encode``, ``decode``, ``reset``, ``_append`` (feed
 tokens after the cached ones, return the last position's logits) and ``_all_logits``
-(all positions for fixed ids, for parity checks), and sets ``context_length``. Sampling, stop strings, streaming and
-timings live here once, so both backends behave the same.
+(all positions for fixed ids, for parity checks), and sets ``context_length``,
+``vocab_size``, ``eos_token_id`` and ``chat_template``. Chat rendering, sampling, stop
+strings, streaming and timings live here once, so both backends behave the same.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from edgedistill.runtime.chat import ChatTemplate
 from edgedistill.runtime.sampling import SamplingParams, sample_token
+
+Prompt = Union[str, Sequence[int], Sequence[dict]]  # text, token ids, or chat messages
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,8 @@ class Timings:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    tokens: list[int]
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens)
+    tokens: list[int]  # generated tokens (EOS / end-of-turn token excluded)
+    finish_reason: str  # "stop" (EOS, end of turn or a stop string), "length" (max_tokens or full context), "cancelled"
     timings: Timings
 
 
@@ -63,6 +67,10 @@ class Model(ABC):
     format: str = ""
     eos_token_id: int | None = None
     context_length: int = 0  # tokens the KV cache holds (prompt + generated); set by each backend
+    vocab_size: int = 0  # logit rows; token ids of a prompt must be below it
+    chat_template: ChatTemplate | None = None  # from the artifact; None when it has none
+    bos_token: str = ""  # special-token texts a chat template may refer to
+    eos_token: str = ""
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -88,7 +96,35 @@ class Model(ABC):
             raise ValueError(f"logits need 1 to {self.context_length} tokens (the model's context), got {len(token_ids)}")
         return self._all_logits(token_ids)
 
-    def generate(self, prompt: str | Sequence[int], **kwargs) -> Completion:
+    def prompt_ids(self, prompt: Prompt) -> tuple[list[int], tuple[str, ...]]:
+        """Token ids of a prompt (text, token ids or chat messages) and the stop strings it
+        implies: a chat prompt ends its turn where the template ends an assistant message."""
+        if isinstance(prompt, str):
+            return self.encode(prompt), ()
+        items = list(prompt)
+        if items and all(isinstance(item, dict) for item in items):
+            turn_end = self.require_chat_template().turn_end()
+            return self.encode(self.render_chat(items)), (turn_end,) if turn_end else ()
+        if all(isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
+            ids = [int(item) for item in items]
+            bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+            if bad is not None:
+                raise ValueError(f"token id {bad} is outside the vocabulary (0 to {self.vocab_size - 1})")
+            return ids, ()
+        raise ValueError("prompt must be text, a list of token ids, or a list of chat messages")
+
+    def require_chat_template(self) -> ChatTemplate:
+        if self.chat_template is None:
+            raise ValueError("this model has no chat template: send plain text (a completion), "
+                             "or load it with chat_template=<Jinja text or 'chatml'>")
+        return self.chat_template
+
+    def render_chat(self, messages: Sequence[dict]) -> str:
+        """The prompt text the model's chat template makes of ``messages`` (with the
+        assistant header, ready for generation)."""
+        return self.require_chat_template().render(messages, add_generation_prompt=True)
+
+    def generate(self, prompt: Prompt, **kwargs) -> Completion:
         """Generate to completion; same arguments as :meth:`stream`."""
         for chunk in self.stream(prompt, **kwargs):
             if chunk.completion is not None:
@@ -97,7 +133,7 @@ class Model(ABC):
 
     def stream(
         self,
-        prompt: str | Sequence[int],
+        prompt: Prompt,
         max_tokens: int = 128,
         temperature: float = 0.0,
         top_k: int = 0,
@@ -106,17 +142,23 @@ class Model(ABC):
         stop: Sequence[str] = (),
         seed: int | None = None,
         ignore_eos: bool = False,
+        cancel: Callable[[], bool] | None = None,
     ) -> Iterator[StreamChunk]:
         """Yield a chunk per generated token; the last chunk carries the Completion.
 
-        ``prompt`` is text or token ids. Greedy when ``temperature == 0``. Generation ends
-        at EOS (unless ``ignore_eos``), at a stop string (excluded from the text), after
-        ``max_tokens``, or when the context is full (both ``"length"``).
+        ``prompt`` is text, token ids, or chat messages (rendered with the artifact's chat
+        template; the template's end-of-turn text then stops generation too). Greedy when
+        ``temperature == 0``. Generation ends at EOS (unless ``ignore_eos``), at a stop
+        string (excluded from the text), after ``max_tokens`` or when the context is full
+        (both ``"length"``), or when ``cancel()`` turns true between tokens
+        (``"cancelled"``).
         """
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        prompt_ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        prompt_ids, implied_stops = self.prompt_ids(prompt)
+        stops = tuple(s for s in (*stop, *implied_stops) if s)
+        stop_ids = {t for t in (self.eos_token_id, *map(self._single_token, implied_stops)) if t is not None}
         if not prompt_ids:
             raise ValueError("prompt is empty: give at least one token")
         if len(prompt_ids) >= self.context_length:
@@ -126,27 +168,67 @@ class Model(ABC):
         self.reset()
         logits = self._append(prompt_ids)
         generated: list[int] = []
+        assembler = _TextAssembler(self.decode)
         text, emitted, finish, first_at, steps = "", 0, "length", 0.0, 0
         while True:
             token = sample_token(logits, prompt_ids + generated, params, rng)
             first_at = first_at or time.perf_counter()
-            if token == self.eos_token_id and not ignore_eos:
+            if token in stop_ids and not ignore_eos:
                 finish = "stop"
                 break
             generated.append(token)
-            text = self.decode(generated)
-            cut = _first_stop(text, stop)
+            assembler.push(token)
+            text = assembler.text
+            cut = _first_stop(text, stops)
             if cut is not None:
                 text, finish = text[:cut], "stop"
-            ready = len(text) if finish == "stop" else _printable_length(text, stop)
+            ready = len(text) if finish == "stop" else _printable_length(text, stops)
             yield StreamChunk(token, text[emitted:ready])
             emitted = max(emitted, ready)
             if finish == "stop" or len(generated) >= max_tokens or len(prompt_ids) + len(generated) >= self.context_length:
                 break  # "length": max_tokens reached or the context is full
+            if cancel is not None and cancel():
+                finish = "cancelled"
+                break
             logits = self._append([token])
             steps += 1
+        if finish != "stop":
+            text = assembler.final()  # with any held-back stop prefix or unfinished character
         timings = Timings(len(prompt_ids), first_at - started, steps, time.perf_counter() - first_at)
         yield StreamChunk(None, text[emitted:], Completion(text, generated, finish, timings))
+
+    def _single_token(self, text: str) -> int | None:
+        ids = self.encode(text)
+        return ids[0] if len(ids) == 1 else None
+
+
+class _TextAssembler:
+    """Incremental detokenization. Each new token decodes a short window that starts a
+    few tokens back (prefix/read offsets, as in vLLM): O(1) work per token instead of
+    re-decoding the whole output, and the window keeps a preceding token, so tokenizers
+    that treat the first token specially (a SentencePiece leading space) agree with a
+    whole-sequence decode. Text stops growing while the window ends mid-character."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]):
+        self.decode = decode
+        self.tokens: list[int] = []
+        self.prefix = self.read = 0
+        self.text = ""
+
+    def push(self, token: int) -> None:
+        self.tokens.append(token)
+        before, after = self._window()
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self.prefix, self.read = self.read, len(self.tokens)
+
+    def final(self) -> str:
+        """All text, an unfinished character included (as U+FFFD)."""
+        before, after = self._window()
+        return self.text + after[len(before):]
+
+    def _window(self) -> tuple[str, str]:
+        return self.decode(self.tokens[self.prefix: self.read]), self.decode(self.tokens[self.prefix:])
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -155,8 +237,8 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
 
 
 def _printable_length(text: str, stops: Sequence[str]) -> int:
-    """Length of ``text`` safe to emit: no half-decoded character, no possible stop prefix."""
-    end = len(text.rstrip("\ufffd"))
+    """Length of ``text`` safe to emit: no possible stop-string prefix at its end."""
+    end = len(text)
     hold = 0
     for stop in stops:
         for size in range(min(len(stop) - 1, end), 0, -1):

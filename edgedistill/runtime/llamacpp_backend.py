@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
+from edgedistill.runtime.chat import ChatTemplate
 from edgedistill.runtime.gguf_metadata import read_gguf_metadata
 
 F32_CACHE = 0  # ggml type id of f32: an f16 KV cache alone limits f32 parity to ~1e-2
@@ -39,9 +40,16 @@ class LlamaCppModel(Model):
             model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), logits_all=False,
             verbose=False, **cache_type,
         )
-        self.n_vocab = self.llm.n_vocab()
+        self.n_vocab = self.vocab_size = self.llm.n_vocab()
         self.eos_token_id = self.llm.token_eos()
         self.context_length = self.llm.n_ctx()
+        self.bos_token, self.eos_token = self._token_text(self.llm.token_bos()), self._token_text(self.eos_token_id)
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if template:
+            self.chat_template = ChatTemplate(template, self.bos_token, self.eos_token)
+
+    def _token_text(self, token: int) -> str:
+        return self.llm._model.token_get_text(token) if token >= 0 else ""
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)

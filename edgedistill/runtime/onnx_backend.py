@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
+from edgedistill.runtime.chat import template_from_tokenizer_config, token_text
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -33,6 +34,12 @@ class OnnxModel(Model):
         self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         self.eos_token_id = _first_id(_generation_eos(path) or config.get("eos_token_id"))
         self.context_length = config["max_position_embeddings"]
+        self.vocab_size = config["vocab_size"]
+        tokenizer_config = _json_or_empty(path / "tokenizer_config.json")
+        self.bos_token, self.eos_token = token_text(tokenizer_config.get("bos_token")), token_text(tokenizer_config.get("eos_token"))
+        jinja_file = path / "chat_template.jinja"
+        self.chat_template = template_from_tokenizer_config(
+            tokenizer_config, jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -77,6 +84,10 @@ class OnnxModel(Model):
     def _all_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         return self._run(token_ids).astype(np.float32)
+
+
+def _json_or_empty(file: Path) -> dict:
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
 
 
 def _generation_eos(path: Path):

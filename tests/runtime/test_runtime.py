@@ -125,3 +125,22 @@ def test_generation_stops_at_a_full_context(artifacts, backend):
         model.generate(ids(512), max_tokens=1)
     with pytest.raises(ValueError, match="logits need 1 to 512 tokens"):
         model.logits(ids(513))
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+def test_streamed_text_equals_a_whole_decode_for_a_sentencepiece_tokenizer(fmt, tmp_path):
+    """Incremental detokenization over byte-fallback pieces and metaspace: sampled text at
+    temperature 1.5 hits split characters and leading spaces."""
+    from tests.exporters.test_gguf import _sentencepiece_style_llama
+
+    model_dir = _sentencepiece_style_llama(tmp_path / "spm")
+    path = tmp_path / "spm.gguf" if fmt == "gguf" else tmp_path / "onnx"
+    export_gguf(model_dir, path, "f32") if fmt == "gguf" else export_onnx(model_dir, path, "fp32")
+    model = load(path)
+
+    for seed in range(4):
+        chunks = list(model.stream("naïve café", max_tokens=40, temperature=1.5, seed=seed, ignore_eos=True))
+        completion = chunks[-1].completion
+
+        assert completion.text == model.decode(completion.tokens), seed
+        assert "".join(c.text for c in chunks) == completion.text, seed

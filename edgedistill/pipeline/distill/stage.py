@@ -53,6 +53,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
     from edgedistill.pipeline.data import packed_examples
     from edgedistill.pipeline.distill.trainer import Trainer, plot_loss_curve
+    from edgedistill.runtime.chat import CHAT_TEMPLATES
 
     import torch
 
@@ -102,6 +103,8 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         metrics["teacher_cache_tail_mass"] = cache.mean_tail_mass()
 
     model_dir = out_dir / "student"
+    if cfg["data"].chat_template:  # the student answers in the format it was trained on: ship that template
+        tokenizer.chat_template = CHAT_TEMPLATES.get(cfg["data"].chat_template, cfg["data"].chat_template)
     save_model_folder(student, tokenizer, model_dir)
     (model_dir / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in result.log), encoding="utf-8")
     if result.log:
