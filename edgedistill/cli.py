@@ -1,4 +1,4 @@
-"""Command line: ``edgedistill build | recipes | verify | generate``.
+"""Command line: ``edgedistill build | cache-teacher | recipes | verify | generate | serve``.
 
 Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback),
 3 an internal error (a bug: the traceback is printed), 130 interrupted.
@@ -178,21 +178,27 @@ def verify(build_dir: Path = typer.Argument(..., help="a build folder (holds man
 @app.command()
 def generate(
     path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
-    prompt: str = typer.Argument(..., help="text to continue"),
+    prompt: str = typer.Argument(..., help="text to continue (with --chat: the user's message)"),
+    chat: bool = typer.Option(False, "--chat", help="send PROMPT as a user message through the model's chat template"),
     max_tokens: int = typer.Option(64, "--max-tokens", help="most tokens to generate"),
     temperature: float = typer.Option(0.0, help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k", help="0 = off"),
     top_p: float = typer.Option(1.0, "--top-p", help="1 = off"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off"),
+    stop: List[str] = typer.Option([], "--stop", help="end generation at this text (repeatable)"),
     seed: Optional[int] = typer.Option(None, help="sampling seed"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)"),
     stream: bool = typer.Option(False, "--stream", help="print tokens as they are decoded"),
+    timings: bool = typer.Option(False, "--timings", help="print TTFT and tokens/s to stderr"),
 ) -> int:
     """Continue PROMPT with an exported student (no torch needed)."""
     from edgedistill.runtime import load
 
-    options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   repetition_penalty=repetition_penalty, stop=stop, seed=seed)
     try:  # the runtime reports bad paths and arguments as ValueError / FileNotFoundError
-        model = load(path)
-        chunks = model.stream(prompt, **options)
+        model = load(path, threads=threads)
+        chunks = model.stream([{"role": "user", "content": prompt}] if chat else prompt, **options)
         first = next(chunks)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
@@ -200,9 +206,52 @@ def generate(
         if stream:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
-        elif chunk.completion is not None:
-            sys.stdout.write(chunk.completion.text)
-    sys.stdout.write("\n")
+        if chunk.completion is not None:
+            done = chunk.completion
+    sys.stdout.write(("" if stream else done.text) + "\n")
+    if timings:
+        t = done.timings
+        sys.stderr.write(f"{t.prompt_tokens} prompt tokens, {len(done.tokens)} generated ({done.finish_reason}); "
+                         f"TTFT {t.ttft_s * 1000:.1f} ms, prefill {t.prefill_tokens_per_s:.0f} tok/s, "
+                         f"decode {t.decode_tokens_per_s:.0f} tok/s\n")
+    return 0
+
+
+@app.command()
+def serve(
+    path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default; 0.0.0.0 exposes it)"),
+    port: int = typer.Option(8000, help="TCP port (0 = any free port; the bound one is printed)"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEDISTILL_API_KEY",
+                                          help="require 'Authorization: Bearer KEY' on /v1/*"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="id in /v1/models (default: the file or folder name)"),
+    parallel: int = typer.Option(1, min=1, help="model instances decoding at once (memory grows with each)"),
+    max_queue: int = typer.Option(64, "--max-queue", min=0, help="requests waiting for an instance; more get 429"),
+    max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="largest max_tokens a request may ask"),
+    max_prompt_tokens: int = typer.Option(0, "--max-prompt-tokens", min=0, help="longest prompt (0 = context - 1)"),
+    chat_template: Optional[str] = typer.Option(None, "--chat-template",
+                                                help="Jinja file or 'chatml', replacing the artifact's own template"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per instance (default: cores / parallel)"),
+    shutdown_grace: float = typer.Option(30.0, "--shutdown-grace", help="seconds running requests get after SIGTERM"),
+) -> int:
+    """Serve a student over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""
+    try:
+        from edgedistill.runtime.server import serve as run_server
+    except ImportError as exc:
+        raise UserError(f"the server needs the 'serve' extra ({exc.name} is missing): pip install 'edgedistill[serve]'") from None
+    template = chat_template
+    if chat_template and chat_template != "chatml":
+        if not Path(chat_template).is_file():
+            raise UserError(f"--chat-template {chat_template}: no such file (give a Jinja file or 'chatml')")
+        template = Path(chat_template).read_text(encoding="utf-8")
+    settings = dict(api_key=api_key, max_queue=max_queue, max_tokens_limit=max_tokens_limit,
+                    max_prompt_tokens=max_prompt_tokens, shutdown_grace_s=shutdown_grace)
+    if model_name:
+        settings["model_id"] = model_name
+    try:
+        run_server(str(path), host=host, port=port, parallel=parallel, threads=threads, chat_template=template, **settings)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
     return 0
 
 

@@ -12,14 +12,23 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 
 from edgedistill.runtime.chat import ChatTemplate
 from edgedistill.runtime.sampling import SamplingParams, sample_token
 
-Prompt = Union[str, Sequence[int], Sequence[dict]]  # text, token ids, or chat messages
+
+
+class PreparedPrompt(NamedTuple):
+    """A prompt as token ids, with the stop strings it implies (a chat turn's end)."""
+
+    ids: list[int]
+    stops: tuple[str, ...] = ()
+
+
+Prompt = Union[str, Sequence[int], Sequence[dict], PreparedPrompt]  # text, token ids, chat messages, or prepared
 
 
 @dataclass(frozen=True)
@@ -96,21 +105,24 @@ class Model(ABC):
             raise ValueError(f"logits need 1 to {self.context_length} tokens (the model's context), got {len(token_ids)}")
         return self._all_logits(token_ids)
 
-    def prompt_ids(self, prompt: Prompt) -> tuple[list[int], tuple[str, ...]]:
+    def prepare(self, prompt: Prompt) -> PreparedPrompt:
         """Token ids of a prompt (text, token ids or chat messages) and the stop strings it
-        implies: a chat prompt ends its turn where the template ends an assistant message."""
+        implies: a chat prompt ends its turn where the template ends an assistant message.
+        Thread-safe (tokenizer only), so a server can check lengths before queueing."""
+        if isinstance(prompt, PreparedPrompt):
+            return prompt
         if isinstance(prompt, str):
-            return self.encode(prompt), ()
+            return PreparedPrompt(self.encode(prompt))
         items = list(prompt)
         if items and all(isinstance(item, dict) for item in items):
             turn_end = self.require_chat_template().turn_end()
-            return self.encode(self.render_chat(items)), (turn_end,) if turn_end else ()
+            return PreparedPrompt(self.encode(self.render_chat(items)), (turn_end,) if turn_end else ())
         if all(isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
             ids = [int(item) for item in items]
             bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
             if bad is not None:
                 raise ValueError(f"token id {bad} is outside the vocabulary (0 to {self.vocab_size - 1})")
-            return ids, ()
+            return PreparedPrompt(ids)
         raise ValueError("prompt must be text, a list of token ids, or a list of chat messages")
 
     def require_chat_template(self) -> ChatTemplate:
@@ -143,6 +155,8 @@ class Model(ABC):
         seed: int | None = None,
         ignore_eos: bool = False,
         cancel: Callable[[], bool] | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> Iterator[StreamChunk]:
         """Yield a chunk per generated token; the last chunk carries the Completion.
 
@@ -153,10 +167,10 @@ class Model(ABC):
         (both ``"length"``), or when ``cancel()`` turns true between tokens
         (``"cancelled"``).
         """
-        params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
+        params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed, frequency_penalty, presence_penalty)
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        prompt_ids, implied_stops = self.prompt_ids(prompt)
+        prompt_ids, implied_stops = self.prepare(prompt)
         stops = tuple(s for s in (*stop, *implied_stops) if s)
         stop_ids = {t for t in (self.eos_token_id, *map(self._single_token, implied_stops)) if t is not None}
         if not prompt_ids:
@@ -171,7 +185,7 @@ class Model(ABC):
         assembler = _TextAssembler(self.decode)
         text, emitted, finish, first_at, steps = "", 0, "length", 0.0, 0
         while True:
-            token = sample_token(logits, prompt_ids + generated, params, rng)
+            token = sample_token(logits, prompt_ids + generated, params, rng, generated)
             first_at = first_at or time.perf_counter()
             if token in stop_ids and not ignore_eos:
                 finish = "stop"

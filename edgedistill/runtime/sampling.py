@@ -1,7 +1,9 @@
 """Token sampling shared by every backend (numpy only), so settings mean the same everywhere.
 
 Order of operations on one row of logits: repetition penalty (CTRL, Keskar et al. 2019:
-positive logits of seen tokens divided by the penalty, negative ones multiplied) ->
+positive logits of seen tokens divided by the penalty, negative ones multiplied; "seen"
+= prompt and generated tokens) -> OpenAI's frequency and presence penalties over the
+generated tokens only (``logit[j] -= count[j] * frequency + (count[j] > 0) * presence``) ->
 greedy argmax if ``temperature == 0`` -> divide by temperature -> keep the ``top_k``
 highest -> keep the smallest set whose probability reaches ``top_p`` (nucleus, Holtzman
 et al. 2020) -> draw with the request's seeded generator.
@@ -21,6 +23,8 @@ class SamplingParams:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -31,6 +35,9 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be in [-2, 2] (0 = off), got {getattr(self, name)}")
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: list[int], penalty: float) -> np.ndarray:
@@ -43,9 +50,21 @@ def apply_repetition_penalty(logits: np.ndarray, seen: list[int], penalty: float
     return logits
 
 
-def sample_token(logits: np.ndarray, seen: list[int], params: SamplingParams, rng: np.random.Generator) -> int:
-    """One token id from a (V,) row of logits."""
+def apply_openai_penalties(logits: np.ndarray, generated: list[int], frequency: float, presence: float) -> np.ndarray:
+    if (frequency == 0 and presence == 0) or not generated:
+        return logits
+    ids, counts = np.unique(np.asarray(generated), return_counts=True)
+    logits = logits.copy()
+    logits[ids] -= counts * frequency + presence
+    return logits
+
+
+def sample_token(logits: np.ndarray, seen: list[int], params: SamplingParams, rng: np.random.Generator,
+                 generated: list[int] = ()) -> int:
+    """One token id from a (V,) row of logits; ``seen`` = prompt + generated ids,
+    ``generated`` = the completion's ids so far."""
     logits = apply_repetition_penalty(np.asarray(logits, dtype=np.float64), seen, params.repetition_penalty)
+    logits = apply_openai_penalties(logits, list(generated), params.frequency_penalty, params.presence_penalty)
     if params.temperature == 0:
         return int(np.argmax(logits))
     logits = logits / params.temperature

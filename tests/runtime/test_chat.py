@@ -98,7 +98,7 @@ def test_both_formats_carry_the_template_and_generate_the_torch_greedy_tokens(ch
         completion = model.generate(messages, max_tokens=12, ignore_eos=True)
 
         assert model.chat_template.source == CHATML_TEMPLATE, backend
-        assert model.prompt_ids(messages) == (prompt_ids, ("<|im_end|>",)), backend
+        assert model.prepare(messages) == (prompt_ids, ("<|im_end|>",)), backend
         assert completion.tokens == torch_tokens, backend
 
 

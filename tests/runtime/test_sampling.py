@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgedistill.runtime.sampling import SamplingParams, apply_repetition_penalty, sample_token
+from edgedistill.runtime.sampling import SamplingParams, apply_openai_penalties, apply_repetition_penalty, sample_token
 
 
 def draws(logits, params, count=2000):
@@ -57,3 +57,19 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative():
 def test_invalid_parameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
+
+
+def test_openai_penalties_count_generated_tokens_only():
+    logits = np.array([1.0, 1.0, 1.0, 1.0])
+    params = SamplingParams(frequency_penalty=0.5, presence_penalty=0.25)
+
+    penalized = apply_openai_penalties(logits, [2, 2, 2, 0], params.frequency_penalty, params.presence_penalty)
+
+    assert penalized.tolist() == [1.0 - 0.5 - 0.25, 1.0, 1.0 - 1.5 - 0.25, 1.0]
+    # greedy: token 0 would win a tie with 1 (argmax takes the first); a penalty on 0 from
+    # the completion moves it to 1, while a prompt-only occurrence does not
+    tie = np.array([2.0, 2.0, 0.0])
+    assert sample_token(tie, [0], params, np.random.default_rng(0), generated=[]) == 0
+    assert sample_token(tie, [0], params, np.random.default_rng(0), generated=[0]) == 1
+    with pytest.raises(ValueError, match=r"presence_penalty must be in \[-2, 2\]"):
+        SamplingParams(presence_penalty=3)

@@ -1,0 +1,418 @@
+"""OpenAI-compatible HTTP server over a loaded student (FastAPI + uvicorn + sse-starlette).
+
+Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions`` (``stream: true`` answers as server-sent events ending in
+``data: [DONE]``). Every error is an OpenAI error body with a 4xx status: bad JSON or
+fields 400, a wrong or missing key 401, a body over ``max_body_bytes`` 413, a full queue
+429 (``Retry-After: 1``).
+
+Concurrency: ``parallel`` model instances each decode one request at a time in a worker
+thread; up to ``max_queue`` more requests wait for one. A client that disconnects cancels
+its generation before the next token. SIGTERM stops accepting connections and lets
+running requests finish for up to ``shutdown_grace_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException
+
+from edgedistill.runtime.base import Completion, Model, PreparedPrompt, StreamChunk
+from edgedistill.runtime.openai_api import (
+    ApiError, ChatRequest, CompletionRequest, chunk_body, completion_body, error_body, new_id, usage, usage_chunk,
+)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_id: str
+    api_key: str | None = None
+    max_queue: int = 64  # requests waiting for a model instance; more get 429
+    max_prompt_tokens: int = 0  # 0 = the model's context minus one
+    max_tokens_limit: int = 1024  # the most a request may ask for (chat without max_tokens gets this, capped by context)
+    max_body_bytes: int = 1 << 20
+    shutdown_grace_s: float = 30.0
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Scheduler:
+    """Admission and the model-instance pool: ``running <= len(models)``, ``queued <= max_queue``."""
+
+    def __init__(self, models: list[Model], max_queue: int):
+        self.models, self.max_queue = models, max_queue
+        self.executor = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="generate")
+        self.free: asyncio.Queue[Model] | None = None
+        self.admitted = self.running = self.completed = self.cancelled = 0
+
+    @property
+    def queued(self) -> int:
+        return self.admitted - self.running
+
+    def admit(self) -> Admission:
+        """A place in the queue, or QueueFull (answered 429) when every place is taken."""
+        if self.admitted >= len(self.models) + self.max_queue:
+            raise QueueFull
+        return Admission(self)
+
+    async def stream(self, model: Model, prompt: PreparedPrompt, **options) -> AsyncIterator[StreamChunk]:
+        """Run ``model.stream`` in a worker thread and hand its chunks to the event loop.
+
+        Closing or cancelling this generator (a client disconnect, a shutdown) sets the
+        cancel flag the decode loop checks between tokens, then waits, shielded, until the
+        thread has let go of the model, so an instance never serves two requests at once.
+        """
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        done = object()
+
+        def work() -> None:
+            try:
+                for chunk in model.stream(prompt, cancel=cancel.is_set, **options):
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except Exception as exc:  # handed to the request, answered there
+                loop.call_soon_threadsafe(chunks.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(chunks.put_nowait, done)
+
+        worker = loop.run_in_executor(self.executor, work)
+        finished = False
+        try:
+            while (item := await chunks.get()) is not done:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+            finished = True
+        finally:
+            cancel.set()
+            with anyio.CancelScope(shield=True):
+                await worker
+            if finished:
+                self.completed += 1
+            else:
+                self.cancelled += 1
+
+
+class Admission:
+    """One admitted request: counted as queued until it holds a model instance.
+
+    Released exactly once: when its model is given back, or, for a streamed response
+    whose body never started (the client left before the headers), when it is collected.
+    """
+
+    def __init__(self, scheduler: Scheduler):
+        self.scheduler, self.released = scheduler, False
+        scheduler.admitted += 1
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.scheduler.admitted -= 1
+
+    __del__ = release
+
+    @asynccontextmanager
+    async def model(self) -> AsyncIterator[Model]:
+        scheduler = self.scheduler
+        if scheduler.free is None:  # created on first use: it belongs to the server's event loop
+            scheduler.free = asyncio.Queue()
+            for instance in scheduler.models:
+                scheduler.free.put_nowait(instance)
+        try:
+            model = await scheduler.free.get()
+            scheduler.running += 1
+            try:
+                yield model
+            finally:
+                scheduler.running -= 1
+                scheduler.free.put_nowait(model)
+        finally:
+            self.release()
+
+
+def create_app(models: list[Model], settings: ServerSettings):
+    """The FastAPI app serving ``models`` (instances of one artifact)."""
+    model = models[0]
+    scheduler = Scheduler(models, settings.max_queue)
+    max_prompt_tokens = settings.max_prompt_tokens or model.context_length - 1
+    app = FastAPI(title="edgedistill", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.scheduler = scheduler
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request, exc: ApiError):
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        if first.get("type") == "json_invalid":
+            message = "the body is not valid JSON"
+        elif not where:
+            message = "the body must be a JSON object (send Content-Type: application/json)"
+        else:
+            message = f"{where}: {first.get('msg')}"
+        return JSONResponse(error_body(message, param=where or None), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail), code=str(exc.status_code)), status_code=exc.status_code)
+
+    def check_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
+            raise ApiError(401, "incorrect or missing API key (send 'Authorization: Bearer <key>')",
+                           code="invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": settings.model_id, "running": scheduler.running, "queued": scheduler.queued,
+                "completed": scheduler.completed, "cancelled": scheduler.cancelled}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        check_key(request)
+        return {"object": "list", "data": [{"id": settings.model_id, "object": "model", "created": int(time.time()),
+                                            "owned_by": "edgedistill", "format": model.format,
+                                            "context_length": model.context_length}]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        check_key(request)
+        prompts = [await _prepare(model, p, "prompt") for p in body.prompts()]
+        return await _respond(body, prompts, body.max_tokens, chat=False, request=request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        check_key(request)
+        prompt = await _prepare(model, body.messages, "messages")
+        return await _respond(body, [prompt], body.token_budget(), chat=True, request=request)
+
+    async def _respond(body, prompts: list[PreparedPrompt], max_tokens: int | None, chat: bool, request: Request):
+        body.refuse_unsupported()
+        stops = body.stop_strings()
+        for prompt in prompts:
+            if len(prompt.ids) > max_prompt_tokens:
+                raise ApiError(400, f"the prompt has {len(prompt.ids)} tokens; this server accepts at most "
+                                    f"{max_prompt_tokens}", param="messages" if chat else "prompt",
+                               code="context_length_exceeded")
+        if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+            raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_limit}",
+                           param="max_tokens")
+        budget = max_tokens or settings.max_tokens_limit  # the context also ends generation ("length")
+        jobs = [(index * body.n + choice, prompt, body.sampling(choice))
+                for index, prompt in enumerate(prompts) for choice in range(body.n)]
+        echo = [model.decode(p.ids) if getattr(body, "echo", False) else "" for p in prompts]
+        request_id, model_id = new_id("chatcmpl" if chat else "cmpl"), settings.model_id
+        try:
+            admission = scheduler.admit()
+        except QueueFull:
+            raise ApiError(429, f"the server is busy: {scheduler.running} running and {scheduler.queued} queued "
+                                f"requests; retry shortly", kind="rate_limit_error", code="queue_full") from None
+        generation = Generation(scheduler, admission, jobs, stops, budget)
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            events = _sse_events(generation, request_id, model_id, chat, echo, body.n, include_usage)
+            return EventSourceResponse(events, sep="\n", ping=15, shutdown_grace_period=settings.shutdown_grace_s)
+        choices = await _until_done_or_disconnect(generation, request)
+        for choice in choices:
+            choice["text"] = echo[choice["index"] // body.n] + choice["text"]
+        return completion_body(request_id, model_id, choices, generation.usage(), chat)
+
+    return app
+
+
+async def _prepare(model: Model, prompt, field: str) -> PreparedPrompt:
+    """Tokenize (and render a chat) off the event loop; bad prompts are 400s."""
+    try:
+        prepared = await anyio.to_thread.run_sync(model.prepare, prompt)
+    except ValueError as exc:
+        raise ApiError(400, f"{field}: {exc}", param=field) from None
+    if not prepared.ids:
+        raise ApiError(400, f"{field}: the prompt is empty", param=field)
+    return prepared
+
+
+class Generation:
+    """The choices of one request, decoded one after another on one model instance."""
+
+    def __init__(self, scheduler: Scheduler, admission: Admission, jobs: list, stops: list[str], max_tokens: int):
+        self.scheduler, self.admission, self.jobs, self.stops, self.max_tokens = scheduler, admission, jobs, stops, max_tokens
+        self.finished: list[tuple[PreparedPrompt, Completion]] = []
+
+    async def chunks(self) -> AsyncIterator[tuple[int, StreamChunk]]:
+        """(choice index, chunk) for every choice in order, once a model instance is free;
+        each choice's last chunk carries its Completion."""
+        async with self.admission.model() as model:
+            for index, prompt, sampling in self.jobs:
+                room = model.context_length - len(prompt.ids)
+                try:
+                    async for chunk in self.scheduler.stream(model, prompt, max_tokens=max(1, min(self.max_tokens, room)),
+                                                             stop=self.stops, **sampling):
+                        if chunk.completion is not None:
+                            self.finished.append((prompt, chunk.completion))
+                        yield index, chunk
+                except ValueError as exc:  # sampling arguments the runtime refuses
+                    raise ApiError(400, str(exc)) from None
+
+    def usage(self) -> dict:
+        return usage(sum(len(p.ids) for p, _ in self.finished), sum(len(c.tokens) for _, c in self.finished))
+
+
+async def _until_done_or_disconnect(generation: Generation, request: Request) -> list[dict]:
+    """Collect every choice; a client that goes away cancels the generation."""
+    choices = []
+
+    async def collect(scope: anyio.CancelScope) -> None:
+        async for index, chunk in generation.chunks():
+            if chunk.completion is not None:
+                choices.append({"index": index, "text": chunk.completion.text,
+                                "finish_reason": chunk.completion.finish_reason})
+        scope.cancel()
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.1)
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(collect, group.cancel_scope)
+        group.start_soon(watch, group.cancel_scope)
+    if len(choices) < len(generation.jobs):  # the client left; nobody reads this answer
+        raise ApiError(499, "the client closed the connection")
+    return choices
+
+
+async def _sse_events(generation: Generation, request_id: str, model_id: str, chat: bool, echo: list[str], n: int,
+                      include_usage: bool) -> AsyncIterator[dict]:
+    """The SSE events of a streamed response."""
+    try:
+        started = set()
+        async for index, chunk in generation.chunks():
+            if index not in started:
+                started.add(index)
+                if chat:
+                    yield _event(chunk_body(request_id, model_id, index, chat, text="", role="assistant"))
+                elif echo[index // n]:
+                    yield _event(chunk_body(request_id, model_id, index, chat, text=echo[index // n]))
+            if chunk.text:
+                yield _event(chunk_body(request_id, model_id, index, chat, text=chunk.text))
+            if chunk.completion is not None:
+                yield _event(chunk_body(request_id, model_id, index, chat, text=None if chat else "",
+                                        finish_reason=chunk.completion.finish_reason))
+        if include_usage:
+            yield _event(usage_chunk(request_id, model_id, generation.usage(), chat))
+        yield {"data": "[DONE]"}
+    except ApiError as exc:  # headers are sent: the error travels as an event, then the stream ends
+        yield _event(exc.body())
+    finally:
+        generation.admission.release()  # if no model was ever taken (closed while queued)
+
+
+def _event(body: dict) -> dict:
+    return {"data": json.dumps(body, ensure_ascii=False)}
+
+
+def serve(path: str, host: str = "127.0.0.1", port: int = 8000, parallel: int = 1, threads: int | None = None,
+          chat_template: str | None = None, log_level: str = "info", **settings) -> None:
+    """Load ``parallel`` instances of the artifact at ``path`` and serve them until SIGTERM/SIGINT.
+
+    ``settings``: the fields of :class:`ServerSettings` (``model_id`` defaults to the
+    artifact's file or folder name).
+    """
+    from edgedistill.runtime import load
+
+    threads = threads or max(1, (os.cpu_count() or 1) // parallel)
+    models = [load(path, threads=threads, chat_template=chat_template) for _ in range(parallel)]
+    settings.setdefault("model_id", Path(path).name)
+    server_settings = ServerSettings(**settings)
+    app = BodyLimit(create_app(models, server_settings), server_settings.max_body_bytes)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(server_settings.shutdown_grace_s) + 5)
+    server = AnnouncingServer(config, f"{server_settings.model_id} ({models[0].format}, context {models[0].context_length})")
+    # uvicorn drains on SIGTERM, then re-raises the signal to the handler it found: a no-op
+    # handler makes a graceful stop exit 0 instead of dying by the signal.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class AnnouncingServer(uvicorn.Server):
+    """Prints the bound address once listening (``--port 0`` picks a free port)."""
+
+    def __init__(self, config: uvicorn.Config, what: str):
+        super().__init__(config)
+        self.what = what
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(f"serving {self.what} on http://{host}:{port}", flush=True)
+
+
+class BodyLimit:
+    """ASGI middleware: reads the request body up to ``limit`` bytes and answers 413 beyond
+    it, before any JSON parsing; the app then reads the buffered body."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._too_large(send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # then the client's disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send) -> None:
+        payload = json.dumps(error_body(f"the request body is over {self.limit} bytes; send a shorter prompt",
+                                        code="request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})

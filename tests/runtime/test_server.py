@@ -1,0 +1,282 @@
+"""The OpenAI-compatible server, run as a real process and driven by the official client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+
+import httpx
+import openai
+import pytest
+
+from edgedistill.exporters.gguf import export_gguf
+from edgedistill.exporters.onnx import export_onnx
+from edgedistill.hf import load_tokenizer
+from edgedistill.runtime import load
+from edgedistill.runtime.chat import CHATML_TEMPLATE
+from tests.runtime.server_process import running_server
+
+KEY = "test-key"
+QUESTION = [{"role": "user", "content": "What does the json module do?"}]
+
+
+@pytest.fixture(scope="module")
+def chat_gguf(tiny_llama_dir, tmp_path_factory):
+    """The tiny Llama with a ChatML template as an f32 GGUF."""
+    root = tmp_path_factory.mktemp("server-model")
+    shutil.copytree(tiny_llama_dir, root / "model")
+    tokenizer = load_tokenizer(root / "model")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(root / "model")
+    export_gguf(root / "model", root / "chat.gguf", "f32")
+    return root / "chat.gguf"
+
+
+@pytest.fixture(scope="module")
+def long_context_onnx(tiny_llama_dir, tmp_path_factory):
+    """The tiny Llama with an 8192-token context as ONNX: a 6,000-token generation takes
+    seconds, long enough to queue behind, disconnect from or shut down during."""
+    root = tmp_path_factory.mktemp("long-model")
+    shutil.copytree(tiny_llama_dir, root / "model")
+    config = json.loads((root / "model" / "config.json").read_text())
+    config["max_position_embeddings"] = 8192
+    (root / "model" / "config.json").write_text(json.dumps(config))
+    export_onnx(root / "model", root / "onnx", "fp32")
+    return root / "onnx"
+
+
+@pytest.fixture(scope="module")
+def server(chat_gguf):
+    with running_server(chat_gguf, "--api-key", KEY, "--max-prompt-tokens", "200", "--max-tokens-limit", "256",
+                        "--model-name", "tiny-chat") as process:
+        yield process
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def local(chat_gguf):
+    """The same artifact in this process: what the server must answer."""
+    return load(chat_gguf)
+
+
+def test_models_lists_the_served_artifact(client, local):
+    models = client.models.list().data
+
+    assert [m.id for m in models] == ["tiny-chat"]
+    assert models[0].model_extra["context_length"] == local.context_length
+
+
+def test_completion_text_and_usage_match_the_runtime(client, local):
+    prompt = "The pathlib module offers"
+    expected = local.generate(prompt, max_tokens=12, ignore_eos=True)
+
+    response = client.completions.create(model="tiny-chat", prompt=prompt, max_tokens=12, temperature=0,
+                                         extra_body={"ignore_eos": True})
+
+    assert response.choices[0].text == expected.text
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage.prompt_tokens == len(local.encode(prompt))
+    assert response.usage.completion_tokens == 12
+    assert response.usage.total_tokens == response.usage.prompt_tokens + 12
+
+
+def test_token_id_prompts_and_batches_of_prompts(client, local):
+    ids = local.encode("Return a new path")
+
+    response = client.completions.create(model="tiny-chat", prompt=[ids, ids[:2]], max_tokens=5, temperature=0,
+                                         extra_body={"ignore_eos": True})
+
+    assert [c.index for c in response.choices] == [0, 1]
+    assert response.choices[0].text == local.generate(ids, max_tokens=5, ignore_eos=True).text
+    assert response.choices[1].text == local.generate(ids[:2], max_tokens=5, ignore_eos=True).text
+    assert response.usage.prompt_tokens == len(ids) + 2 and response.usage.completion_tokens == 10
+
+
+def test_chat_uses_the_artifacts_template(client, local):
+    expected = local.generate(QUESTION, max_tokens=10, ignore_eos=True)
+
+    response = client.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=10, temperature=0,
+                                              extra_body={"ignore_eos": True})
+
+    assert response.choices[0].message.role == "assistant"
+    assert response.choices[0].message.content == expected.text
+    assert response.usage.prompt_tokens == len(local.prepare(QUESTION).ids)
+    assert response.usage.completion_tokens == 10
+
+
+def test_streamed_chat_concatenates_to_the_whole_answer_with_usage_last(client, local):
+    expected = local.generate(QUESTION, max_tokens=16, ignore_eos=True)
+
+    chunks = list(client.chat.completions.create(
+        model="tiny-chat", messages=QUESTION, max_tokens=16, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
+    assert chunks[-1].usage.prompt_tokens == len(local.prepare(QUESTION).ids)
+
+
+def test_streamed_completion_with_stop_string(client, local):
+    full = local.generate("The json module", max_tokens=20, ignore_eos=True).text
+    stop = full[3:6]
+
+    chunks = list(client.completions.create(model="tiny-chat", prompt="The json module", max_tokens=20, temperature=0,
+                                            stream=True, stop=[stop], extra_body={"ignore_eos": True}))
+
+    assert "".join(c.choices[0].text for c in chunks) == full[:full.find(stop)]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_seeded_sampling_is_repeatable_and_n_gives_distinct_seeds(client):
+    ask = dict(model="tiny-chat", prompt="The os module", max_tokens=12, temperature=1.0, seed=5, n=2,
+               extra_body={"ignore_eos": True})
+
+    first, second = client.completions.create(**ask), client.completions.create(**ask)
+
+    assert [c.text for c in first.choices] == [c.text for c in second.choices]
+    assert first.choices[0].text != first.choices[1].text
+    assert first.usage.completion_tokens == 24
+
+
+@pytest.mark.parametrize("ask, status, needle", [
+    ({"prompt": "x", "max_tokens": -3}, 400, "max_tokens: Input should be greater than or equal to 1"),
+    ({"prompt": "x", "max_tokens": 300}, 400, "this server allows at most 256"),
+    ({"prompt": "word " * 400, "max_tokens": 4}, 400, "this server accepts at most 200"),
+    ({"prompt": "x", "temperature": 3}, 400, "temperature: Input should be less than or equal to 2"),
+    ({"prompt": "x", "logprobs": 2}, 400, "logprobs is not supported"),
+    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4 stop strings"),
+    ({"prompt": [5, 999999]}, 400, "outside the vocabulary"),
+    ({"max_tokens": 3}, 400, "prompt: Field required"),
+])
+def test_bad_completion_requests_get_openai_errors(server, ask, status, needle):
+    response = httpx.post(f"{server.url}/v1/completions", json=ask, headers={"Authorization": f"Bearer {KEY}"})
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert needle in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_bad_chat_requests_raise_the_clients_typed_errors(client, server):
+    with pytest.raises(openai.BadRequestError, match="messages: Field required"):
+        client.chat.completions.create(model="tiny-chat", messages=openai.omit, max_tokens=3)
+    with pytest.raises(openai.BadRequestError, match="role 'wizard' is not one of"):
+        client.chat.completions.create(model="tiny-chat", messages=[{"role": "wizard", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as huge:
+        client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "tokens " * 300}])
+    assert huge.value.body["code"] == "context_length_exceeded"
+    wrong_key = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError, match="incorrect or missing API key"):
+        wrong_key.chat.completions.create(model="tiny-chat", messages=QUESTION)
+
+
+def test_malformed_bodies_and_unknown_paths_get_json_errors(server):
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    not_json = httpx.post(f"{server.url}/v1/completions", content=b"{not json",
+                          headers={**auth, "Content-Type": "application/json"})
+    not_an_object = httpx.post(f"{server.url}/v1/completions", content=b"[1, 2]", headers=auth)
+    too_big = httpx.post(f"{server.url}/v1/completions", content=b"x" * (2 << 20), headers=auth)
+    no_key = httpx.get(f"{server.url}/v1/models")
+    missing = httpx.get(f"{server.url}/v1/engines", headers=auth)
+
+    assert not_json.status_code == 400 and not_json.json()["error"]["message"] == "the body is not valid JSON"
+    assert not_an_object.status_code == 400 and "must be a JSON object" in not_an_object.json()["error"]["message"]
+    assert too_big.status_code == 413 and "over 1048576 bytes" in too_big.json()["error"]["message"]
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "invalid_api_key"
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"  # health needs no key
+
+
+def test_32_concurrent_streams_all_complete(server, local):
+    expected = local.generate("The socket module", max_tokens=24, ignore_eos=True).text
+    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+    async def one_stream() -> tuple[str, str | None]:
+        text, finish = "", None
+        async for chunk in await client.completions.create(model="tiny-chat", prompt="The socket module", max_tokens=24,
+                                                           temperature=0, stream=True, extra_body={"ignore_eos": True}):
+            text += chunk.choices[0].text
+            finish = chunk.choices[0].finish_reason or finish
+        return text, finish
+
+    async def all_streams():
+        try:
+            return await asyncio.gather(*(one_stream() for _ in range(32)))
+        finally:
+            await client.close()
+
+    results = asyncio.run(all_streams())
+
+    assert results == [(expected, "length")] * 32
+    assert httpx.get(f"{server.url}/health").json()["running"] == 0
+
+
+def _wait_for(url: str, condition, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{url}/health").json()
+        if condition(health):
+            return health
+        time.sleep(0.02)
+    raise AssertionError(f"server state never reached: last {health}")
+
+
+LONG = {"prompt": "x", "max_tokens": 6000, "temperature": 0, "ignore_eos": True, "stream": True}
+
+
+def test_a_full_queue_answers_429_and_disconnects_cancel(long_context_onnx):
+    with running_server(long_context_onnx, "--max-queue", "1", "--max-tokens-limit", "8000") as server, \
+            httpx.Client(timeout=60) as http:
+        with http.stream("POST", f"{server.url}/v1/completions", json=LONG) as running:
+            running_lines = running.iter_lines()  # kept: a dropped iterator closes the connection
+            next(running_lines)  # the first instance is decoding
+            with http.stream("POST", f"{server.url}/v1/completions", json=LONG) as queued:
+                _wait_for(server.url, lambda h: h["running"] == 1 and h["queued"] == 1)
+
+                refused = http.post(f"{server.url}/v1/completions", json=LONG)
+
+                assert refused.status_code == 429
+                assert refused.headers["retry-after"] == "1"
+                assert refused.json()["error"]["type"] == "rate_limit_error"
+                assert queued.status_code == 200
+        # both clients have left: the running generation stops early, the queued one never starts
+        health = _wait_for(server.url, lambda h: h["running"] == 0 and h["queued"] == 0, timeout=5)
+        assert health["cancelled"] == 1 and health["completed"] == 0
+
+
+def test_a_non_streaming_client_that_times_out_cancels_its_generation(long_context_onnx):
+    with running_server(long_context_onnx, "--max-tokens-limit", "8000") as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/completions", json={**LONG, "stream": False}, timeout=0.5)
+
+        health = _wait_for(server.url, lambda h: h["cancelled"] == 1, timeout=5)
+
+        assert health["running"] == 0 and health["completed"] == 0
+
+
+def test_sigterm_lets_a_running_stream_finish_then_exits_cleanly(long_context_onnx):
+    with running_server(long_context_onnx, "--max-tokens-limit", "8000") as server:
+        lines = []
+        with httpx.stream("POST", f"{server.url}/v1/completions", json={**LONG, "max_tokens": 1500}, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if not lines:
+                    server.process.terminate()  # SIGTERM mid-generation
+                if len(lines) == 1000:  # still streaming to us, but no longer accepting anyone new
+                    with pytest.raises(httpx.ConnectError):
+                        httpx.get(f"{server.url}/health")
+                lines.append(line)
+
+        events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+        assert lines[-1] == "data: [DONE]" or lines[-2:] == ["data: [DONE]", ""]
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
+        assert sum(bool(e["choices"][0]["text"]) for e in events) >= 1000  # the whole answer was sent
+        assert server.process.wait(30) == 0
