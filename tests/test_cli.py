@@ -43,6 +43,10 @@ def test_bad_build_input_exits_2_with_one_line_and_writes_nothing(args, message,
         (["generate", "/no/such/model.gguf", "hi"], "/no/such/model.gguf does not exist"),
         (["generate", "{readme}", "hi"], "is not a GGUF file"),
         (["verify", "/no/such/build"], "has no readable manifest.json"),
+        (["serve", "/no/such/model.gguf"], "/no/such/model.gguf does not exist"),
+        (["serve", "{readme}", "--port", "0"], "is not a GGUF file"),
+        (["serve", "{readme}", "--chat-template", "/no/such.jinja"], "--chat-template /no/such.jinja: no such file"),
+        (["serve", "{readme}", "--parallel", "0"], "Invalid value for '--parallel'"),
     ],
 )
 def test_bad_runtime_input_exits_2_with_one_line(args, message):
@@ -156,8 +160,12 @@ def test_build_tiny_end_to_end(tmp_path):
     verified = cli("verify", out_dir)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
-    generated = cli("generate", out_dir / "gguf" / "student-f16.gguf", "The json module", "--max-tokens", "8", "--stream")
+    generated = cli("generate", out_dir / "gguf" / "student-f16.gguf", "The json module", "--max-tokens", "8", "--stream",
+                    "--timings")
     assert generated.returncode == 0 and generated.stdout.strip()
+    assert "prompt tokens" in generated.stderr and "decode" in generated.stderr
+    chat = cli("generate", out_dir / "gguf" / "student-f16.gguf", "What is json?", "--chat")
+    assert chat.returncode == 2 and "this model has no chat template" in chat.stderr
 
     gguf_path = out_dir / "gguf" / "student-f16.gguf"
     data = bytearray(gguf_path.read_bytes())

@@ -6,6 +6,8 @@ import asyncio
 import json
 import shutil
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import openai
@@ -233,24 +235,30 @@ def _wait_for(url: str, condition, timeout: float = 30) -> dict:
 LONG = {"prompt": "x", "max_tokens": 6000, "temperature": 0, "ignore_eos": True, "stream": True}
 
 
-def test_a_full_queue_answers_429_and_disconnects_cancel(long_context_onnx):
-    with running_server(long_context_onnx, "--max-queue", "1", "--max-tokens-limit", "8000") as server, \
-            httpx.Client(timeout=60) as http:
-        with http.stream("POST", f"{server.url}/v1/completions", json=LONG) as running:
-            running_lines = running.iter_lines()  # kept: a dropped iterator closes the connection
-            next(running_lines)  # the first instance is decoding
-            with http.stream("POST", f"{server.url}/v1/completions", json=LONG) as queued:
-                _wait_for(server.url, lambda h: h["running"] == 1 and h["queued"] == 1)
+@pytest.mark.parametrize("parallel, max_queue", [(1, 1), (2, 0)])
+def test_a_full_queue_answers_429_and_disconnects_cancel(long_context_onnx, parallel, max_queue):
+    options = ("--parallel", str(parallel), "--max-queue", str(max_queue), "--max-tokens-limit", "8000")
+    with running_server(long_context_onnx, *options) as server, httpx.Client(timeout=60) as http, ExitStack() as streams:
+        for _ in range(parallel + max_queue):
+            response = streams.enter_context(http.stream("POST", f"{server.url}/v1/completions", json=LONG))
+            assert response.status_code == 200
+        _wait_for(server.url, lambda h: h["running"] == parallel and h["queued"] == max_queue)
 
-                refused = http.post(f"{server.url}/v1/completions", json=LONG)
+        refused = http.post(f"{server.url}/v1/completions", json=LONG)
 
-                assert refused.status_code == 429
-                assert refused.headers["retry-after"] == "1"
-                assert refused.json()["error"]["type"] == "rate_limit_error"
-                assert queued.status_code == 200
-        # both clients have left: the running generation stops early, the queued one never starts
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        streams.close()  # every client leaves: running generations stop early, queued ones never start
         health = _wait_for(server.url, lambda h: h["running"] == 0 and h["queued"] == 0, timeout=5)
-        assert health["cancelled"] == 1 and health["completed"] == 0
+        assert health["cancelled"] == parallel and health["completed"] == 0
+
+
+def test_the_server_process_never_loads_torch(server):
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+
+    assert "libtorch" not in maps
+    assert "libllama" in maps  # the backend it does use
 
 
 def test_a_non_streaming_client_that_times_out_cancels_its_generation(long_context_onnx):
