@@ -14,15 +14,12 @@ running requests finish for up to ``shutdown_grace_s`` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
+import logging
 import os
 import signal
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -39,6 +36,10 @@ from edgedistill.runtime.base import Completion, Model, PreparedPrompt, StreamCh
 from edgedistill.runtime.openai_api import (
     ApiError, ChatRequest, CompletionRequest, chunk_body, completion_body, error_body, new_id, usage, usage_chunk,
 )
+from edgedistill.runtime.sampling import SamplingParams
+from edgedistill.runtime.scheduler import Admission, QueueFull, Scheduler
+
+logger = logging.getLogger("edgedistill.server")
 
 
 @dataclass(frozen=True)
@@ -50,105 +51,6 @@ class ServerSettings:
     max_tokens_limit: int = 1024  # the most a request may ask for (chat without max_tokens gets this, capped by context)
     max_body_bytes: int = 1 << 20
     shutdown_grace_s: float = 30.0
-
-
-class QueueFull(Exception):
-    pass
-
-
-class Scheduler:
-    """Admission and the model-instance pool: ``running <= len(models)``, ``queued <= max_queue``."""
-
-    def __init__(self, models: list[Model], max_queue: int):
-        self.models, self.max_queue = models, max_queue
-        self.executor = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="generate")
-        self.free: asyncio.Queue[Model] | None = None
-        self.admitted = self.running = self.completed = self.cancelled = 0
-
-    @property
-    def queued(self) -> int:
-        return self.admitted - self.running
-
-    def admit(self) -> Admission:
-        """A place in the queue, or QueueFull (answered 429) when every place is taken."""
-        if self.admitted >= len(self.models) + self.max_queue:
-            raise QueueFull
-        return Admission(self)
-
-    async def stream(self, model: Model, prompt: PreparedPrompt, **options) -> AsyncIterator[StreamChunk]:
-        """Run ``model.stream`` in a worker thread and hand its chunks to the event loop.
-
-        Closing or cancelling this generator (a client disconnect, a shutdown) sets the
-        cancel flag the decode loop checks between tokens, then waits, shielded, until the
-        thread has let go of the model, so an instance never serves two requests at once.
-        """
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        done = object()
-
-        def work() -> None:
-            try:
-                for chunk in model.stream(prompt, cancel=cancel.is_set, **options):
-                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-            except Exception as exc:  # handed to the request, answered there
-                loop.call_soon_threadsafe(chunks.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(chunks.put_nowait, done)
-
-        worker = loop.run_in_executor(self.executor, work)
-        finished = False
-        try:
-            while (item := await chunks.get()) is not done:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-            finished = True
-        finally:
-            cancel.set()
-            with anyio.CancelScope(shield=True):
-                await worker
-            if finished:
-                self.completed += 1
-            else:
-                self.cancelled += 1
-
-
-class Admission:
-    """One admitted request: counted as queued until it holds a model instance.
-
-    Released exactly once: when its model is given back, or, for a streamed response
-    whose body never started (the client left before the headers), when it is collected.
-    """
-
-    def __init__(self, scheduler: Scheduler):
-        self.scheduler, self.released = scheduler, False
-        scheduler.admitted += 1
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.scheduler.admitted -= 1
-
-    __del__ = release
-
-    @asynccontextmanager
-    async def model(self) -> AsyncIterator[Model]:
-        scheduler = self.scheduler
-        if scheduler.free is None:  # created on first use: it belongs to the server's event loop
-            scheduler.free = asyncio.Queue()
-            for instance in scheduler.models:
-                scheduler.free.put_nowait(instance)
-        try:
-            model = await scheduler.free.get()
-            scheduler.running += 1
-            try:
-                yield model
-            finally:
-                scheduler.running -= 1
-                scheduler.free.put_nowait(model)
-        finally:
-            self.release()
 
 
 def create_app(models: list[Model], settings: ServerSettings):
@@ -226,6 +128,10 @@ def create_app(models: list[Model], settings: ServerSettings):
         budget = max_tokens or settings.max_tokens_limit  # the context also ends generation ("length")
         jobs = [(index * body.n + choice, prompt, body.sampling(choice))
                 for index, prompt in enumerate(prompts) for choice in range(body.n)]
+        try:  # refuse bad sampling settings now, not after a streamed response has started
+            SamplingParams(**{k: v for k, v in jobs[0][2].items() if k != "ignore_eos"})
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         echo = [model.decode(p.ids) if getattr(body, "echo", False) else "" for p in prompts]
         request_id, model_id = new_id("chatcmpl" if chat else "cmpl"), settings.model_id
         try:
@@ -270,14 +176,11 @@ class Generation:
         async with self.admission.model() as model:
             for index, prompt, sampling in self.jobs:
                 room = model.context_length - len(prompt.ids)
-                try:
-                    async for chunk in self.scheduler.stream(model, prompt, max_tokens=max(1, min(self.max_tokens, room)),
-                                                             stop=self.stops, **sampling):
-                        if chunk.completion is not None:
-                            self.finished.append((prompt, chunk.completion))
-                        yield index, chunk
-                except ValueError as exc:  # sampling arguments the runtime refuses
-                    raise ApiError(400, str(exc)) from None
+                async for chunk in self.scheduler.stream(model, prompt, max_tokens=max(1, min(self.max_tokens, room)),
+                                                         stop=self.stops, **sampling):
+                    if chunk.completion is not None:
+                        self.finished.append((prompt, chunk.completion))
+                    yield index, chunk
 
     def usage(self) -> dict:
         return usage(sum(len(p.ids) for p, _ in self.finished), sum(len(c.tokens) for _, c in self.finished))
@@ -285,13 +188,16 @@ class Generation:
 
 async def _until_done_or_disconnect(generation: Generation, request: Request) -> list[dict]:
     """Collect every choice; a client that goes away cancels the generation."""
-    choices = []
+    choices, failures = [], []
 
     async def collect(scope: anyio.CancelScope) -> None:
-        async for index, chunk in generation.chunks():
-            if chunk.completion is not None:
-                choices.append({"index": index, "text": chunk.completion.text,
-                                "finish_reason": chunk.completion.finish_reason})
+        try:
+            async for index, chunk in generation.chunks():
+                if chunk.completion is not None:
+                    choices.append({"index": index, "text": chunk.completion.text,
+                                    "finish_reason": chunk.completion.finish_reason})
+        except Exception as exc:  # raised below, outside the task group (which would wrap it in a group)
+            failures.append(exc)
         scope.cancel()
 
     async def watch(scope: anyio.CancelScope) -> None:
@@ -302,6 +208,8 @@ async def _until_done_or_disconnect(generation: Generation, request: Request) ->
     async with anyio.create_task_group() as group:
         group.start_soon(collect, group.cancel_scope)
         group.start_soon(watch, group.cancel_scope)
+    if failures:
+        raise failures[0]
     if len(choices) < len(generation.jobs):  # the client left; nobody reads this answer
         raise ApiError(499, "the client closed the connection")
     return choices
@@ -329,6 +237,9 @@ async def _sse_events(generation: Generation, request_id: str, model_id: str, ch
         yield {"data": "[DONE]"}
     except ApiError as exc:  # headers are sent: the error travels as an event, then the stream ends
         yield _event(exc.body())
+    except Exception as exc:  # a backend failure mid-stream: logged, and told to the client the same way
+        logger.exception("generation failed")
+        yield _event(error_body(f"generation failed: {exc}", kind="server_error"))
     finally:
         generation.admission.release()  # if no model was ever taken (closed while queued)
 
