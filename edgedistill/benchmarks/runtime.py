@@ -91,14 +91,14 @@ class OptimumRunner(Runner):
         from optimum.onnxruntime import ORTModelForCausalLM
 
         super().__init__(path, threads)
-        torch.set_num_threads(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.torch = torch
         self.model = ORTModelForCausalLM.from_pretrained(path, session_options=options, provider="CPUExecutionProvider")
         head_dim = getattr(self.model.config, "head_dim", None)
         if head_dim:  # optimum sizes its empty first cache as hidden/heads, wrong after head pruning (STACK.md)
             self.model.embed_size_per_head = head_dim
+        self.torch, self.torch_threads = torch, torch.get_num_threads()
+        torch.set_num_threads(threads)  # generate's own tensor work; a process-wide setting, restored on close
 
     def generate(self, prompt_ids, max_tokens):
         ids = self.torch.tensor([prompt_ids])
@@ -106,6 +106,9 @@ class OptimumRunner(Runner):
                                      do_sample=False, pad_token_id=self.model.config.eos_token_id)
         new = [t for t in output[0, len(prompt_ids):].tolist() if t != self.ours.eos_token_id]
         return len(new), self.ours.decode(new)
+
+    def close(self):
+        self.torch.set_num_threads(self.torch_threads)
 
 
 class GenaiRunner(Runner):

@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import torch
+
 from edgedistill.benchmarks import runtime as bench
 from edgedistill.exporters.gguf import export_gguf
 from edgedistill.exporters.onnx import export_onnx
@@ -11,12 +13,14 @@ from edgedistill.exporters.onnx import export_onnx
 def test_every_implementation_decodes_the_same_greedy_text_and_reports_speeds(tiny_llama_dir, tmp_path, capsys):
     export_gguf(tiny_llama_dir, tmp_path / "student.gguf", "f32")
     export_onnx(tiny_llama_dir, tmp_path / "onnx", "fp32")
+    torch_threads = torch.get_num_threads()
 
     code = bench.main([str(tmp_path / "student.gguf"), str(tmp_path / "onnx"), "--json", "--decode-tokens", "12",
                        "--prompt-tokens", "20", "--repeats", "2", "--warmup", "1", "--threads", "1"])
     result = json.loads(capsys.readouterr().out)
 
     assert code == 0
+    assert torch.get_num_threads() == torch_threads  # the process's torch setting is left as it was
     assert [(r["backend"], r["impl"]) for r in result["rows"]] == [
         ("gguf", "edgedistill"), ("gguf", "llama_cpp"),
         ("onnx", "edgedistill"), ("onnx", "optimum"), ("onnx", "onnxruntime_genai"),
