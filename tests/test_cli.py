@@ -192,3 +192,21 @@ def test_build_exits_1_when_an_artifact_fails_its_gate(tmp_path, monkeypatch, ca
     assert "status: failed_verification" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "bench" not in manifest["stages"]
+
+
+def test_serve_on_a_taken_port_exits_2_with_one_line(tiny_llama_dir, tmp_path):
+    import socket
+
+    from edgedistill.exporters.gguf import export_gguf
+
+    export_gguf(tiny_llama_dir, tmp_path / "m.gguf", "f32")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = cli("serve", tmp_path / "m.gguf", "--port", port)
+
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use); pick another --port" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -75,6 +75,7 @@ class Model(ABC):
 
     format: str = ""
     eos_token_id: int | None = None
+    end_token_ids: frozenset[int] = frozenset()  # every id that ends generation (EOS, end of turn); set by backends
     context_length: int = 0  # tokens the KV cache holds (prompt + generated); set by each backend
     vocab_size: int = 0  # logit rows; token ids of a prompt must be below it
     chat_template: ChatTemplate | None = None  # from the artifact; None when it has none
@@ -172,12 +173,13 @@ class Model(ABC):
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         prompt_ids, implied_stops = self.prepare(prompt)
         stops = tuple(s for s in (*stop, *implied_stops) if s)
-        stop_ids = {t for t in (self.eos_token_id, *map(self._single_token, implied_stops)) if t is not None}
+        candidates = (*self.end_token_ids, self.eos_token_id, *map(self._single_token, (*implied_stops, self.eos_token)))
+        stop_ids = {t for t in candidates if t is not None}
         if not prompt_ids:
             raise ValueError("prompt is empty: give at least one token")
         if len(prompt_ids) >= self.context_length:
             raise ValueError(f"prompt has {len(prompt_ids)} tokens; the model's context holds {self.context_length}")
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(None if seed is None else seed % 2**64)  # any int: OpenAI clients send -1 too
         started = time.perf_counter()
         self.reset()
         logits = self._append(prompt_ids)
@@ -212,7 +214,7 @@ class Model(ABC):
         yield StreamChunk(None, text[emitted:], Completion(text, generated, finish, timings))
 
     def _single_token(self, text: str) -> int | None:
-        ids = self.encode(text)
+        ids = self.encode(text) if text else []
         return ids[0] if len(ids) == 1 else None
 
 

@@ -9,8 +9,10 @@ prompt built here is byte-identical to ``tokenizer.apply_chat_template(...)``.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Sequence
 
 CHATML_TEMPLATE = (
@@ -36,14 +38,13 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
             raise ValueError(f"messages[{index}] must be an object with a string 'role'")
         if message["role"] not in ROLES:
             raise ValueError(f"messages[{index}].role '{message['role']}' is not one of {', '.join(ROLES)}")
-        normalized.append({"role": message["role"], "content": _text_content(message.get("content"), index)})
+        # other keys (name, tool_call_id, ...) pass through: templates may read them
+        normalized.append({**message, "content": _text_content(message.get("content"), index)})
     return normalized
 
 
-def _text_content(content: Any, index: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
+def _text_content(content: Any, index: int) -> str | None:
+    if content is None or isinstance(content, str):  # None stays None, as transformers passes it
         return content
     if isinstance(content, list):
         texts = []
@@ -66,9 +67,9 @@ class ChatTemplate:
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for ``messages``; ends with the assistant header when asked."""
         try:
-            return self._compiled().render(
-                messages=normalize_messages(messages), add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token,
+            return _compiled(self.source).render(
+                messages=normalize_messages(messages), add_generation_prompt=add_generation_prompt, tools=None,
+                documents=None, bos_token=self.bos_token, eos_token=self.eos_token,
             )
         except ValueError:
             raise
@@ -87,14 +88,29 @@ class ChatTemplate:
         after = text.split(_SENTINEL, 1)[1].strip() if _SENTINEL in text else ""
         return after.removesuffix(self.eos_token).strip() if self.eos_token else after
 
-    def _compiled(self):
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-        environment.filters["tojson"] = _tojson
-        environment.globals["raise_exception"] = _raise
-        return environment.from_string(self.source)
+@functools.lru_cache(maxsize=16)
+def _compiled(source: str):
+    """The template compiled as transformers compiles it (same options, filters and globals)."""
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(Extension):
+        """``{% generation %}...{% endgeneration %}`` (assistant-mask templates): renders its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser) -> list[nodes.Node]:
+            next(parser.stream)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=[loopcontrols, GenerationBlock])
+    environment.filters["tojson"] = _tojson
+    environment.globals["raise_exception"] = _raise
+    environment.globals["strftime_now"] = _strftime_now
+    return environment.from_string(source)
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
@@ -103,6 +119,10 @@ def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=F
 
 class TemplateRaised(Exception):
     """A template's own ``raise_exception(message)`` (e.g. roles that do not alternate)."""
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
 
 
 def _raise(message: str):

@@ -29,6 +29,7 @@ class LlamaCppModel(Model):
         """``n_ctx``: KV-cache length in tokens (prompt + generation), capped at the model's
         trained context; ``f32_cache``: exact parity with torch (~1e-5) at twice the cache
         memory of llama.cpp's f16 default."""
+        import llama_cpp
         from llama_cpp import Llama
 
         arch_key = "general.architecture"
@@ -42,6 +43,8 @@ class LlamaCppModel(Model):
         )
         self.n_vocab = self.vocab_size = self.llm.n_vocab()
         self.eos_token_id = self.llm.token_eos()
+        end_of_turn = llama_cpp.llama_vocab_eot(self.llm._model.vocab)  # -1 when the vocabulary has none
+        self.end_token_ids = frozenset(t for t in (self.eos_token_id, end_of_turn) if t >= 0)
         self.context_length = self.llm.n_ctx()
         self.bos_token, self.eos_token = self._token_text(self.llm.token_bos()), self._token_text(self.eos_token_id)
         template = self.llm.metadata.get("tokenizer.chat_template")

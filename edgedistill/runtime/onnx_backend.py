@@ -32,7 +32,9 @@ class OnnxModel(Model):
         self.num_layers = config["num_hidden_layers"]
         self.kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        self.eos_token_id = _first_id(_generation_eos(path) or config.get("eos_token_id"))
+        eos_ids = _ids(_generation_eos(path)) + _ids(config.get("eos_token_id"))  # Llama-3: [end_of_text, eom, eot]
+        self.eos_token_id = eos_ids[0] if eos_ids else None
+        self.end_token_ids = frozenset(eos_ids)
         self.context_length = config["max_position_embeddings"]
         self.vocab_size = config["vocab_size"]
         tokenizer_config = _json_or_empty(path / "tokenizer_config.json")
@@ -95,5 +97,8 @@ def _generation_eos(path: Path):
     return json.loads(file.read_text(encoding="utf-8")).get("eos_token_id") if file.is_file() else None
 
 
-def _first_id(value) -> int | None:
-    return value[0] if isinstance(value, list) and value else value
+def _ids(value) -> list[int]:
+    """An ``eos_token_id`` field (an int, a list of ints or absent) as a list."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list) else [int(value)]

@@ -11,6 +11,7 @@ et al. 2020) -> draw with the request's seeded generator.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
@@ -67,7 +71,7 @@ def sample_token(logits: np.ndarray, seen: list[int], params: SamplingParams, rn
     logits = apply_openai_penalties(logits, list(generated), params.frequency_penalty, params.presence_penalty)
     if params.temperature == 0:
         return int(np.argmax(logits))
-    logits = logits / params.temperature
+    logits = (logits - logits.max()) / params.temperature  # max first: a tiny temperature gives -inf, never nan
     if 0 < params.top_k < logits.size:
         cutoff = np.partition(logits, -params.top_k)[-params.top_k]
         logits = np.where(logits >= cutoff, logits, -np.inf)

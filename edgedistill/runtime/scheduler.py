@@ -83,8 +83,9 @@ class Scheduler:
 class Admission:
     """One admitted request: counted as queued until it holds a model instance.
 
-    Released exactly once: when its model is given back, or, for a streamed response
-    whose body never started (the client left before the headers), when it is collected.
+    ``release`` is idempotent; the server calls it when the request's response ends,
+    however it ends (a streamed body that never started included), and ``model()``
+    calls it when the instance is given back.
     """
 
     def __init__(self, scheduler: Scheduler):
@@ -95,8 +96,6 @@ class Admission:
         if not self.released:
             self.released = True
             self.scheduler.admitted -= 1
-
-    __del__ = release
 
     @asynccontextmanager
     async def model(self) -> AsyncIterator[Model]:

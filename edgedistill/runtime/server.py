@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -57,7 +59,7 @@ def create_app(models: list[Model], settings: ServerSettings):
     """The FastAPI app serving ``models`` (instances of one artifact)."""
     model = models[0]
     scheduler = Scheduler(models, settings.max_queue)
-    max_prompt_tokens = settings.max_prompt_tokens or model.context_length - 1
+    max_prompt_tokens = min(settings.max_prompt_tokens or model.context_length, model.context_length - 1)
     app = FastAPI(title="edgedistill", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.scheduler = scheduler
 
@@ -77,6 +79,10 @@ def create_app(models: list[Model], settings: ServerSettings):
         else:
             message = f"{where}: {first.get('msg')}"
         return JSONResponse(error_body(message, param=where or None), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):  # a bug: still an OpenAI error body (the traceback is logged)
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):
@@ -143,8 +149,12 @@ def create_app(models: list[Model], settings: ServerSettings):
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             events = _sse_events(generation, request_id, model_id, chat, echo, body.n, include_usage)
-            return EventSourceResponse(events, sep="\n", ping=15, shutdown_grace_period=settings.shutdown_grace_s)
-        choices = await _until_done_or_disconnect(generation, request)
+            return AdmittedEventStream(admission, events, sep="\n", ping=15,
+                                       shutdown_grace_period=settings.shutdown_grace_s)
+        try:
+            choices = await _until_done_or_disconnect(generation, request)
+        finally:
+            admission.release()  # also when cancelled before a model was taken
         for choice in choices:
             choice["text"] = echo[choice["index"] // body.n] + choice["text"]
         return completion_body(request_id, model_id, choices, generation.usage(), chat)
@@ -176,11 +186,14 @@ class Generation:
         async with self.admission.model() as model:
             for index, prompt, sampling in self.jobs:
                 room = model.context_length - len(prompt.ids)
-                async for chunk in self.scheduler.stream(model, prompt, max_tokens=max(1, min(self.max_tokens, room)),
-                                                         stop=self.stops, **sampling):
-                    if chunk.completion is not None:
-                        self.finished.append((prompt, chunk.completion))
-                    yield index, chunk
+                # aclosing: leaving early (a disconnect) closes the worker's stream here and now, so the
+                # model is given back only after its thread has stopped, never to a second request first
+                async with aclosing(self.scheduler.stream(model, prompt, max_tokens=max(1, min(self.max_tokens, room)),
+                                                          stop=self.stops, **sampling)) as chunks:
+                    async for chunk in chunks:
+                        if chunk.completion is not None:
+                            self.finished.append((prompt, chunk.completion))
+                        yield index, chunk
 
     def usage(self) -> dict:
         return usage(sum(len(p.ids) for p, _ in self.finished), sum(len(c.tokens) for _, c in self.finished))
@@ -192,10 +205,11 @@ async def _until_done_or_disconnect(generation: Generation, request: Request) ->
 
     async def collect(scope: anyio.CancelScope) -> None:
         try:
-            async for index, chunk in generation.chunks():
-                if chunk.completion is not None:
-                    choices.append({"index": index, "text": chunk.completion.text,
-                                    "finish_reason": chunk.completion.finish_reason})
+            async with aclosing(generation.chunks()) as chunks:
+                async for index, chunk in chunks:
+                    if chunk.completion is not None:
+                        choices.append({"index": index, "text": chunk.completion.text,
+                                        "finish_reason": chunk.completion.finish_reason})
         except Exception as exc:  # raised below, outside the task group (which would wrap it in a group)
             failures.append(exc)
         scope.cancel()
@@ -209,7 +223,10 @@ async def _until_done_or_disconnect(generation: Generation, request: Request) ->
         group.start_soon(collect, group.cancel_scope)
         group.start_soon(watch, group.cancel_scope)
     if failures:
-        raise failures[0]
+        if isinstance(failures[0], ApiError):
+            raise failures[0]
+        logger.error("generation failed", exc_info=failures[0])
+        raise ApiError(500, f"generation failed: {failures[0]}", kind="server_error")
     if len(choices) < len(generation.jobs):  # the client left; nobody reads this answer
         raise ApiError(499, "the client closed the connection")
     return choices
@@ -220,18 +237,19 @@ async def _sse_events(generation: Generation, request_id: str, model_id: str, ch
     """The SSE events of a streamed response."""
     try:
         started = set()
-        async for index, chunk in generation.chunks():
-            if index not in started:
-                started.add(index)
-                if chat:
-                    yield _event(chunk_body(request_id, model_id, index, chat, text="", role="assistant"))
-                elif echo[index // n]:
-                    yield _event(chunk_body(request_id, model_id, index, chat, text=echo[index // n]))
-            if chunk.text:
-                yield _event(chunk_body(request_id, model_id, index, chat, text=chunk.text))
-            if chunk.completion is not None:
-                yield _event(chunk_body(request_id, model_id, index, chat, text=None if chat else "",
-                                        finish_reason=chunk.completion.finish_reason))
+        async with aclosing(generation.chunks()) as chunks:
+            async for index, chunk in chunks:
+                if index not in started:
+                    started.add(index)
+                    if chat:
+                        yield _event(chunk_body(request_id, model_id, index, chat, text="", role="assistant"))
+                    elif echo[index // n]:
+                        yield _event(chunk_body(request_id, model_id, index, chat, text=echo[index // n]))
+                if chunk.text:
+                    yield _event(chunk_body(request_id, model_id, index, chat, text=chunk.text))
+                if chunk.completion is not None:
+                    yield _event(chunk_body(request_id, model_id, index, chat, text=None if chat else "",
+                                            finish_reason=chunk.completion.finish_reason))
         if include_usage:
             yield _event(usage_chunk(request_id, model_id, generation.usage(), chat))
         yield {"data": "[DONE]"}
@@ -240,8 +258,21 @@ async def _sse_events(generation: Generation, request_id: str, model_id: str, ch
     except Exception as exc:  # a backend failure mid-stream: logged, and told to the client the same way
         logger.exception("generation failed")
         yield _event(error_body(f"generation failed: {exc}", kind="server_error"))
-    finally:
-        generation.admission.release()  # if no model was ever taken (closed while queued)
+
+
+class AdmittedEventStream(EventSourceResponse):
+    """An SSE response that gives its request's admission back however it ends, also
+    when the client left before the body started (the event generator never ran)."""
+
+    def __init__(self, admission: Admission, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.admission = admission
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.admission.release()
 
 
 def _event(body: dict) -> dict:
@@ -257,6 +288,7 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, parallel: int = 
     """
     from edgedistill.runtime import load
 
+    _check_can_listen(host, port)  # before loading models: a taken port is a one-line error, not uvicorn's exit 3
     threads = threads or max(1, (os.cpu_count() or 1) // parallel)
     models = [load(path, threads=threads, chat_template=chat_template) for _ in range(parallel)]
     settings.setdefault("model_id", Path(path).name)
@@ -272,6 +304,16 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, parallel: int = 
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
 
 
 class AnnouncingServer(uvicorn.Server):

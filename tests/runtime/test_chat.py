@@ -3,6 +3,7 @@ end-of-turn text ending generation."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -26,9 +27,16 @@ LLAMA2_STYLE = (
     "{% else %}{{ ' ' + message['content'] | trim + eos_token }}{% endif %}"
     "{% endfor %}"
 )
+# transformers-only features a template may use: strftime_now, {% generation %}, tools (None), extra keys
+FEATURES = (
+    "{{ bos_token }}{% if tools is not none %}TOOLS{% endif %}Today: {{ strftime_now('%Y') }}\n"
+    "{% for message in messages %}{{ message['role'] }}{% if message.name %} ({{ message.name }}){% endif %}: "
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}{% endgeneration %}"
+    "{% else %}{{ message['content'] }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+)
 CONVERSATION = [
     {"role": "system", "content": "You answer questions about the Python docs."},
-    {"role": "user", "content": "What does pathlib do?"},
+    {"role": "user", "content": "What does pathlib do?", "name": "ada"},
     {"role": "assistant", "content": "It offers classes for filesystem paths."},
     {"role": "user", "content": [{"type": "text", "text": "And "}, {"type": "text", "text": "os.path?"}]},
 ]
@@ -48,7 +56,7 @@ def chat_artifacts(tiny_llama_dir, tmp_path_factory):
     return {"model_dir": model_dir, "gguf": root / "chat.gguf", "onnx": root / "onnx"}
 
 
-@pytest.mark.parametrize("source", [CHATML_TEMPLATE, LLAMA2_STYLE])
+@pytest.mark.parametrize("source", [CHATML_TEMPLATE, LLAMA2_STYLE, FEATURES])
 def test_rendering_matches_transformers_apply_chat_template(tiny_llama_dir, source):
     tokenizer = load_tokenizer(tiny_llama_dir)
     template = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
@@ -60,6 +68,7 @@ def test_rendering_matches_transformers_apply_chat_template(tiny_llama_dir, sour
 
     assert ours == theirs
     assert "And os.path?" in ours  # text parts joined
+    assert "TOOLS" not in ours
 
 
 def test_the_end_of_turn_text_comes_from_the_template():
@@ -128,3 +137,18 @@ def test_token_id_prompts_are_checked_against_the_vocabulary(chat_artifacts):
         model.generate([5, 512], max_tokens=2)
     with pytest.raises(ValueError, match="prompt must be text, a list of token ids, or a list of chat messages"):
         model.generate([5, "x"], max_tokens=2)
+
+
+def test_every_eos_id_of_the_artifact_ends_generation(chat_artifacts, tmp_path):
+    """Llama-3 style: generation_config lists several EOS ids (end of text, end of turn)."""
+    folder = tmp_path / "onnx"
+    shutil.copytree(chat_artifacts["onnx"], folder)
+    first = load(folder).generate("The json module", max_tokens=12, ignore_eos=True).tokens
+    cut = next((k for k in range(1, len(first)) if first[k] not in first[:k]), 0)  # a token's first appearance
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, first[cut]]}))
+
+    model = load(folder)
+    completion = model.generate("The json module", max_tokens=12)
+
+    assert model.end_token_ids == {1, first[cut]}
+    assert completion.tokens == first[:cut] and completion.finish_reason == "stop"

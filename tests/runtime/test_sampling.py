@@ -73,3 +73,13 @@ def test_openai_penalties_count_generated_tokens_only():
     assert sample_token(tie, [0], params, np.random.default_rng(0), generated=[0]) == 1
     with pytest.raises(ValueError, match=r"presence_penalty must be in \[-2, 2\]"):
         SamplingParams(presence_penalty=3)
+
+
+def test_a_tiny_temperature_is_greedy_and_non_finite_settings_are_refused():
+    logits = np.array([0.5, 3.0, 2.9])
+
+    assert set(draws(logits, SamplingParams(temperature=1e-300, seed=0), 50)) == {1}
+    with pytest.raises(ValueError, match="repetition_penalty must be a finite number"):
+        SamplingParams(repetition_penalty=float("inf"))
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        SamplingParams(temperature=float("nan"))

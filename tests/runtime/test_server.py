@@ -146,6 +146,8 @@ def test_seeded_sampling_is_repeatable_and_n_gives_distinct_seeds(client):
     assert [c.text for c in first.choices] == [c.text for c in second.choices]
     assert first.choices[0].text != first.choices[1].text
     assert first.usage.completion_tokens == 24
+    negative_seed = client.completions.create(**{**ask, "seed": -1, "n": 1})  # llama.cpp-style clients send -1
+    assert negative_seed.usage.completion_tokens == 12
 
 
 @pytest.mark.parametrize("ask, status, needle", [
