@@ -13,7 +13,8 @@ manifest.json). Rows per artifact:
   ``genai_config.json`` that maps its inputs to the same ``model.onnx``).
 
 Every implementation is measured the same way, as a black box, greedy, from identical
-prompt token ids (so tokenizers cannot differ) with the same thread count:
+prompt token ids (so tokenizers cannot differ) with the same thread count, the runs of
+all implementations interleaved (one of each per repeat), all loaded at once:
 ``ttft_s`` = median wall time of a 1-token generation (prefill + first token);
 ``prefill_tokens_per_s`` = prompt tokens / ttft; ``decode_tokens_per_s`` =
 (generated - 1) / (median time of an N-token generation - ttft). Warm-up runs first.
@@ -179,25 +180,42 @@ RUNNERS: dict[str, list[Callable[[Path, int], Runner]]] = {
 }
 
 
-def measure(runner: Runner, prompt_ids: list[int], decode_tokens: int, repeats: int, warmup: int) -> dict:
-    def timed(max_tokens: int) -> tuple[float, int, str]:
+def measure(runners: list[Runner], prompt_ids: list[int], decode_tokens: int, repeats: int, warmup: int) -> list[dict]:
+    """Timings of every runner on one artifact, interleaved: each repeat runs every
+    implementation once, in turn, so a slow spell of a shared machine hits all of them
+    alike and their ratios stay meaningful."""
+    def timed(runner: Runner, max_tokens: int) -> tuple[float, int, str]:
         started = time.perf_counter()
         generated, text = runner.generate(prompt_ids, max_tokens)
         return time.perf_counter() - started, generated, text
 
-    for _ in range(warmup):
-        timed(decode_tokens)
-    ttft = statistics.median(timed(1)[0] for _ in range(repeats))
-    full = [timed(decode_tokens) for _ in range(repeats)]
-    total, generated = statistics.median(t for t, _, _ in full), min(g for _, g, _ in full)
-    return {
-        "text": full[0][2],
-        "ttft_s": ttft,
-        "prefill_tokens_per_s": len(prompt_ids) / ttft,
-        "decode_tokens_per_s": (generated - 1) / (total - ttft) if generated > 1 and total > ttft else 0.0,
-        "prompt_tokens": len(prompt_ids),
-        "generated_tokens": generated,
-    }
+    for runner in runners:
+        for _ in range(warmup):
+            timed(runner, decode_tokens)
+    first_token = {runner.impl: [] for runner in runners}
+    whole = {runner.impl: [] for runner in runners}
+    for _ in range(repeats):
+        for runner in runners:
+            # untimed first: the previous implementation's thread pools may still be spinning
+            # (onnxruntime and ggml poll after a run) and the caches hold its weights
+            timed(runner, 1)
+            first_token[runner.impl].append(timed(runner, 1)[0])
+            whole[runner.impl].append(timed(runner, decode_tokens))
+    rows = []
+    for runner in runners:
+        ttft = statistics.median(first_token[runner.impl])
+        total = statistics.median(t for t, _, _ in whole[runner.impl])
+        generated = min(g for _, g, _ in whole[runner.impl])
+        rows.append({
+            "impl": runner.impl,
+            "text": whole[runner.impl][0][2],
+            "ttft_s": ttft,
+            "prefill_tokens_per_s": len(prompt_ids) / ttft,
+            "decode_tokens_per_s": (generated - 1) / (total - ttft) if generated > 1 and total > ttft else 0.0,
+            "prompt_tokens": len(prompt_ids),
+            "generated_tokens": generated,
+        })
+    return rows
 
 
 def prompt_ids_for(path: Path, prompt_tokens: int) -> list[int]:
@@ -226,14 +244,15 @@ def run(paths: list[Path], decode_tokens: int, prompt_tokens: int, repeats: int,
     rows = []
     for name, path, fmt in (a for p in paths for a in artifacts(p)):
         prompt_ids = prompt_ids_for(path, prompt_tokens)
-        for make in RUNNERS[fmt]:
-            if make.impl in skip:
-                continue
-            runner = make(path, threads)
-            try:
-                rows.append({"artifact": name, "impl": make.impl, "backend": fmt,
-                             **measure(runner, prompt_ids, decode_tokens, repeats, warmup)})
-            finally:
+        runners: list[Runner] = []
+        try:
+            for make in RUNNERS[fmt]:
+                if make.impl not in skip:
+                    runners.append(make(path, threads))
+            for row in measure(runners, prompt_ids, decode_tokens, repeats, warmup):
+                rows.append({"artifact": name, "backend": fmt, **row})
+        finally:
+            for runner in runners:
                 runner.close()
     return rows
 
