@@ -101,12 +101,22 @@ def create_app(models: list[Model], settings: ServerSettings):
         return {"status": "ok", "model": settings.model_id, "running": scheduler.running, "queued": scheduler.queued,
                 "completed": scheduler.completed, "cancelled": scheduler.cancelled}
 
+    def model_card() -> dict:
+        return {"id": settings.model_id, "object": "model", "created": int(time.time()), "owned_by": "edgedistill",
+                "format": model.format, "context_length": model.context_length}
+
     @app.get("/v1/models")
     async def list_models(request: Request):
         check_key(request)
-        return {"object": "list", "data": [{"id": settings.model_id, "object": "model", "created": int(time.time()),
-                                            "owned_by": "edgedistill", "format": model.format,
-                                            "context_length": model.context_length}]}
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str, request: Request):
+        check_key(request)
+        if model_id != settings.model_id:
+            raise ApiError(404, f"model '{model_id}' is not served here; this server serves '{settings.model_id}'",
+                           param="model", code="model_not_found")
+        return model_card()
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -148,8 +158,10 @@ def create_app(models: list[Model], settings: ServerSettings):
         generation = Generation(scheduler, admission, jobs, stops, budget)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            events = _sse_events(generation, request_id, model_id, chat, echo, body.n, include_usage)
-            return AdmittedEventStream(admission, events, sep="\n", ping=15,
+            shutdown = anyio.Event()  # set by sse-starlette on SIGTERM; the stream then has the grace period
+            events = _sse_events(generation, request_id, model_id, chat, echo, body.n, include_usage,
+                                 Deadline(shutdown, settings.shutdown_grace_s))
+            return AdmittedEventStream(admission, events, sep="\n", ping=15, shutdown_event=shutdown,
                                        shutdown_grace_period=settings.shutdown_grace_s)
         try:
             choices = await _until_done_or_disconnect(generation, request)
@@ -232,13 +244,30 @@ async def _until_done_or_disconnect(generation: Generation, request: Request) ->
     return choices
 
 
+class Deadline:
+    """A stream's end during shutdown: the grace period from the signal, less a second to
+    tell the client (an error event) before the connection is cut."""
+
+    def __init__(self, shutdown: anyio.Event, grace_s: float):
+        self.shutdown, self.grace_s, self.ends_at = shutdown, grace_s, None
+
+    def passed(self) -> bool:
+        if not self.shutdown.is_set():
+            return False
+        self.ends_at = self.ends_at or time.monotonic() + max(0.0, self.grace_s - 1.0)
+        return time.monotonic() >= self.ends_at
+
+
 async def _sse_events(generation: Generation, request_id: str, model_id: str, chat: bool, echo: list[str], n: int,
-                      include_usage: bool) -> AsyncIterator[dict]:
+                      include_usage: bool, deadline: Deadline) -> AsyncIterator[dict]:
     """The SSE events of a streamed response."""
     try:
         started = set()
         async with aclosing(generation.chunks()) as chunks:
             async for index, chunk in chunks:
+                if deadline.passed():
+                    raise ApiError(503, "the server is shutting down; this answer was cut short", kind="server_error",
+                                   code="shutting_down")
                 if index not in started:
                     started.add(index)
                     if chat:

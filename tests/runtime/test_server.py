@@ -72,6 +72,9 @@ def test_models_lists_the_served_artifact(client, local):
 
     assert [m.id for m in models] == ["tiny-chat"]
     assert models[0].model_extra["context_length"] == local.context_length
+    assert client.models.retrieve("tiny-chat").id == "tiny-chat"
+    with pytest.raises(openai.NotFoundError, match="this server serves 'tiny-chat'"):
+        client.models.retrieve("gpt-4o")
 
 
 def test_completion_text_and_usage_match_the_runtime(client, local):
@@ -289,4 +292,18 @@ def test_sigterm_lets_a_running_stream_finish_then_exits_cleanly(long_context_on
         assert lines[-1] == "data: [DONE]" or lines[-2:] == ["data: [DONE]", ""]
         assert events[-1]["choices"][0]["finish_reason"] == "length"
         assert sum(bool(e["choices"][0]["text"]) for e in events) >= 1000  # the whole answer was sent
+        assert server.process.wait(30) == 0
+
+
+def test_a_stream_longer_than_the_shutdown_grace_ends_with_an_error_event(long_context_onnx):
+    with running_server(long_context_onnx, "--max-tokens-limit", "8000", "--shutdown-grace", "2") as server:
+        lines = []
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=LONG, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if not lines:
+                    server.process.terminate()  # 6,000 tokens take longer than 2 s
+                lines.append(line)
+
+        last = json.loads([line for line in lines if line.startswith("data: ")][-1][6:])
+        assert last["error"]["code"] == "shutting_down"
         assert server.process.wait(30) == 0
