@@ -45,3 +45,37 @@ def tiny_qwen2_dir(tmp_path_factory) -> Path:
     from edgedistill.demo.tiny import build_tiny_teacher
 
     return build_tiny_teacher("tiny-qwen2", tmp_path_factory.mktemp("tiny-qwen2") / "model")
+
+
+@pytest.fixture(scope="session")
+def chatml_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama whose tokenizer carries the ChatML template."""
+    import shutil
+
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.runtime.chat import CHATML_TEMPLATE
+
+    model_dir = tmp_path_factory.mktemp("chatml-llama") / "model"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def long_context_onnx(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama with an 8192-token context, as fp32 ONNX: a 6,000-token generation
+    takes seconds, long enough to queue behind, disconnect from or shut down during."""
+    import json
+    import shutil
+
+    from edgedistill.exporters.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("long-context")
+    shutil.copytree(tiny_llama_dir, root / "model")
+    config = json.loads((root / "model" / "config.json").read_text())
+    config["max_position_embeddings"] = 8192
+    (root / "model" / "config.json").write_text(json.dumps(config))
+    export_onnx(root / "model", root / "onnx", "fp32")
+    return root / "onnx"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from edgedistill.errors import UserError
-from edgedistill.runtime.chat import CHAT_TEMPLATES, CHATML_TEMPLATE  # noqa: F401 (CHATML_TEMPLATE: for callers)
+from edgedistill.runtime.chat import CHAT_TEMPLATES
 
 if TYPE_CHECKING:
     import torch

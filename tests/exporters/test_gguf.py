@@ -124,19 +124,12 @@ def test_a_pruned_model_exports_and_matches_in_llama_cpp_and_onnxruntime(fixture
         assert result["device_ready"], (fmt, result["failures"])
 
 
-def test_the_chat_template_travels_into_the_gguf(tiny_llama_dir, tmp_path):
-    import shutil
-
+def test_the_chat_template_travels_into_the_gguf(chatml_llama_dir, tiny_llama_dir, tmp_path):
     import gguf
 
-    from edgedistill.pipeline.data import CHATML_TEMPLATE
+    from edgedistill.runtime.chat import CHATML_TEMPLATE
 
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_llama_dir, model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(model_dir)
-    export_gguf(model_dir, tmp_path / "chat.gguf", "f16")
+    export_gguf(chatml_llama_dir, tmp_path / "chat.gguf", "f16")
     field = gguf.GGUFReader(tmp_path / "chat.gguf").fields["tokenizer.chat_template"]
     assert bytes(field.parts[field.data[0]]).decode() == CHATML_TEMPLATE
     export_gguf(tiny_llama_dir, tmp_path / "plain.gguf", "f16")

@@ -114,7 +114,8 @@ def test_prompt_response_rows_train_on_the_response_and_eos_only(tmp_path, tiny_
 
 
 def test_chat_rows_train_on_assistant_turns_with_the_chat_template(tmp_path, tiny_llama_dir):
-    from edgedistill.pipeline.data import CHATML_TEMPLATE, encode_row
+    from edgedistill.pipeline.data import encode_row
+    from edgedistill.runtime.chat import CHATML_TEMPLATE
 
     tokenizer = load_tokenizer(tiny_llama_dir)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a list?"},

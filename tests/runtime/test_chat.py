@@ -43,17 +43,12 @@ CONVERSATION = [
 
 
 @pytest.fixture(scope="module")
-def chat_artifacts(tiny_llama_dir, tmp_path_factory):
+def chat_artifacts(chatml_llama_dir, tmp_path_factory):
     """The tiny Llama with a ChatML template, as an ONNX folder and an f32 GGUF."""
     root = tmp_path_factory.mktemp("chat-artifacts")
-    model_dir = root / "model"
-    shutil.copytree(tiny_llama_dir, model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(model_dir)
-    export_gguf(model_dir, root / "chat.gguf", "f32")
-    export_onnx(model_dir, root / "onnx", "fp32")
-    return {"model_dir": model_dir, "gguf": root / "chat.gguf", "onnx": root / "onnx"}
+    export_gguf(chatml_llama_dir, root / "chat.gguf", "f32")
+    export_onnx(chatml_llama_dir, root / "onnx", "fp32")
+    return {"model_dir": chatml_llama_dir, "gguf": root / "chat.gguf", "onnx": root / "onnx"}
 
 
 @pytest.mark.parametrize("source", [CHATML_TEMPLATE, LLAMA2_STYLE, FEATURES])

@@ -4,26 +4,17 @@ stopped, and admissions are given back however a request ends."""
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 
 import pytest
 
-from edgedistill.exporters.onnx import export_onnx
 from edgedistill.runtime import load
 from edgedistill.runtime.scheduler import QueueFull, Scheduler
 from edgedistill.runtime.server import Generation
 
 
 @pytest.fixture(scope="module")
-def long_model(tiny_llama_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("long")
-    shutil.copytree(tiny_llama_dir, root / "model")
-    config = json.loads((root / "model" / "config.json").read_text())
-    config["max_position_embeddings"] = 8192
-    (root / "model" / "config.json").write_text(json.dumps(config))
-    export_onnx(root / "model", root / "onnx", "fp32")
-    return load(root / "onnx", threads=1)
+def long_model(long_context_onnx):
+    return load(long_context_onnx, threads=1)
 
 
 def _generation(scheduler: Scheduler, model) -> Generation:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,10 +13,7 @@ import openai
 import pytest
 
 from edgedistill.exporters.gguf import export_gguf
-from edgedistill.exporters.onnx import export_onnx
-from edgedistill.hf import load_tokenizer
 from edgedistill.runtime import load
-from edgedistill.runtime.chat import CHATML_TEMPLATE
 from tests.runtime.server_process import running_server
 
 KEY = "test-key"
@@ -25,28 +21,11 @@ QUESTION = [{"role": "user", "content": "What does the json module do?"}]
 
 
 @pytest.fixture(scope="module")
-def chat_gguf(tiny_llama_dir, tmp_path_factory):
+def chat_gguf(chatml_llama_dir, tmp_path_factory):
     """The tiny Llama with a ChatML template as an f32 GGUF."""
-    root = tmp_path_factory.mktemp("server-model")
-    shutil.copytree(tiny_llama_dir, root / "model")
-    tokenizer = load_tokenizer(root / "model")
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(root / "model")
-    export_gguf(root / "model", root / "chat.gguf", "f32")
-    return root / "chat.gguf"
-
-
-@pytest.fixture(scope="module")
-def long_context_onnx(tiny_llama_dir, tmp_path_factory):
-    """The tiny Llama with an 8192-token context as ONNX: a 6,000-token generation takes
-    seconds, long enough to queue behind, disconnect from or shut down during."""
-    root = tmp_path_factory.mktemp("long-model")
-    shutil.copytree(tiny_llama_dir, root / "model")
-    config = json.loads((root / "model" / "config.json").read_text())
-    config["max_position_embeddings"] = 8192
-    (root / "model" / "config.json").write_text(json.dumps(config))
-    export_onnx(root / "model", root / "onnx", "fp32")
-    return root / "onnx"
+    path = tmp_path_factory.mktemp("server-model") / "chat.gguf"
+    export_gguf(chatml_llama_dir, path, "f32")
+    return path
 
 
 @pytest.fixture(scope="module")
