@@ -122,3 +122,25 @@ def test_qwen2_teacher_builds_end_to_end(tmp_path):
     assert manifest["metrics"]["student_params"] < manifest["metrics"]["teacher_params"]
     card = (tmp_path / "student" / "README.md").read_text()
     assert "loss = alpha * T^2 * jsd(beta=0.3) at T = 2 + (1 - alpha) * CE" in card
+
+
+def test_a_student_distilled_on_chat_rows_ships_the_template_it_was_trained_with(tmp_path):
+    from edgedistill.demo.tiny import TINY_CORPUS
+    from edgedistill.runtime import load
+    from edgedistill.runtime.chat import CHATML_TEMPLATE
+
+    lines = [line for line in TINY_CORPUS.read_text().splitlines() if line.strip()]
+    rows = [{"messages": [{"role": "user", "content": lines[i]}, {"role": "assistant", "content": lines[i + 1]}]}
+            for i in range(0, len(lines) - 1, 2)]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    manifest = build(load_recipe("tiny", FAST + [f"data.path={data}", "data.chat_template=chatml", "export.onnx=[fp32]"]),
+                     tmp_path / "out")
+
+    assert manifest["status"] == "complete"
+    assert (tmp_path / "out" / "student" / "chat_template.jinja").read_text() == CHATML_TEMPLATE
+    for artifact in ("gguf/student-f16.gguf", "onnx/fp32"):
+        model = load(tmp_path / "out" / artifact)
+        assert model.chat_template.source == CHATML_TEMPLATE, artifact
+        assert model.prepare([{"role": "user", "content": "hi"}]).stops == ("<|im_end|>",), artifact
