@@ -29,6 +29,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,7 @@ PROMPT_TEXT = (
 )
 
 
-class Runner:
+class Runner(ABC):
     """One implementation on one artifact: ``generate(ids, max_tokens)`` -> (tokens
     generated, their text), greedy. The text lets a test check that all agree."""
 
@@ -53,8 +54,9 @@ class Runner:
 
         self.ours = load(path, threads=threads)  # our tokenizer decodes ids where an implementation gives no text
 
+    @abstractmethod
     def generate(self, prompt_ids: list[int], max_tokens: int) -> tuple[int, str]:
-        raise NotImplementedError
+        """Greedy generation of up to ``max_tokens`` after ``prompt_ids``, from a clean cache."""
 
     def close(self) -> None:
         pass

@@ -20,7 +20,6 @@ from edgedistill.runtime.chat import ChatTemplate
 from edgedistill.runtime.sampling import SamplingParams, sample_token
 
 
-
 class PreparedPrompt(NamedTuple):
     """A prompt as token ids, with the stop strings it implies (a chat turn's end)."""
 
@@ -116,7 +115,7 @@ class Model(ABC):
             return PreparedPrompt(self.encode(prompt))
         items = list(prompt)
         if items and all(isinstance(item, dict) for item in items):
-            turn_end = self.require_chat_template().turn_end()
+            turn_end = self.require_chat_template().turn_end
             return PreparedPrompt(self.encode(self.render_chat(items)), (turn_end,) if turn_end else ())
         if all(isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
             ids = [int(item) for item in items]

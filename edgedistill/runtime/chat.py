@@ -76,6 +76,7 @@ class ChatTemplate:
         except Exception as exc:  # jinja2's TemplateError and whatever the template raises on purpose
             raise ValueError(f"the model's chat template failed on these messages: {exc}") from None
 
+    @functools.cached_property
     def turn_end(self) -> str:
         """The text the template writes after an assistant message (e.g. ``<|im_end|>``),
         stripped; empty when it writes nothing or only the EOS token. A model trained on

@@ -67,9 +67,9 @@ def test_rendering_matches_transformers_apply_chat_template(tiny_llama_dir, sour
 
 
 def test_the_end_of_turn_text_comes_from_the_template():
-    assert ChatTemplate(CHATML_TEMPLATE).turn_end() == "<|im_end|>"
-    assert ChatTemplate(LLAMA2_STYLE, "<s>", "</s>").turn_end() == ""  # ends with EOS: EOS already stops
-    assert ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}").turn_end() == ""
+    assert ChatTemplate(CHATML_TEMPLATE).turn_end == "<|im_end|>"
+    assert ChatTemplate(LLAMA2_STYLE, "<s>", "</s>").turn_end == ""  # ends with EOS: EOS already stops
+    assert ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}").turn_end == ""
 
 
 def test_bad_messages_and_template_errors_are_value_errors():
