@@ -121,23 +121,22 @@ def create_app(models: list[Model], settings: ServerSettings):
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         check_key(request)
-        prompts = [await _prepare(model, p, "prompt") for p in body.prompts()]
-        return await _respond(body, prompts, body.max_tokens, chat=False, request=request)
+        return await _respond(body, body.prompts(), body.max_tokens, chat=False, request=request)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         check_key(request)
-        prompt = await _prepare(model, body.messages, "messages")
-        return await _respond(body, [prompt], body.token_budget(), chat=True, request=request)
+        return await _respond(body, [body.messages], body.token_budget(), chat=True, request=request)
 
-    async def _respond(body, prompts: list[PreparedPrompt], max_tokens: int | None, chat: bool, request: Request):
-        body.refuse_unsupported()
+    async def _respond(body, raw_prompts: list, max_tokens: int | None, chat: bool, request: Request):
+        body.refuse_unsupported()  # the cheap checks first, then tokenization
         stops = body.stop_strings()
+        field = "messages" if chat else "prompt"
+        prompts = [await _prepare(model, raw, field) for raw in raw_prompts]
         for prompt in prompts:
             if len(prompt.ids) > max_prompt_tokens:
                 raise ApiError(400, f"the prompt has {len(prompt.ids)} tokens; this server accepts at most "
-                                    f"{max_prompt_tokens}", param="messages" if chat else "prompt",
-                               code="context_length_exceeded")
+                                    f"{max_prompt_tokens}", param=field, code="context_length_exceeded")
         if max_tokens is not None and max_tokens > settings.max_tokens_limit:
             raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_limit}",
                            param="max_tokens")
