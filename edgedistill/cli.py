@@ -180,6 +180,8 @@ def generate(
     path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
     prompt: str = typer.Argument(..., help="text to continue (with --chat: the user's message)"),
     chat: bool = typer.Option(False, "--chat", help="send PROMPT as a user message through the model's chat template"),
+    chat_template: Optional[str] = typer.Option(None, "--chat-template",
+                                                help="Jinja file or 'chatml', replacing the artifact's own template"),
     max_tokens: int = typer.Option(64, "--max-tokens", help="most tokens to generate"),
     temperature: float = typer.Option(0.0, help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k", help="0 = off"),
@@ -197,7 +199,7 @@ def generate(
     options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    repetition_penalty=repetition_penalty, stop=stop, seed=seed)
     try:  # the runtime reports bad paths and arguments as ValueError / FileNotFoundError
-        model = load(path, threads=threads)
+        model = load(path, threads=threads, chat_template=_template_text(chat_template))
         chunks = model.stream([{"role": "user", "content": prompt}] if chat else prompt, **options)
         first = next(chunks)
     except (ValueError, FileNotFoundError) as exc:
@@ -239,11 +241,7 @@ def serve(
         from edgedistill.runtime.server import serve as run_server
     except ImportError as exc:
         raise UserError(f"the server needs the 'serve' extra ({exc.name} is missing): pip install 'edgedistill[serve]'") from None
-    template = chat_template
-    if chat_template and chat_template != "chatml":
-        if not Path(chat_template).is_file():
-            raise UserError(f"--chat-template {chat_template}: no such file (give a Jinja file or 'chatml')")
-        template = Path(chat_template).read_text(encoding="utf-8")
+    template = _template_text(chat_template)
     settings = dict(api_key=api_key, max_queue=max_queue, max_tokens_limit=max_tokens_limit,
                     max_prompt_tokens=max_prompt_tokens, shutdown_grace_s=shutdown_grace)
     if model_name:
@@ -253,6 +251,17 @@ def serve(
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _template_text(option: Optional[str]) -> Optional[str]:
+    """--chat-template: a builtin name (chatml) as is, else the Jinja file's text."""
+    from edgedistill.runtime.chat import CHAT_TEMPLATES
+
+    if not option or option in CHAT_TEMPLATES:
+        return option
+    if not Path(option).is_file():
+        raise UserError(f"--chat-template {option}: no such file (give a Jinja file or one of: {', '.join(CHAT_TEMPLATES)})")
+    return Path(option).read_text(encoding="utf-8")
 
 
 def _fail(message: str, code: int) -> int:

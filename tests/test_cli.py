@@ -46,6 +46,7 @@ def test_bad_build_input_exits_2_with_one_line_and_writes_nothing(args, message,
         (["serve", "/no/such/model.gguf"], "/no/such/model.gguf does not exist"),
         (["serve", "{readme}", "--port", "0"], "is not a GGUF file"),
         (["serve", "{readme}", "--chat-template", "/no/such.jinja"], "--chat-template /no/such.jinja: no such file"),
+        (["generate", "{readme}", "hi", "--chat-template", "/no/such.jinja"], "--chat-template /no/such.jinja: no such file"),
         (["serve", "{readme}", "--parallel", "0"], "Invalid value for '--parallel'"),
     ],
 )
@@ -166,6 +167,9 @@ def test_build_tiny_end_to_end(tmp_path):
     assert "prompt tokens" in generated.stderr and "decode" in generated.stderr
     chat = cli("generate", out_dir / "gguf" / "student-f16.gguf", "What is json?", "--chat")
     assert chat.returncode == 2 and "this model has no chat template" in chat.stderr
+    chatml = cli("generate", out_dir / "gguf" / "student-f16.gguf", "What is json?", "--chat", "--chat-template", "chatml",
+                 "--max-tokens", "4", "--timings")
+    assert chatml.returncode == 0 and "prompt tokens" in chatml.stderr  # the ChatML prompt rendered and ran
 
     gguf_path = out_dir / "gguf" / "student-f16.gguf"
     data = bytearray(gguf_path.read_bytes())

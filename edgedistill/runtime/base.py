@@ -127,8 +127,8 @@ class Model(ABC):
 
     def require_chat_template(self) -> ChatTemplate:
         if self.chat_template is None:
-            raise ValueError("this model has no chat template: send plain text (a completion), "
-                             "or load it with chat_template=<Jinja text or 'chatml'>")
+            raise ValueError("this model has no chat template: send plain text instead, or supply one "
+                             "(load(..., chat_template=...) or the CLI's --chat-template: Jinja text/file or 'chatml')")
         return self.chat_template
 
     def render_chat(self, messages: Sequence[dict]) -> str:
