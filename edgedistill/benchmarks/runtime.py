@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgedistill.benchmarks.machine import machine_info
+from edgedistill.runtime import Model, load
 
 # Documentation prose, repeated as needed and cut to the requested prompt length in tokens.
 PROMPT_TEXT = (
@@ -49,10 +50,8 @@ class Runner(ABC):
 
     impl = ""
 
-    def __init__(self, path: Path, threads: int):
-        from edgedistill.runtime import load
-
-        self.ours = load(path, threads=threads)  # our tokenizer decodes ids where an implementation gives no text
+    def __init__(self, path: Path, ours: Model, threads: int):
+        self.ours = ours  # the artifact loaded once by our runtime; its tokenizer decodes ids where needed
 
     @abstractmethod
     def generate(self, prompt_ids: list[int], max_tokens: int) -> tuple[int, str]:
@@ -71,13 +70,14 @@ class EdgedistillRunner(Runner):
 
 
 class LlamaCppRunner(Runner):
-    """llama-cpp-python's own loop on our backend's ``Llama`` (same context, same cache type)."""
+    """llama-cpp-python's own loop on the very ``Llama`` our backend decodes with (same
+    weights in memory, same context and cache type)."""
 
     impl = "llama_cpp"
 
-    def __init__(self, path: Path, threads: int):
-        super().__init__(path, threads)
-        self.llm = self.ours.llm
+    def __init__(self, path: Path, ours: Model, threads: int):
+        super().__init__(path, ours, threads)
+        self.llm = ours.llm
 
     def generate(self, prompt_ids, max_tokens):
         self.llm.reset()  # no prefix reuse from the previous call: every call prefills the whole prompt
@@ -88,12 +88,12 @@ class LlamaCppRunner(Runner):
 class OptimumRunner(Runner):
     impl = "optimum"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, ours: Model, threads: int):
         import onnxruntime as ort
         import torch
         from optimum.onnxruntime import ORTModelForCausalLM
 
-        super().__init__(path, threads)
+        super().__init__(path, ours, threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.model = ORTModelForCausalLM.from_pretrained(path, session_options=options, provider="CPUExecutionProvider")
@@ -120,10 +120,10 @@ class GenaiRunner(Runner):
 
     impl = "onnxruntime_genai"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, ours: Model, threads: int):
         import onnxruntime_genai as og
 
-        super().__init__(path, threads)
+        super().__init__(path, ours, threads)
         self.folder = Path(tempfile.mkdtemp(prefix="genai-"))
         for file in path.iterdir():
             (self.folder / file.name).symlink_to(file.resolve())
@@ -176,7 +176,7 @@ def genai_config(config: dict, threads: int) -> dict:
 
 
 # format -> the implementations measured on it, ours first
-RUNNERS: dict[str, list[Callable[[Path, int], Runner]]] = {
+RUNNERS: dict[str, list[Callable[[Path, Model, int], Runner]]] = {
     "gguf": [EdgedistillRunner, LlamaCppRunner],
     "onnx": [EdgedistillRunner, OptimumRunner, GenaiRunner],
 }
@@ -220,10 +220,7 @@ def measure(runners: list[Runner], prompt_ids: list[int], decode_tokens: int, re
     return rows
 
 
-def prompt_ids_for(path: Path, prompt_tokens: int) -> list[int]:
-    from edgedistill.runtime import load
-
-    model = load(path, threads=1)
+def prompt_ids_for(model: Model, prompt_tokens: int) -> list[int]:
     ids = model.encode(PROMPT_TEXT)
     while len(ids) < prompt_tokens:
         ids = ids + ids
@@ -245,12 +242,13 @@ def run(paths: list[Path], decode_tokens: int, prompt_tokens: int, repeats: int,
         skip: set[str]) -> list[dict]:
     rows = []
     for name, path, fmt in (a for p in paths for a in artifacts(p)):
-        prompt_ids = prompt_ids_for(path, prompt_tokens)
+        ours = load(path, threads=threads)
+        prompt_ids = prompt_ids_for(ours, prompt_tokens)
         runners: list[Runner] = []
         try:
             for make in RUNNERS[fmt]:
                 if make.impl not in skip:
-                    runners.append(make(path, threads))
+                    runners.append(make(path, ours, threads))
             for row in measure(runners, prompt_ids, decode_tokens, repeats, warmup):
                 rows.append({"artifact": name, "backend": fmt, **row})
         finally:
