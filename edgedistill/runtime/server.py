@@ -1,10 +1,10 @@
 """OpenAI-compatible HTTP server over a loaded student (FastAPI + uvicorn + sse-starlette).
 
-Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``,
-``POST /v1/chat/completions`` (``stream: true`` answers as server-sent events ending in
-``data: [DONE]``). Every error is an OpenAI error body with a 4xx status: bad JSON or
-fields 400, a wrong or missing key 401, a body over ``max_body_bytes`` 413, a full queue
-429 (``Retry-After: 1``).
+Endpoints: ``GET /health``, ``GET /v1/models`` (and ``/v1/models/{id}``),
+``POST /v1/completions``, ``POST /v1/chat/completions`` (``stream: true`` answers as
+server-sent events ending in ``data: [DONE]``). Every error is an OpenAI error body: bad
+JSON or fields 400, a wrong or missing key 401, an unknown model id 404, a body over
+``max_body_bytes`` 413, a full queue 429 (``Retry-After: 1``), a backend failure 500.
 
 Concurrency: ``parallel`` model instances each decode one request at a time in a worker
 thread; up to ``max_queue`` more requests wait for one. A client that disconnects cancels
@@ -61,7 +61,6 @@ def create_app(models: list[Model], settings: ServerSettings):
     scheduler = Scheduler(models, settings.max_queue)
     max_prompt_tokens = min(settings.max_prompt_tokens or model.context_length, model.context_length - 1)
     app = FastAPI(title="edgedistill", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.scheduler = scheduler
 
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):
@@ -371,7 +370,7 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(send)
-        body, more = b"", True
+        body, more = bytearray(), True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -386,7 +385,7 @@ class BodyLimit:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()  # then the client's disconnect, when it comes
 
         await self.app(scope, replay, send)
