@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.chat import template_from_tokenizer_config, token_text
+from edgedistill.runtime.folder_meta import read_folder_metadata
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -32,16 +32,11 @@ class OnnxModel(Model):
         self.num_layers = config["num_hidden_layers"]
         self.kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        eos_ids = _ids(_generation_eos(path)) + _ids(config.get("eos_token_id"))  # Llama-3: [end_of_text, eom, eot]
-        self.eos_token_id = eos_ids[0] if eos_ids else None
-        self.end_token_ids = frozenset(eos_ids)
+        metadata = read_folder_metadata(path, config)
+        self.eos_token_id, self.end_token_ids = metadata.eos_token_id, frozenset(metadata.end_token_ids)
+        self.bos_token, self.eos_token, self.chat_template = metadata.bos_token, metadata.eos_token, metadata.chat_template
         self.context_length = config["max_position_embeddings"]
         self.vocab_size = config["vocab_size"]
-        tokenizer_config = _json_or_empty(path / "tokenizer_config.json")
-        self.bos_token, self.eos_token = token_text(tokenizer_config.get("bos_token")), token_text(tokenizer_config.get("eos_token"))
-        jinja_file = path / "chat_template.jinja"
-        self.chat_template = template_from_tokenizer_config(
-            tokenizer_config, jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -86,19 +81,3 @@ class OnnxModel(Model):
     def _all_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         return self._run(token_ids).astype(np.float32)
-
-
-def _json_or_empty(file: Path) -> dict:
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-
-
-def _generation_eos(path: Path):
-    file = path / "generation_config.json"
-    return json.loads(file.read_text(encoding="utf-8")).get("eos_token_id") if file.is_file() else None
-
-
-def _ids(value) -> list[int]:
-    """An ``eos_token_id`` field (an int, a list of ints or absent) as a list."""
-    if value is None:
-        return []
-    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
