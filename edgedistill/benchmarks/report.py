@@ -1,0 +1,395 @@
+"""The benchmark report: ``report.md`` and a self-contained ``report.html`` from ``results``.
+
+``results`` is the bench stage's dict (schema: notes/bench-schema.md); every number may be None
+and prints as "-". Both renderers draw from one list of ``Table``s built by ``report_tables``,
+so the markdown and the HTML page cannot disagree. ``compare`` diffs the results of two builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from edgedistill.benchmarks.plots import CAPTIONS, make_plots, pareto_front
+
+NULL, MISSING, PARETO_MARK = "-", "missing", " ★"
+
+
+# ---- number formats: units live in the column header, except % and $ which read better attached
+
+
+def _significant(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _ms(seconds: float) -> str:
+    return _significant(seconds * 1000)
+
+
+def _mb(byte_count: float) -> str:
+    return _significant(byte_count / 1e6)  # MB = 10^6 bytes, as disks and cloud bills count
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+def _points(fraction_delta: float) -> str:
+    return f"{fraction_delta * 100:.1f} pp"  # a change in a percentage is in percentage points
+
+
+def _usd(dollars: float) -> str:
+    """Two significant digits below $1 (up to 4 decimals), cents above: $0.12, $0.0034, $1,234.50."""
+    if dollars == 0 or abs(dollars) >= 1:
+        return f"${dollars:,.2f}"
+    if abs(dollars) < 0.0001:
+        return "<$0.0001"
+    decimals = min(4, max(2, 1 - math.floor(math.log10(abs(dollars)))))
+    return f"${dollars:.{decimals}f}"
+
+
+def _two_decimals(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _three_decimals(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _whole(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _plain(value) -> str:
+    """A settings/traffic value for prose: None -> "-", 10000 -> "10,000", 143.5 -> "143.5"."""
+    if value is None:
+        return NULL
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _lookup(entry: dict, path: tuple[str, ...]):
+    """entry[path[0]][path[1]]..., None as soon as a level is None (e.g. "concurrent": null)."""
+    value = entry
+    for key in path:
+        value = (value or {}).get(key)
+    return value
+
+
+# ---- tables
+
+
+class Column(NamedTuple):
+    header: str
+    path: tuple[str, ...]
+    format: Callable[[float], str]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)  # shown beneath the table
+    text_columns: int = 1  # leading columns of words, left-aligned; the rest are numbers, right-aligned
+
+
+def latency_columns(concurrency) -> list[Column]:
+    return [
+        Column("TTFT p50 (ms)", ("ttft_p50_s",), _ms), Column("TTFT p95 (ms)", ("ttft_p95_s",), _ms),
+        Column("TPOT p50 (ms)", ("tpot_p50_s",), _ms), Column("TPOT p95 (ms)", ("tpot_p95_s",), _ms),
+        Column("e2e p50 (ms)", ("e2e_p50_s",), _ms), Column("e2e p95 (ms)", ("e2e_p95_s",), _ms),
+        Column("decode tok/s", ("decode_tokens_per_s",), _significant),
+        Column("prefill tok/s", ("prefill_tokens_per_s",), _significant),
+        Column(f"output tok/s at concurrency {_plain(concurrency)}", ("concurrent", "output_tokens_per_s"),
+               _significant),
+        Column("load (s)", ("load_s",), _two_decimals),
+        Column("peak RSS (MB)", ("peak_rss_bytes",), _mb), Column("size (MB)", ("bytes",), _mb),
+    ]
+
+
+QUALITY_COLUMNS = [
+    Column("perplexity", ("perplexity",), _significant), Column("top-1", ("top1_accuracy",), _percent),
+    Column("top-1 agreement", ("top1_agreement",), _percent),
+    Column("KL to teacher (nats/token)", ("kl_to_teacher",), _three_decimals), Column("ECE", ("ece",), _three_decimals),
+    Column("QA top-1", ("qa_top1",), _percent), Column("retention", ("retention",), _percent),
+]
+OVERDISTILL_COLUMNS = [
+    Column("truncation rate", ("overdistill", "truncation_rate"), _percent),
+    Column("mean answer tokens", ("overdistill", "mean_answer_tokens"), _significant),
+    Column("length ratio vs teacher", ("overdistill", "length_ratio"), _two_decimals),
+    Column("paraphrase stability", ("overdistill", "paraphrase_stability"), _two_decimals),
+    Column("repetition rate", ("overdistill", "repetition_rate"), _percent),
+]
+COST_COLUMNS = [
+    Column("$/1M tokens (blended)", ("usd_per_1m_tokens",), _usd),
+    Column("$/1M input", ("usd_per_1m_input_tokens",), _usd),
+    Column("$/1M output", ("usd_per_1m_output_tokens",), _usd),
+    Column("$/month", ("usd_per_month",), _usd), Column("instances", ("instances_needed",), _whole),
+    Column("break-even requests/day", ("break_even_requests_per_day",), _whole),
+]
+
+
+def entries(results: dict) -> list[dict]:
+    """The teacher (when the results have one) followed by the artifacts in export order."""
+    return ([results["teacher"]] if results.get("teacher") else []) + list(results.get("artifacts") or [])
+
+
+def metric_table(title: str, columns: list[Column], results: dict) -> Table:
+    """One row per entry. A missing entry's unmeasured cells read "missing", its error goes beneath."""
+    optimal = set(pareto_front(results.get("artifacts") or []))
+    rows, notes = [], []
+    for entry in entries(results):
+        empty = MISSING if entry.get("missing") else NULL
+        cells = [empty if (v := _lookup(entry, c.path)) is None else c.format(v) for c in columns]
+        label = entry["name"] + (PARETO_MARK if entry["name"] in optimal and entry.get("role") != "teacher" else "")
+        rows.append([label] + cells)
+        if entry.get("missing") and MISSING in cells:
+            notes.append(f"{entry['name']} missing: {entry.get('error') or 'no error recorded'}")
+    return Table(title, ["entry"] + [c.header for c in columns], rows, notes)
+
+
+def price_table(results: dict) -> Table:
+    prices = results.get("prices") or {}
+    api, hardware = prices.get("api") or {}, prices.get("hardware") or {}
+    api_price = (f"{_usd_or_null(api.get('usd_per_1m_input_tokens'))} per 1M input tokens, "
+                 f"{_usd_or_null(api.get('usd_per_1m_output_tokens'))} per 1M output tokens")
+    hardware_price = f"{_usd_or_null(hardware.get('usd_per_hour'))} per hour per instance"
+    rows = [["teacher API", _plain(api.get("name")), api_price],
+            ["student hardware", _plain(hardware.get("name")), hardware_price]]
+    notes = [n for n in (prices.get("assumption"), prices.get("file") and f"prices file: {prices['file']}") if n]
+    return Table(f"Prices (assumptions, as of {_plain(prices.get('as_of'))})", ["item", "name", "price"], rows, notes,
+                 text_columns=3)
+
+
+def _usd_or_null(value) -> str:
+    return NULL if value is None else _usd(value)
+
+
+def report_tables(results: dict) -> list[Table]:
+    concurrency = (results.get("settings") or {}).get("concurrency")
+    return [
+        price_table(results),
+        metric_table("Latency", latency_columns(concurrency), results),
+        metric_table("Quality", QUALITY_COLUMNS, results),
+        metric_table("Over-distillation", OVERDISTILL_COLUMNS, results),
+        metric_table("Cost", COST_COLUMNS, results),
+    ]
+
+
+SETTINGS_SENTENCE = (
+    "latency over {latency_prompts} prompts (prompt tokens mean {prompt_tokens_mean}, range {prompt_tokens_min}-"
+    "{prompt_tokens_max}), up to {latency_max_tokens} output tokens, {repeats} repeats after {warmup} warm-up, "
+    "{threads} threads, concurrency {concurrency}; quality over {eval_windows} held-out windows; answers up to "
+    "{answer_max_tokens} tokens")
+SETTINGS_IN_SENTENCE = {name for _, name, _, _ in string.Formatter().parse(SETTINGS_SENTENCE) if name}
+
+
+def _settings_text(settings: dict) -> str:
+    """The schema's settings as a sentence; keys the schema does not name yet follow as "key value"."""
+    known = {key: _plain(settings.get(key)) for key in SETTINGS_IN_SENTENCE}
+    extras = [f"{key} {_plain(value)}" for key, value in settings.items() if key not in SETTINGS_IN_SENTENCE]
+    return SETTINGS_SENTENCE.format(**known) + (f"; also {', '.join(extras)}" if extras else "")
+
+
+def report_facts(results: dict) -> list[tuple[str, str]]:
+    """(label, text) lines under the title: what was built, on what, measured how, for what traffic."""
+    build, machine = results.get("build") or {}, results.get("machine") or {}
+    settings, traffic = results.get("settings") or {}, results.get("traffic") or {}
+    packages = ", ".join(f"{name} {version}" for name, version in (machine.get("packages") or {}).items()
+                         if version != "not installed")
+    utilization = traffic.get("utilization")
+    return [
+        ("Build", f"{_plain(build.get('dir'))} (recipe {_plain(build.get('recipe'))}, "
+                  f"teacher {_plain(build.get('teacher'))}), created {_plain(results.get('created_utc'))}"),
+        ("Machine", f"{_plain(machine.get('cpu'))}, {_plain(machine.get('cpu_count'))} cores, "
+                    f"Python {_plain(machine.get('python'))}, {_plain(machine.get('platform'))}"),
+        ("Packages", packages or NULL),
+        ("Settings", _settings_text(settings)),
+        ("Traffic", f"{_plain(traffic.get('requests_per_day'))} requests/day, "
+                    f"{_plain(traffic.get('input_tokens_per_request'))} input + "
+                    f"{_plain(traffic.get('output_tokens_per_request'))} output tokens/request, utilization "
+                    f"{NULL if utilization is None else f'{utilization:.0%}'}, 30-day month"),
+        ("Legend", "-: not measured; ★: Pareto-optimal artifact (no other artifact is as small and as good "
+                   "in top-1 retention); sizes in MB = 10^6 bytes"),
+    ]
+
+
+def report_warnings(results: dict) -> list[tuple[str, list[str]]]:
+    """("report", report-wide warnings) then (entry name, its warnings); an empty list reads "none"."""
+    return [("report", list(results.get("warnings") or []))] + [
+        (entry["name"], list(entry.get("warnings") or [])) for entry in entries(results)]
+
+
+def _title(results: dict) -> str:
+    return f"Benchmark report: {(results.get('build') or {}).get('recipe') or 'edgedistill build'}"
+
+
+# ---- markdown
+
+
+def _md_cell(text: str) -> str:
+    """Text from results kept literal: "|" would split a table cell and "<" open an HTML tag."""
+    return text.replace("|", "\\|").replace("<", "\\<").replace("\n", " ")
+
+
+def _md_table(table: Table) -> list[str]:
+    lines = [f"## {table.title}", "",
+             "| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
+             "|" + "---|" * table.text_columns + "---:|" * (len(table.headers) - table.text_columns)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    lines.append("")
+    for note in table.notes:
+        lines += [f"> {_md_cell(note)}", ""]
+    return lines
+
+
+def render_markdown(results: dict, plot_files: dict[str, Path] | None) -> str:
+    lines = [f"# {_title(results)}", ""]
+    lines += [f"- **{label}**: {_md_cell(text)}" for label, text in report_facts(results)] + [""]
+    for table in report_tables(results):
+        lines += _md_table(table)
+    lines += ["## Warnings", ""]
+    for label, warnings in report_warnings(results):
+        lines.append(f"- **{_md_cell(label)}**:" + ("" if warnings else " none"))
+        lines += [f"  - {_md_cell(warning)}" for warning in warnings]
+    if plot_files:
+        lines += ["", "## Plots", ""]
+        for name, path in plot_files.items():
+            lines += [f"![{name}](plots/{path.name})", "", f"*{CAPTIONS.get(name, name)}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---- HTML: one file, nothing fetched; every string from results is escaped
+
+CSS = """body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#1d1d1f}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{border:1px solid #d0d0d0;padding:4px 8px}
+th{background:#f3f4f6}td{text-align:right}td.text{text-align:left}td:first-child{font-weight:600;white-space:nowrap}
+.note{color:#555;font-size:13px;margin:.2em 0}.warn{background:#fff4ce;border-left:4px solid #e0a800;padding:.4em .8em;
+margin:.3em 0}.ok{color:#2e7d32}figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:13px}"""
+
+
+def _html_table(table: Table) -> list[str]:
+    esc = html.escape
+    parts = [f"<h2>{esc(table.title)}</h2>", "<table>",
+             "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in table.headers) + "</tr>"]
+    for row in table.rows:
+        cells = [f'<td class="text">{esc(c)}</td>' for c in row[:table.text_columns]]
+        cells += [f"<td>{esc(c)}</td>" for c in row[table.text_columns:]]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    parts += [f'<p class="note">{esc(note)}</p>' for note in table.notes]
+    return parts
+
+
+def _html_warnings(results: dict) -> list[str]:
+    parts = ["<h2>Warnings</h2>"]
+    for label, warnings in report_warnings(results):
+        if not warnings:
+            parts.append(f'<p><b>{html.escape(label)}</b>: <span class="ok">none</span></p>')
+            continue
+        parts.append(f"<p><b>{html.escape(label)}</b>:</p>")
+        parts += [f'<div class="warn">⚠ {html.escape(warning)}</div>' for warning in warnings]
+    return parts
+
+
+def _html_figure(name: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    caption = html.escape(CAPTIONS.get(name, name))
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def render_html(results: dict, plot_files: dict[str, Path] | None) -> str:
+    title = html.escape(_title(results))
+    parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{title}</title><style>{CSS}</style></head><body>", f"<h1>{title}</h1>", "<ul>"]
+    parts += [f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in report_facts(results)]
+    parts.append("</ul>")
+    for table in report_tables(results):
+        parts += _html_table(table)
+    parts += _html_warnings(results)
+    if plot_files:
+        parts += ["<h2>Plots</h2>"] + [_html_figure(name, path) for name, path in plot_files.items()]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(results: dict, bench_dir: Path) -> list[Path]:
+    """Write ``plots/*.png``, ``report.md`` and ``report.html`` under ``bench_dir``; returns their paths."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    plot_files = make_plots(results, bench_dir / "plots")
+    markdown_path, html_path = bench_dir / "report.md", bench_dir / "report.html"
+    markdown_path.write_text(render_markdown(results, plot_files), encoding="utf-8")
+    html_path.write_text(render_html(results, plot_files), encoding="utf-8")
+    return list(plot_files.values()) + [markdown_path, html_path]
+
+
+# ---- comparing two builds
+
+# (metric key, path in an entry, label with unit, value format, delta format)
+COMPARE_METRICS = [
+    ("bytes", ("bytes",), "size (MB)", _mb, _mb),
+    ("peak_rss_bytes", ("peak_rss_bytes",), "peak RSS (MB)", _mb, _mb),
+    ("ttft_p50_s", ("ttft_p50_s",), "TTFT p50 (ms)", _ms, _ms),
+    ("tpot_p50_s", ("tpot_p50_s",), "TPOT p50 (ms)", _ms, _ms),
+    ("decode_tokens_per_s", ("decode_tokens_per_s",), "decode tok/s", _significant, _significant),
+    ("perplexity", ("perplexity",), "perplexity", _significant, _significant),
+    ("top1_agreement", ("top1_agreement",), "top-1 agreement", _percent, _points),
+    ("retention", ("retention",), "retention", _percent, _points),
+    ("usd_per_1m_tokens", ("usd_per_1m_tokens",), "$/1M tokens", _usd, _usd),
+    ("usd_per_month", ("usd_per_month",), "$/month", _usd, _usd),
+    ("truncation_rate", ("overdistill", "truncation_rate"), "truncation rate", _percent, _points),
+    ("paraphrase_stability", ("overdistill", "paraphrase_stability"), "paraphrase stability",
+     _two_decimals, _two_decimals),
+]
+COMPARE_FORMATS = {key: (label, value_format, delta_format) for key, _, label, value_format, delta_format
+                   in COMPARE_METRICS}
+
+
+def compare(new: dict, old: dict) -> list[dict]:
+    """One row per (entry, metric): name, status ("both" | "added" | "removed"), metric, old, new,
+    delta (new - old) and delta_pct (100 * delta / |old|); None wherever a side is None (or old is 0
+    for delta_pct). Entries match by name: new's order first, then entries only in ``old``."""
+    new_entries, old_entries = {e["name"]: e for e in entries(new)}, {e["name"]: e for e in entries(old)}
+    names = list(new_entries) + [name for name in old_entries if name not in new_entries]
+    rows = []
+    for name in names:
+        status = "both" if name in new_entries and name in old_entries else "added" if name in new_entries \
+            else "removed"
+        for metric, path, *_ in COMPARE_METRICS:
+            old_value, new_value = _lookup(old_entries.get(name), path), _lookup(new_entries.get(name), path)
+            delta = None if old_value is None or new_value is None else new_value - old_value
+            delta_pct = None if delta is None or old_value == 0 else 100 * delta / abs(old_value)
+            rows.append({"name": name, "status": status, "metric": metric, "old": old_value, "new": new_value,
+                         "delta": delta, "delta_pct": delta_pct})
+    return rows
+
+
+def _signed(delta: float, delta_format: Callable[[float], str]) -> str:
+    return ("+" if delta > 0 else "-" if delta < 0 else "±") + delta_format(abs(delta))
+
+
+def render_compare(rows: list[dict], new_label: str, old_label: str) -> str:
+    """A markdown table of ``compare``'s rows; "-" where a value or a delta is None."""
+    lines = [f"## Benchmark comparison: {_md_cell(new_label)} vs {_md_cell(old_label)}", "",
+             f"| entry | metric | {_md_cell(old_label)} | {_md_cell(new_label)} | change | change % |",
+             "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        label, value_format, delta_format = COMPARE_FORMATS[row["metric"]]
+        entry = row["name"] + ("" if row["status"] == "both" else f" ({row['status']})")
+        old_text, new_text = (NULL if v is None else value_format(v) for v in (row["old"], row["new"]))
+        delta = NULL if row["delta"] is None else _signed(row["delta"], delta_format)
+        delta_pct = NULL if row["delta_pct"] is None else f"{row['delta_pct']:+.1f}%"
+        lines.append(f"| {_md_cell(entry)} | {label} | {old_text} | {new_text} | {delta} | {delta_pct} |")
+    return "\n".join(lines) + "\n"
