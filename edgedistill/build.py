@@ -48,7 +48,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
     Stage("bench", "edgedistill.pipeline.bench",
-          lambda r, pre: {"bench": r.bench, "seq_len": r.data.seq_len, "eval_content": pre["eval_content"]},
+          lambda r, pre: {"bench": r.bench, "seq_len": r.data.seq_len, "data": r.data, "seed": r.seed,
+                          "data_content": pre["data_content"], "eval_content": pre["eval_content"], "recipe_name": r.name},
           lambda r: r.bench.enabled),
 )
 
@@ -76,16 +77,25 @@ def _content(files: list[Path]) -> list:
 
 
 def _eval_files(recipe: Recipe) -> list[Path]:
-    """The bench stage's evaluation text and QA files (checked to exist and, for QA, to parse)."""
+    """The bench stage's input files: evaluation text, QA set, probe questions and price
+    table, each checked to exist and (but the text) to parse before anything runs."""
+    from edgedistill.benchmarks.cost import load_prices
+    from edgedistill.benchmarks.probes import PROBE_BUILTINS, load_probes
     from edgedistill.pipeline.data import data_files
     from edgedistill.pipeline.evaluate import QA_BUILTINS, load_qa_pairs
 
+    bench = recipe.bench
+    if not bench.enabled:
+        return []
     files = []
-    if recipe.bench.enabled and recipe.bench.eval_path:
-        files.extend(data_files(recipe.bench.eval_path, "bench.eval_path"))
-    if recipe.bench.enabled and recipe.bench.qa_path:
-        load_qa_pairs(recipe.bench.qa_path)  # validates every row before anything runs
-        files.append(QA_BUILTINS.get(recipe.bench.qa_path) or Path(recipe.bench.qa_path).expanduser())
+    if bench.eval_path:
+        files.extend(data_files(bench.eval_path, "bench.eval_path"))
+    if bench.qa_path:
+        load_qa_pairs(bench.qa_path)  # validates every row before anything runs
+        files.append(QA_BUILTINS.get(bench.qa_path) or Path(bench.qa_path).expanduser())
+    load_probes(bench.probe_path)
+    files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
+    files.append(Path(load_prices(bench.prices, bench.api_price, bench.hardware).file))
     return files
 
 
@@ -120,6 +130,8 @@ def _cached_artifact(name: str, key: str, inp: Artifact | None, manifest: dict, 
     """The recorded output of stage ``name`` if its key matches and its files are intact."""
     record = manifest["stages"].get(name)
     if not record or record["key"] != key:
+        return None
+    if record["artifact"]["payload"].get("retry"):  # e.g. a bench whose teacher API was down: measure again
         return None
     artifact = Artifact.from_record(name, record["artifact"], out_dir, inp)
     return None if artifact.files_intact() else artifact
@@ -171,11 +183,13 @@ def _remove_outputs(names: tuple[str, ...], out_dir: Path) -> None:
             target.unlink()
 
 
-def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], None] = lambda *a: None) -> dict:
+def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], None] = lambda *a: None,
+          force: frozenset[str] = frozenset()) -> dict:
     """Run (or reuse) every stage into ``out_dir``; returns the final manifest.
 
     ``on_stage(name, status, seconds)`` is called after each stage with status "cached",
-    "ran" or "skip".
+    "ran" or "skip". Stages named in ``force`` run even when cached (``edgedistill bench``
+    measures again).
     """
     procs = current()
     if not procs.main:
@@ -189,7 +203,7 @@ def build(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, float], N
                 _remove_outputs(importlib.import_module(stage.module).OUTPUTS, out_dir)  # no stale results
             on_stage(stage.name, "skip", 0.0)
             continue
-        artifact = _run_or_reuse(stage, recipe, pre, artifact, manifest, out_dir, on_stage, procs)
+        artifact = _run_or_reuse(stage, recipe, pre, artifact, manifest, out_dir, on_stage, procs, stage.name in force)
     if procs.main:
         manifest = _finish(manifest, out_dir)
     procs.barrier()
@@ -217,7 +231,8 @@ def _start(recipe: Recipe, out_dir: Path, procs: Processes = Processes()) -> tup
 
 
 def _run_or_reuse(stage: Stage, recipe: Recipe, pre: dict, artifact: Artifact | None, manifest: dict, out_dir: Path,
-                  on_stage: Callable[[str, str, float], None], procs: Processes = Processes()) -> Artifact:
+                  on_stage: Callable[[str, str, float], None], procs: Processes = Processes(),
+                  force: bool = False) -> Artifact:
     """The stage's cached output when its key matches, else run it and record it.
 
     Under a multi-process launch the main process runs the stage (all processes run a
@@ -227,7 +242,7 @@ def _run_or_reuse(stage: Stage, recipe: Recipe, pre: dict, artifact: Artifact | 
     inp = artifact
     input_hash = inp.hash if inp else ""
     key = stage_key(stage.name, to_dict(cfg), input_hash)
-    cached = _cached_artifact(stage.name, key, inp, manifest, out_dir)
+    cached = None if force else _cached_artifact(stage.name, key, inp, manifest, out_dir)
     if cached is not None:
         on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
         return cached

@@ -1,4 +1,4 @@
-"""Command line: ``edgedistill build | cache-teacher | recipes | verify | generate | serve``.
+"""Command line: ``edgedistill build | bench | cache-teacher | recipes | verify | generate | serve``.
 
 Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback),
 3 an internal error (a bug: the traceback is printed), 130 interrupted.
@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no t
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -60,6 +61,17 @@ def build(
 
     manifest = run_build(resolved, out_dir, on_stage)
     print_summary(manifest, out_dir)
+    return _exit_code(manifest)
+
+
+def _exit_code(manifest: dict) -> int:
+    """1 when an artifact failed verification; 2 (after the report is written) when the
+    teacher API could not be measured: its URL, model or key is wrong or it is down."""
+    error = manifest["stages"].get("bench", {}).get("artifact", {}).get("payload", {}).get("teacher_error")
+    if error:
+        _fail(f"teacher not measured: {error}; the report marks its rows missing (fix --teacher-api / "
+              "bench.teacher_api and rerun `edgedistill bench`)", 2)
+        return 2
     return 0 if manifest["status"] == "complete" else 1
 
 
@@ -75,6 +87,10 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
         )
     console.print(table)
     console.print(quality_table(metrics))
+    results_file = out_dir / "bench" / "results.json"
+    if "bench" in manifest["stages"] and results_file.is_file():
+        console.print(bench_table(json.loads(results_file.read_text(encoding="utf-8"))))
+        console.print(f"report: {out_dir / 'bench' / 'report.html'} (and report.md, results.json)", highlight=False)
     console.print(f"manifest: {out_dir / 'manifest.json'} (status: {manifest['status']}, "
                   f"build {metrics.get('build_seconds', 0):.0f}s of stage compute)")
 
@@ -107,6 +123,99 @@ def quality_table(metrics: dict) -> Table:
     table.caption = (f"student-teacher top-1 agreement {cell(pair + '_top1_agreement', '.4f')}, "
                      f"KL(teacher || student) {cell(pair + '_kl', '.4f')} nats/token")
     return table
+
+
+def bench_table(results: dict) -> Table:
+    """Teacher API vs every artifact: what it costs to run and what it keeps."""
+    table = Table("model", "MB", "RSS MB", "TTFT p50/p95 ms", "TPOT p50 ms", "decode tok/s", f"x{results['settings']['concurrency']} tok/s",
+                  "ppl", "agree", "retention", "$/1M tok", "$/month", "warnings",
+                  title=f"bench: teacher behind an API vs students ({results['traffic']['requests_per_day']:,.0f} requests/day)")
+
+    def num(value, fmt: str, scale: float = 1.0) -> str:
+        return format(value * scale, fmt) if isinstance(value, (int, float)) else "-"
+
+    for entry in (results["teacher"], *results["artifacts"]):
+        concurrent = entry.get("concurrent") or {}
+        table.add_row(
+            entry["name"], num(entry["bytes"], ".1f", 1e-6), num(entry["peak_rss_bytes"], ".0f", 2 ** -20),
+            f"{num(entry['ttft_p50_s'], '.1f', 1e3)}/{num(entry['ttft_p95_s'], '.1f', 1e3)}",
+            num(entry["tpot_p50_s"], ".2f", 1e3), num(entry["decode_tokens_per_s"], ".0f"),
+            num(concurrent.get("output_tokens_per_s"), ".0f"), num(entry["perplexity"], ".2f"),
+            num(entry["top1_agreement"], ".3f"), num(entry["retention"], ".1%"),
+            num(entry["usd_per_1m_tokens"], ".4g"), num(entry["usd_per_month"], ",.2f"),
+            "MISSING" if entry["missing"] else str(len(entry["warnings"]) or "-"),
+        )
+    return table
+
+
+@app.command()
+def bench(
+    build_dir: Path = typer.Argument(..., help="a build folder written by `edgedistill build`"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="another build folder: print the deltas between "
+                                           "its bench results and BUILD_DIR's (measures nothing)"),
+    teacher_api: Optional[str] = typer.Option(None, "--teacher-api", help="OpenAI-compatible base URL of the teacher, "
+                                              "e.g. http://host:8000/v1 (default: serve the build's teacher locally)"),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model name sent to --teacher-api"),
+    teacher_api_key_env: Optional[str] = typer.Option(None, "--teacher-api-key-env",
+                                                      help="environment variable holding the API key "
+                                                           "(default EDGEDISTILL_TEACHER_API_KEY)"),
+    teacher_api_mode: Optional[str] = typer.Option(None, "--teacher-api-mode", help="completions (text) or chat"),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="price table YAML (default: the shipped assumptions)"),
+    overrides: List[str] = typer.Option([], "--set", help="override a bench key, e.g. --set bench.requests_per_day=5000"),
+) -> int:
+    """Measure the teacher behind an API against every student artifact of a build: latency,
+    memory, quality retention, over-distillation checks and cost; writes bench/report.html."""
+    from edgedistill.artifacts import read_manifest
+
+    if compare is not None:
+        return _compare(build_dir, compare)
+    manifest = read_manifest(build_dir)
+    if manifest is None:
+        raise UserError(f"{build_dir} has no readable manifest.json; pass a folder written by `edgedistill build`")
+    if "export" not in manifest["stages"]:
+        raise UserError(f"{build_dir} has no exported artifacts yet; run `edgedistill build` to finish it")
+    bad = [o for o in overrides if not o.startswith("bench.")]
+    if bad:
+        raise UserError(f"--set {bad[0]}: `edgedistill bench` takes bench.* keys only; use `edgedistill build --set` "
+                        "for the others")
+    options = {"teacher_api": teacher_api, "teacher_model": teacher_model, "teacher_api_key_env": teacher_api_key_env,
+               "teacher_api_mode": teacher_api_mode, "prices": str(prices.resolve()) if prices else None}
+    overrides = [*(f"bench.{key}={value}" for key, value in options.items() if value is not None), *overrides,
+                 "bench.enabled=true"]
+    from edgedistill.build import build as run_build
+    from edgedistill.config import recipe_with_overrides
+
+    recipe = recipe_with_overrides(manifest["recipe"], overrides)
+
+    def on_stage(name: str, status: str, seconds: float) -> None:
+        if name == "bench":
+            console.print(f"[bold]bench[/bold] {status} {seconds:.1f}s", highlight=False)
+
+    manifest = run_build(recipe, build_dir, on_stage, force=frozenset({"bench"}))
+    results = json.loads((build_dir / "bench" / "results.json").read_text(encoding="utf-8"))
+    console.print(bench_table(results))
+    for entry in (results["teacher"], *results["artifacts"]):
+        for warning in entry["warnings"]:
+            console.print(f"[yellow]warning[/yellow] {entry['name']}: {warning}", highlight=False)
+    console.print(f"report: {build_dir / 'bench' / 'report.html'} (and report.md, results.json)", highlight=False)
+    return _exit_code(manifest)
+
+
+def _compare(build_dir: Path, other: Path) -> int:
+    from edgedistill.benchmarks.report import compare as compare_results
+    from edgedistill.benchmarks.report import render_compare
+
+    loaded = []
+    for folder in (build_dir, other):
+        file = folder / "bench" / "results.json"
+        if not file.is_file():
+            raise UserError(f"{folder} has no bench/results.json; run `edgedistill bench {folder}` first")
+        try:
+            loaded.append(json.loads(file.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file} is not valid JSON ({exc.msg}); rerun `edgedistill bench {folder}`") from None
+    sys.stdout.write(render_compare(compare_results(loaded[0], loaded[1]), str(build_dir), str(other)) + "\n")
+    return 0
 
 
 @app.command("cache-teacher")
@@ -177,7 +286,7 @@ def verify(build_dir: Path = typer.Argument(..., help="a build folder (holds man
 
 @app.command()
 def generate(
-    path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
+    path: Path = typer.Argument(..., help="a GGUF file, an ONNX folder or an HF model folder (torch backend)"),
     prompt: str = typer.Argument(..., help="text to continue (with --chat: the user's message)"),
     chat: bool = typer.Option(False, "--chat", help="send PROMPT as a user message through the model's chat template"),
     chat_template: Optional[str] = typer.Option(None, "--chat-template",
@@ -221,7 +330,7 @@ def generate(
 
 @app.command()
 def serve(
-    path: Path = typer.Argument(..., help="a GGUF file or an ONNX folder"),
+    path: Path = typer.Argument(..., help="a GGUF file, an ONNX folder or an HF model folder (torch backend)"),
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default; 0.0.0.0 exposes it)"),
     port: int = typer.Option(8000, help="TCP port (0 = any free port; the bound one is printed)"),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEDISTILL_API_KEY",

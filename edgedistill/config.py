@@ -132,14 +132,38 @@ class VerifyConfig:
 @dataclass(frozen=True)
 class BenchConfig:
     enabled: bool = knob(True, "run the benchmark stage")
-    decode_tokens: int = knob(64, "tokens generated per timed run", low=1)
-    repeats: int = knob(3, "timed runs per artifact; the median is reported", low=1)
-    warmup: int = knob(1, "untimed runs before timing", low=0)
+    decode_tokens: int = knob(64, "max_tokens of every latency request (EOS ignored where the server allows)", low=1)
+    repeats: int = knob(3, "timed passes over the latency prompt set per served model", low=1)
+    warmup: int = knob(1, "untimed passes before timing", low=0)
+    latency_prompts: int = knob(8, "prompts in the latency set (bare questions and passage + question)", low=1)
+    concurrency: int = knob(2, "clients at once in the throughput run; the server runs as many instances", low=1)
+    probe_path: str = knob("builtin:pydocs-probes", "JSONL of questions in several phrasings (id, phrasings) for the "
+                           "over-distillation checks, or builtin:pydocs-probes")
+    probe_questions: int = knob(0, "cap on probe questions (0 = all)", low=0)
+    answer_tokens: int = knob(96, "max_tokens of the greedy probe answers (truncation = hitting it)", low=1)
     eval_path: str = knob("", "held-out text for test metrics of teacher and student (same forms as data.path, "
                           "e.g. builtin:pydocs-test); empty = none")
     eval_windows: int = knob(0, "cap on evaluation windows of data.seq_len tokens (0 = all)", low=0)
     qa_path: str = knob("", "question/answer JSONL (prompt, answer) scored teacher-forced, or builtin:pydocs-qa; empty = none")
     qa_pairs: int = knob(0, "cap on QA pairs scored (0 = all)", low=0)
+    artifact_eval_windows: int = knob(16, "held-out windows every artifact and the teacher are scored on through the "
+                                      "runtime (eval_path, else the training data's held-out windows)", low=1)
+    artifact_qa_pairs: int = knob(64, "QA pairs every artifact is scored on through the runtime (0 = none)", low=0)
+    teacher_api: str = knob("", "OpenAI-compatible base URL of the teacher (http://host:port/v1); empty = serve the "
+                            "build's teacher on 127.0.0.1 with `edgedistill serve`")
+    teacher_model: str = knob("", "model name sent to teacher_api")
+    teacher_api_key_env: str = knob("EDGEDISTILL_TEACHER_API_KEY", "environment variable holding teacher_api's key")
+    teacher_api_mode: str = knob("completions", "send prompts to /completions as text, or to /chat/completions as "
+                                 "a user message", choices=lambda: ("completions", "chat"))
+    prices: str = knob("", "price table YAML (API $ per 1M tokens, hardware $ per hour); empty = the shipped "
+                       "assumptions (edgedistill/benchmarks/prices.yaml)")
+    api_price: str = knob("", "API row of the price table the teacher is billed at (empty = its api_default)")
+    hardware: str = knob("", "hardware row of the price table the students run on (empty = its hardware_default)")
+    requests_per_day: float = knob(10000.0, "traffic for the monthly cost", low=0.0, low_open=True)
+    input_tokens_per_request: int = knob(400, "prompt tokens per request of that traffic", low=0)
+    output_tokens_per_request: int = knob(150, "completion tokens per request of that traffic", low=1)
+    utilization: float = knob(0.5, "share of a self-hosted instance's hours doing useful work", low=0.0, high=1.0,
+                              low_open=True)
 
 
 @dataclass(frozen=True)
@@ -154,7 +178,7 @@ class Recipe:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"doc": "distillation checkpoints"})
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"doc": "device formats"})
     verify: VerifyConfig = field(default_factory=VerifyConfig, metadata={"doc": "parity gate"})
-    bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "decode speed and held-out quality"})
+    bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "latency, quality, over-distillation checks and cost vs the teacher"})
 
     def __post_init__(self) -> None:
         if not self.export.onnx and not self.export.gguf:
@@ -196,6 +220,16 @@ def load_recipe(source: str | None, overrides: list[str] | tuple[str, ...] = (),
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
     data.setdefault("name", path.stem)
+    for override in overrides:
+        _apply_override(data, override)
+    return from_dict(Recipe, data)
+
+
+def recipe_with_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """A recipe from its dict form (a manifest's ``recipe``) with ``key=value`` overrides."""
+    import copy
+
+    data = copy.deepcopy(data)
     for override in overrides:
         _apply_override(data, override)
     return from_dict(Recipe, data)

@@ -1,13 +1,25 @@
-"""Bench stage: decode speed and size of every exported artifact, with the machine recorded,
-and the held-out quality of teacher and student (test split and QA set, see evaluate.py)."""
+"""Bench stage: the teacher behind an OpenAI-compatible API against every exported student
+artifact, measured over real HTTP (``benchmarks/suite.py``), scored teacher-forced through
+the runtime, checked for over-distillation, priced, and written up as
+``bench/results.json`` + ``report.md`` + ``report.html`` + ``plots/*.png``.
+
+The torch-side full held-out comparison of the distilled student with its teacher
+(test split and QA set, ``pipeline/evaluate.py``) is kept as the manifest's quality
+metrics; the per-artifact scores use a capped subset of the same windows.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, atomic_write_json, is_under, record_files
 
 OUTPUTS = ("bench",)
+PASSAGE_TOKENS = 256  # the retrieved passage before a question in half of the latency prompts
 
 
 def metric_name(artifact_name: str, quantity: str) -> str:
@@ -28,27 +40,157 @@ def evaluate_quality(bench_cfg, seq_len: int, inp: Artifact) -> dict:
     return quality_report(load_model(student_dir), load_model(teacher_dir), tokenizer, windows, pairs, seq_len)
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
-    """cfg: {"bench": BenchConfig, "seq_len": data.seq_len, "eval_content": hashes of eval data}."""
-    from edgedistill.benchmarks.decode import measure_decode
-    from edgedistill.benchmarks.machine import machine_info
+def log(message: str) -> None:
+    print(f"  bench: {message}", file=sys.stderr, flush=True)
 
-    bench_cfg = cfg["bench"]
+
+def scoring_windows(cfg: dict, tokenizer) -> tuple[list[list[int]], str]:
+    """Held-out windows every model is scored on: the eval text when the recipe names one,
+    else the training data's held-out windows; and what they are."""
+    from edgedistill.pipeline.data import eval_windows, packed_examples
+
+    bench_cfg, count = cfg["bench"], cfg["bench"].artifact_eval_windows
+    if bench_cfg.eval_path:
+        windows = eval_windows(bench_cfg.eval_path, tokenizer, cfg["seq_len"], count)
+        return windows.tolist(), f"{bench_cfg.eval_path} ({len(windows)} windows of {cfg['seq_len']} tokens)"
+    _, heldout = packed_examples(cfg["data"], tokenizer, cfg["seed"])
+    windows = heldout.ids[:count]
+    return windows.tolist(), f"held-out windows of the training data ({len(windows)} of {cfg['seq_len']} tokens)"
+
+
+def scoring_qa(bench_cfg, tokenizer, seq_len: int) -> list[tuple[list[int], int]]:
+    from edgedistill.pipeline.evaluate import answer_tokens, load_qa_pairs
+
+    if not bench_cfg.qa_path or not bench_cfg.artifact_qa_pairs:
+        return []
+    pairs = [answer_tokens(tokenizer, p["prompt"], p["answer"], seq_len)
+             for p in load_qa_pairs(bench_cfg.qa_path, bench_cfg.artifact_qa_pairs)]
+    return [(ids, first) for ids, first in pairs if first < len(ids)]
+
+
+def targets(inp: Artifact, bench_cfg, student_params: int | None, teacher_params: int | None):
+    """(teacher Target, student Targets in export order)."""
+    from edgedistill.benchmarks.suite import Target
+
     export = inp.find("export")
-    rows, metrics = [], {}
+    students = []
     for entry in export.payload["exports"]:
-        path = export.root / entry["path"]
         size = sum(f.bytes for f in export.files if is_under(f.path, entry["path"]))
-        speed = measure_decode(path, bench_cfg.decode_tokens, bench_cfg.repeats, bench_cfg.warmup)
-        rows.append({"name": entry["name"], "format": entry["format"], "quantization": entry["quantization"], "bytes": size, **speed})
-        metrics[metric_name(entry["name"], "decode_tokens_per_s")] = speed["decode_tokens_per_s"]
-        metrics[metric_name(entry["name"], "bytes")] = size
-    quality = {}
-    if bench_cfg.eval_path or bench_cfg.qa_path:
-        quality = evaluate_quality(bench_cfg, cfg["seq_len"], inp)
-        metrics.update(quality)
-    (out_dir / "bench").mkdir(parents=True)
-    results = {"machine": machine_info(), "config": {"decode_tokens": bench_cfg.decode_tokens, "repeats": bench_cfg.repeats},
-               "artifacts": rows, "quality": quality}
-    atomic_write_json(out_dir / "bench" / "results.json", results)
-    return Artifact("bench", out_dir, record_files(out_dir, ["bench"]), {"artifacts": rows}, metrics, inp)
+        students.append(Target(entry["name"], "student", entry["format"], entry["quantization"],
+                               export.root / entry["path"], size, student_params))
+    if bench_cfg.teacher_api:
+        api = {"url": bench_cfg.teacher_api, "model": bench_cfg.teacher_model or "teacher",
+               "api_key": os.environ.get(bench_cfg.teacher_api_key_env) or None, "mode": bench_cfg.teacher_api_mode}
+        teacher = Target("teacher", "teacher", "api", api=api, params=teacher_params)
+    else:
+        teacher_dir = inp.find("teacher").model_dir
+        teacher = Target("teacher", "teacher", "hf", path=teacher_dir, bytes=folder_bytes(teacher_dir),
+                         params=teacher_params)
+    return teacher, students
+
+
+def folder_bytes(folder: Path) -> int:
+    """What a deployment of an HF folder ships: weights, config and tokenizer files."""
+    kinds = (".safetensors", ".bin", ".json", ".model", ".jinja")
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in kinds
+               and not f.name.startswith("training_"))
+
+
+def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+    """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content"}."""
+    from edgedistill.benchmarks import cost, overdistill, quality, suite
+    from edgedistill.benchmarks.machine import machine_info
+    from edgedistill.benchmarks.probes import latency_prompts, load_probes
+    from edgedistill.benchmarks.report import write_report
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.runtime import load
+
+    bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
+    prices = cost.load_prices(bench_cfg.prices, bench_cfg.api_price, bench_cfg.hardware)
+    traffic = cost.Traffic(bench_cfg.requests_per_day, bench_cfg.input_tokens_per_request,
+                           bench_cfg.output_tokens_per_request, bench_cfg.utilization)
+    student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir
+    tokenizer = load_tokenizer(student_dir)
+    windows, windows_label = scoring_windows(cfg, tokenizer)
+    qa = scoring_qa(bench_cfg, tokenizer, seq_len)
+    context = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    passage_tokens = max(0, min(PASSAGE_TOKENS, context - bench_cfg.decode_tokens - 64))
+    passages = [tokenizer.decode(w[:passage_tokens]) for w in windows] if passage_tokens else []
+    probes = load_probes(bench_cfg.probe_path, bench_cfg.probe_questions)
+    prompts = latency_prompts(probes, passages, bench_cfg.latency_prompts)
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    settings = suite.Settings(prompts, [list(p.phrasings) for p in probes], bench_cfg.decode_tokens,
+                              bench_cfg.answer_tokens, bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency,
+                              suite.default_threads())
+
+    threads = settings.threads
+    teacher, students = targets(inp, bench_cfg, parameter_count(student_dir), parameter_count(teacher_dir))
+    for target in (teacher, *students):
+        suite.measure_served(target, settings, log)
+
+    teacher_model = load(teacher_dir, backend="hf", threads=threads)
+    scores = {"teacher": quality.score(teacher_model, teacher_model, windows, qa, teacher_model.vocab_size)}
+    for target in students:
+        model = load(target.path, threads=threads)
+        scores[target.name] = quality.score(model, teacher_model, windows, qa, min(model.vocab_size, teacher_model.vocab_size))
+        del model
+    log(f"scored the teacher and {len(students)} artifacts teacher-forced on {windows_label}, {len(qa)} QA pairs")
+    suite.add_quality(teacher, students, scores)
+    suite.add_comparisons(teacher, students, overdistill.THRESHOLDS)
+    suite.add_costs(teacher, students, prices, traffic)
+
+    warnings = []
+    if teacher.entry["missing"]:
+        warnings.append(f"teacher {teacher.entry['served_by'] or 'API'} not measured: {teacher.entry['error']}; "
+                        "its latency, answer and cost rows are missing")
+    torch_quality = evaluate_quality(bench_cfg, seq_len, inp) if (bench_cfg.eval_path or bench_cfg.qa_path) else {}
+    results = suite.results_document(
+        teacher, students, settings, traffic, prices,
+        build={"recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)}, machine=machine_info(),
+        extra_settings={"scored_on": windows_label, "qa_pairs_scored": len(qa), "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
+                        "prompt_tokens_min": min(prompt_tokens), "prompt_tokens_max": max(prompt_tokens)},
+        warnings=warnings)
+    results["quality_torch"] = torch_quality
+
+    bench_dir = out_dir / "bench"
+    bench_dir.mkdir(parents=True)
+    atomic_write_json(bench_dir / "results.json", results)
+    write_answers(bench_dir / "answers.jsonl", teacher, students, settings)
+    write_report(results, bench_dir)
+    rows, metrics = summary_rows(results), dict(torch_quality)
+    for row in rows:
+        for key in ("decode_tokens_per_s", "bytes", "ttft_p50_s", "retention", "usd_per_month"):
+            if isinstance(row.get(key), (int, float)):
+                metrics[metric_name(row["name"], key)] = row[key]
+    missing = [t.name for t in (teacher, *students) if t.entry["missing"]]
+    # a model that could not be measured (an API that was down) is measured again by the next build
+    payload = {"artifacts": rows, "teacher_error": teacher.entry["error"] if teacher.entry["missing"] else None,
+               "retry": bool(missing)}
+    return Artifact("bench", out_dir, record_files(out_dir, ["bench"]), payload, metrics, inp)
+
+
+def parameter_count(folder: Path) -> int | None:
+    """Parameters stored in an HF folder's safetensors files (tied weights stored once),
+    read from their headers without loading a tensor."""
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        total += sum(math.prod(info["shape"]) for name, info in header.items() if name != "__metadata__")
+    return total or None
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """The manifest's per-artifact speed/size/retention/cost row (build summary table)."""
+    keys = ("name", "format", "quantization", "bytes", "decode_tokens_per_s", "ttft_p50_s", "tpot_p50_s",
+            "peak_rss_bytes", "retention", "usd_per_month", "warnings")
+    return [{key: entry.get(key) for key in keys} for entry in results["artifacts"]]
+
+
+def write_answers(path: Path, teacher, students, settings) -> None:
+    """Every probe answer, per model and phrasing, for reading what the numbers summarize."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for target in (teacher, *students):
+            for phrasings, answers in zip(settings.probe_groups, target.entry.get("answers") or []):
+                for prompt, answer in zip(phrasings, answers):
+                    handle.write(json.dumps({"model": target.name, "prompt": prompt, **answer}, ensure_ascii=False) + "\n")

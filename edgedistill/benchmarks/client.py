@@ -1,0 +1,149 @@
+"""A measuring client for any OpenAI-compatible endpoint: one streamed request at a time,
+timed from sending it to its first and last streamed token.
+
+Token counts come from the server's usage chunk (``stream_options.include_usage``); a
+server that sends none is counted one token per streamed content chunk (``exact_counts``
+False then). TTFT is measured to the first chunk that carries text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+class TargetError(RuntimeError):
+    """The endpoint cannot be measured (unreachable, or it answers with errors)."""
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float  # request sent -> first streamed text
+    e2e_s: float  # request sent -> end of the stream
+    finish_reason: str
+    text: str
+    exact_counts: bool = True
+
+    @property
+    def decode_s(self) -> float:
+        return self.e2e_s - self.ttft_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first; None for a one-token answer."""
+        return self.decode_s / (self.completion_tokens - 1) if self.completion_tokens > 1 and self.decode_s > 0 else None
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        tpot = self.tpot_s
+        return 1.0 / tpot if tpot else None
+
+    @property
+    def prefill_tokens_per_s(self) -> float | None:
+        return self.prompt_tokens / self.ttft_s if self.prompt_tokens and self.ttft_s > 0 else None
+
+
+class Endpoint:
+    """``base_url`` ends in ``/v1``. ``mode`` "completions" sends the prompt text as is;
+    "chat" sends it as one user message. ``extra``: fields added to every request body
+    (our own server takes ``ignore_eos``; other APIs may refuse unknown fields)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, mode: str = "completions",
+                 extra: dict | None = None, timeout_s: float = 300.0):
+        self.base_url, self.model, self.mode, self.extra = base_url.rstrip("/"), model, mode, dict(extra or {})
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+
+    def describe(self) -> str:
+        return f"{self.base_url} (model {self.model})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def check(self) -> None:
+        """One tiny request, so an unreachable or failing endpoint is told apart before
+        any measurement starts."""
+        self.stream("Hello", max_tokens=1, greedy=True)
+
+    def stream(self, prompt: str, max_tokens: int, greedy: bool = True, extra: dict | None = None) -> RequestResult:
+        path, body = self._body(prompt, max_tokens, greedy, {**self.extra, **(extra or {})})
+        url = f"{self.base_url}{path}"
+        text, chunks, first_at, finish, usage = [], 0, None, None, None
+        started = time.perf_counter()
+        try:
+            with self.client.stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    raise TargetError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
+                for data in _sse_data(response):
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise TargetError(f"{url} failed mid-stream: {_message(event)}")
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        piece = choice.get("text") if self.mode == "completions" else (choice.get("delta") or {}).get("content")
+                        if piece:
+                            first_at = first_at or time.perf_counter()
+                            text.append(piece)
+                            chunks += 1
+                        finish = choice.get("finish_reason") or finish
+        except httpx.HTTPError as exc:
+            raise TargetError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise TargetError(f"{url} streamed something that is not JSON: {exc}") from None
+        ended = time.perf_counter()
+        exact = bool(usage and "completion_tokens" in usage)
+        return RequestResult(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)) if usage else 0,
+            completion_tokens=int(usage["completion_tokens"]) if exact else chunks,
+            ttft_s=(first_at or ended) - started, e2e_s=ended - started,
+            finish_reason=finish or "unknown", text="".join(text), exact_counts=exact,
+        )
+
+    def _body(self, prompt: str, max_tokens: int, greedy: bool, extra: dict) -> tuple[str, dict]:
+        body = {"model": self.model, "max_tokens": max_tokens, "stream": True,
+                "stream_options": {"include_usage": True}, **({"temperature": 0.0} if greedy else {}), **extra}
+        if self.mode == "chat":
+            return "/chat/completions", {**body, "messages": [{"role": "user", "content": prompt}]}
+        return "/completions", {**body, "prompt": prompt}
+
+
+def _sse_data(response: httpx.Response):
+    """The ``data:`` payloads of a server-sent event stream (multi-line data joined)."""
+    lines: list[str] = []
+    for line in response.iter_lines():
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+        elif line.startswith("data:"):
+            lines.append(line[5:].lstrip(" "))
+    if lines:
+        yield "\n".join(lines)
+
+
+def _error_message(response: httpx.Response) -> str:
+    response.read()
+    try:
+        return _message(response.json())
+    except (json.JSONDecodeError, ValueError):
+        return response.text[:200] or response.reason_phrase
+
+
+def _message(body) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:300]
+    return str(error or body)[:300]

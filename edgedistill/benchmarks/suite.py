@@ -1,0 +1,219 @@
+"""The whole benchmark of one build: the teacher behind an OpenAI-compatible API and every
+student artifact behind ``edgedistill serve``, measured the same way over real HTTP with
+streaming, then scored teacher-forced through the runtime and priced.
+
+Per served model:
+
+1. probe answers: every phrasing of every probe question, greedy, ``answer_tokens`` max,
+   EOS honoured (the over-distillation checks, ``overdistill.py``);
+2. latency at concurrency 1 (``latency.py``) on one instance with all cores; its peak
+   RSS and cold start are the deployment's;
+3. throughput at concurrency N on a second server with N instances (cores / N threads
+   each); the teacher behind an external API is measured at N clients the same way.
+
+Latency requests to our own servers send ``ignore_eos`` so every request decodes
+``decode_tokens`` tokens; an external API gets plain requests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from edgedistill.benchmarks import cost, overdistill
+from edgedistill.benchmarks.client import Endpoint, TargetError
+from edgedistill.benchmarks.latency import measure_concurrent, measure_sequential
+from edgedistill.benchmarks.served import ServedModel
+
+SCHEMA_VERSION = 1
+ENTRY_KEYS = (
+    "name", "role", "format", "quantization", "served_by", "missing", "error", "bytes", "params", "load_s",
+    "peak_rss_bytes", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "e2e_p50_s", "e2e_p95_s",
+    "e2e_p99_s", "decode_tokens_per_s", "prefill_tokens_per_s", "latency_requests", "latency_samples", "concurrent",
+    "perplexity",
+    "top1_accuracy", "top1_agreement", "kl_to_teacher", "ece", "overconfidence", "qa_top1", "retention",
+    "retention_detail", "overdistill", "usd_per_1m_tokens", "usd_per_1m_input_tokens", "usd_per_1m_output_tokens",
+    "usd_per_month", "instances_needed", "break_even_requests_per_day", "warnings",
+)
+
+
+@dataclass
+class Target:
+    """One thing benchmarked: the teacher or a student artifact."""
+
+    name: str
+    role: str  # "teacher" | "student"
+    format: str  # "api" | "hf" | "onnx" | "gguf"
+    quantization: str | None = None
+    path: Path | None = None  # what `edgedistill serve` loads; None for an external API
+    bytes: int | None = None
+    params: int | None = None
+    api: dict | None = None  # {"url", "model", "api_key", "mode"} for an external API
+    entry: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.entry = {key: None for key in ENTRY_KEYS}
+        self.entry.update(name=self.name, role=self.role, format=self.format, quantization=self.quantization,
+                          bytes=self.bytes, params=self.params, missing=False, warnings=[])
+
+
+@dataclass(frozen=True)
+class Settings:
+    latency_prompts: list[str]
+    probe_groups: list[list[str]]  # phrasings per probe question
+    decode_tokens: int
+    answer_tokens: int
+    repeats: int
+    warmup: int
+    concurrency: int
+    threads: int
+
+
+def measure_served(target: Target, settings: Settings, log: Callable[[str], None]) -> None:
+    """Fill ``target.entry`` with answers, latency, RSS and throughput; on a TargetError the
+    entry is marked missing with the error (the rest of the benchmark goes on)."""
+    try:
+        if target.api is not None:
+            _measure_api(target, settings, log)
+        else:
+            _measure_local(target, settings, log)
+    except TargetError as exc:
+        target.entry.update(missing=True, error=str(exc))
+        log(f"{target.name}: not measured: {exc}")
+
+
+def _measure_api(target: Target, settings: Settings, log) -> None:
+    api = target.api
+
+    def endpoint() -> Endpoint:
+        return Endpoint(api["url"], api["model"], api.get("api_key"), api.get("mode", "completions"))
+
+    first = endpoint()
+    target.entry["served_by"] = first.describe()
+    try:
+        first.check()
+        _answers_and_latency(target, first, settings, extra=None, log=log)
+    finally:
+        first.close()
+    target.entry["concurrent"] = measure_concurrent(endpoint, settings.latency_prompts, settings.decode_tokens,
+                                                    settings.repeats, settings.concurrency)
+
+
+def _measure_local(target: Target, settings: Settings, log) -> None:
+    limit = max(settings.decode_tokens, settings.answer_tokens)
+    extra = {"ignore_eos": True}
+    with ServedModel(target.path, target.name, parallel=1, threads=settings.threads, max_tokens_limit=limit) as server:
+        backend = {"hf": "torch", "onnx": "onnxruntime", "gguf": "llama.cpp"}.get(target.format, target.format)
+        target.entry.update(served_by=f"edgedistill serve ({backend} backend)", load_s=server.load_s)
+        first = Endpoint(server.url, target.name)
+        try:
+            _answers_and_latency(target, first, settings, extra, log)
+        finally:
+            first.close()
+        target.entry["peak_rss_bytes"] = server.peak_rss_bytes()
+    threads = max(1, settings.threads // settings.concurrency)
+    with ServedModel(target.path, target.name, parallel=settings.concurrency, threads=threads,
+                     max_tokens_limit=limit) as server:
+        target.entry["concurrent"] = measure_concurrent(lambda: Endpoint(server.url, target.name),
+                                                        settings.latency_prompts, settings.decode_tokens,
+                                                        settings.repeats, settings.concurrency, extra)
+        target.entry["concurrent"]["peak_rss_bytes"] = server.peak_rss_bytes()
+
+
+def _answers_and_latency(target: Target, endpoint: Endpoint, settings: Settings, extra: dict | None, log) -> None:
+    started = time.perf_counter()
+    groups = [[_answer(endpoint.stream(p, settings.answer_tokens)) for p in phrasings]
+              for phrasings in settings.probe_groups]
+    target.entry["overdistill"] = overdistill.answer_checks(groups)
+    target.entry["answers"] = groups
+    summary, timed = measure_sequential(endpoint, settings.latency_prompts, settings.decode_tokens, settings.repeats,
+                                        settings.warmup, extra)
+    target.entry.update(summary)
+    target.entry["latency_samples"] = [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                                        "ttft_s": r.ttft_s, "e2e_s": r.e2e_s} for r in timed]
+    log(f"{target.name}: {len(groups)} probe questions answered, {summary['latency_requests']} latency requests "
+        f"({time.perf_counter() - started:.1f}s)")
+
+
+def _answer(result) -> dict:
+    return {"text": result.text, "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason}
+
+
+def add_quality(teacher: Target, students: list[Target], scores: dict[str, dict]) -> None:
+    """Teacher-forced scores (``quality.score`` per name) and retention vs the teacher."""
+    for target in (teacher, *students):
+        if target.name in scores:
+            target.entry.update({k: v for k, v in scores[target.name].items() if k in ENTRY_KEYS})
+    t = teacher.entry
+    for target in (teacher, *students):
+        e = target.entry
+        detail = {"top1": _ratio(e["top1_accuracy"], t["top1_accuracy"]), "qa_top1": _ratio(e["qa_top1"], t["qa_top1"]),
+                  "perplexity": _ratio(t["perplexity"], e["perplexity"])}  # lower is better: teacher / model
+        e["retention_detail"], e["retention"] = detail, detail["top1"]
+
+
+def add_comparisons(teacher: Target, students: list[Target], thresholds: dict) -> None:
+    """Length ratios against the teacher's answers and each student's warnings."""
+    teacher_tokens = (teacher.entry.get("overdistill") or {}).get("mean_answer_tokens")
+    if teacher.entry.get("overdistill"):
+        teacher.entry["overdistill"]["length_ratio"] = 1.0
+    for target in students:
+        checks = target.entry.get("overdistill")
+        if checks is not None:
+            checks["length_ratio"] = checks["mean_answer_tokens"] / teacher_tokens if teacher_tokens else None
+        target.entry["warnings"] = overdistill.warnings_for(target.entry, None if teacher.entry["missing"] else teacher.entry,
+                                                            thresholds)
+        if target.entry["missing"]:
+            target.entry["warnings"].insert(0, f"not measured: {target.entry['error']}")
+
+
+def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traffic: cost.Traffic) -> None:
+    """The teacher at the API's per-token prices (unless it could not be measured at all);
+    each student on rented hardware at its measured throughput."""
+    if not teacher.entry["missing"]:
+        teacher.entry.update(cost.api_cost(prices, traffic))
+    for target in students:
+        concurrent = target.entry.get("concurrent") or {}
+        target.entry.update(cost.self_hosted_cost(prices, traffic, target.entry.get("prefill_tokens_per_s"),
+                                                  concurrent.get("output_tokens_per_s")))
+        if target.entry["usd_per_month"] is not None and target.entry["break_even_requests_per_day"] is None:
+            target.entry["warnings"].append("self-hosting costs more per request than the API even fully used")
+
+
+def results_document(teacher: Target, students: list[Target], settings: Settings, traffic: cost.Traffic,
+                     prices: cost.Prices, build: dict, machine: dict, extra_settings: dict, warnings: list[str]) -> dict:
+    """results.json (schema in the README, section "bench results.json")."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "build": build,
+        "machine": machine,
+        "settings": {"latency_max_tokens": settings.decode_tokens, "answer_max_tokens": settings.answer_tokens,
+                     "latency_prompts": len(settings.latency_prompts), "probe_questions": len(settings.probe_groups),
+                     "repeats": settings.repeats, "warmup": settings.warmup, "concurrency": settings.concurrency,
+                     "threads": settings.threads, **extra_settings},
+        "traffic": {"requests_per_day": traffic.requests_per_day, "input_tokens_per_request": traffic.input_tokens_per_request,
+                    "output_tokens_per_request": traffic.output_tokens_per_request, "utilization": traffic.utilization},
+        "prices": prices.describe(),
+        "thresholds": dict(overdistill.THRESHOLDS),
+        "teacher": _public(teacher.entry),
+        "artifacts": [_public(t.entry) for t in students],
+        "warnings": warnings,
+    }
+
+
+def _public(entry: dict) -> dict:
+    return {key: entry.get(key) for key in ENTRY_KEYS}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b and math.isfinite(a / b) else None
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,95 @@
+"""The measuring parts of the bench against real servers: a GGUF student behind
+`edgedistill serve`, an address nobody listens on, and an HTTP server that fails."""
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from edgedistill.benchmarks.client import Endpoint, TargetError
+from edgedistill.benchmarks.latency import measure_concurrent, measure_sequential, percentile
+from edgedistill.benchmarks.served import ServedModel
+from edgedistill.exporters.gguf import export_gguf
+from edgedistill.runtime import load
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_mistral_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("measure") / "student.gguf"
+    export_gguf(tiny_mistral_dir, path, "f32")
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(gguf):
+    with ServedModel(gguf, "student", max_tokens_limit=64) as server:
+        yield server
+
+
+def test_percentiles_interpolate_linearly_like_numpy():
+    values = list(np.random.default_rng(0).exponential(size=37))
+    for q in (50, 95, 99):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert percentile([], 50) is None
+
+
+def test_a_streamed_request_counts_what_the_runtime_generates(served, gguf):
+    expected = load(gguf).generate("The json module", max_tokens=12, ignore_eos=True)
+    with Endpoint(served.url, "student") as endpoint:
+        result = endpoint.stream("The json module", 12, extra={"ignore_eos": True})
+    assert result.text == expected.text and result.completion_tokens == 12 and result.exact_counts
+    assert result.prompt_tokens == expected.timings.prompt_tokens and result.finish_reason == "length"
+    assert 0 < result.ttft_s < result.e2e_s
+    assert result.decode_tokens_per_s * result.decode_s == pytest.approx(11)  # tokens after the first
+
+
+def test_sequential_and_concurrent_runs_report_consistent_numbers(served):
+    prompts = ["The json module", "Paths are"]
+    with Endpoint(served.url, "student") as endpoint:
+        summary, timed = measure_sequential(endpoint, prompts, 8, repeats=2, warmup=1, extra={"ignore_eos": True})
+    assert summary["latency_requests"] == len(timed) == 4 and all(r.completion_tokens == 8 for r in timed)
+    assert summary["ttft_p50_s"] == pytest.approx(np.percentile([r.ttft_s for r in timed], 50))
+    assert summary["ttft_p50_s"] <= summary["ttft_p95_s"] <= summary["ttft_p99_s"] <= summary["e2e_p99_s"]
+    concurrent = measure_concurrent(lambda: Endpoint(served.url, "student"), prompts, 8, 2, 2, {"ignore_eos": True})
+    assert concurrent["requests"] == 8 and concurrent["output_tokens"] == 64
+    assert concurrent["output_tokens_per_s"] * concurrent["wall_s"] == pytest.approx(64)
+
+
+def test_the_server_reports_cold_start_and_peak_memory(served, gguf):
+    assert served.load_s > 0
+    assert served.peak_rss_bytes() > gguf.stat().st_size  # the process holds at least the weights
+
+
+def test_an_address_nobody_listens_on_is_a_clear_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again before the request
+    with Endpoint(f"http://127.0.0.1:{port}/v1", "teacher") as endpoint, pytest.raises(TargetError, match="cannot reach"):
+        endpoint.check()
+
+
+class _Failing(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.dumps({"error": {"message": "model overloaded", "type": "server_error"}}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_that_answers_errors_is_a_clear_error():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "teacher") as endpoint:
+            with pytest.raises(TargetError, match="answered HTTP 503: model overloaded"):
+                endpoint.check()
+    finally:
+        server.shutdown()
