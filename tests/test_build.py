@@ -9,7 +9,8 @@ from edgedistill.config import load_recipe
 from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
 from edgedistill.pipeline.distill.trainer import Trainer
 
-FAST = ["distill.steps=5", "bench.repeats=1", "bench.decode_tokens=8", "export.onnx=[]"]
+FAST = ["distill.steps=5", "bench.repeats=1", "bench.decode_tokens=8", "export.onnx=[]", "bench.probe_questions=2",
+        "bench.latency_prompts=2", "bench.answer_tokens=8", "bench.artifact_eval_windows=2"]
 
 
 def record_stages(log):

@@ -18,7 +18,8 @@ REQUIRED_METRICS = (
 QUICK = [
     "distill.steps=4", "distill.warmup_steps=1", "data.max_tokens=40000", "prune.calibration_sequences=4",
     "export.onnx=[]", "export.gguf=[f16]", "bench.repeats=1", "bench.decode_tokens=16", "bench.eval_windows=2",
-    "bench.qa_pairs=6",
+    "bench.qa_pairs=6", "bench.probe_questions=2", "bench.latency_prompts=2", "bench.answer_tokens=16",
+    "bench.artifact_eval_windows=2", "bench.artifact_qa_pairs=4",
 ]
 
 
@@ -43,7 +44,7 @@ def test_docs_assistant_builds_a_quarter_size_student_with_every_metric(tmp_path
     student = json.loads((tmp_path / "student" / "config.json").read_text(encoding="utf-8"))
     assert (student["hidden_size"], student["intermediate_size"], student["num_hidden_layers"]) == (256, 768, 4)
     assert metrics["teacher_test_ppl"] < metrics["student_test_ppl"]  # 4 distillation steps cannot catch up
-    quality = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))["quality"]
+    quality = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))["quality_torch"]
     assert quality["qa_pairs"] == 6 and quality["test_tokens"] == 2 * 511
 
 
