@@ -78,7 +78,8 @@ def _content(files: list[Path]) -> list:
 
 def _eval_files(recipe: Recipe) -> list[Path]:
     """The bench stage's input files: evaluation text, QA set, probe questions and price
-    table, each checked to exist and (but the text) to parse before anything runs."""
+    table, each checked to exist and (but the text) to parse before anything runs; and
+    the teacher API's URL checked to be one."""
     from edgedistill.benchmarks.cost import load_prices
     from edgedistill.benchmarks.probes import PROBE_BUILTINS, load_probes
     from edgedistill.pipeline.data import data_files
@@ -93,6 +94,10 @@ def _eval_files(recipe: Recipe) -> list[Path]:
     if bench.qa_path:
         load_qa_pairs(bench.qa_path)  # validates every row before anything runs
         files.append(QA_BUILTINS.get(bench.qa_path) or Path(bench.qa_path).expanduser())
+    if bench.teacher_api:
+        from edgedistill.benchmarks.client import check_base_url
+
+        check_base_url(bench.teacher_api)
     load_probes(bench.probe_path)
     files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
     files.append(Path(load_prices(bench.prices, bench.api_price, bench.hardware).file))

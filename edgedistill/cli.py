@@ -65,13 +65,18 @@ def build(
 
 
 def _exit_code(manifest: dict) -> int:
-    """1 when an artifact failed verification; 2 (after the report is written) when the
-    teacher API could not be measured: its URL, model or key is wrong or it is down."""
-    error = manifest["stages"].get("bench", {}).get("artifact", {}).get("payload", {}).get("teacher_error")
-    if error:
-        _fail(f"teacher not measured: {error}; the report marks its rows missing (fix --teacher-api / "
-              "bench.teacher_api and rerun `edgedistill bench`)", 2)
+    """1 when an artifact failed verification or could not be benchmarked; 2 (after the
+    report is written) when the teacher API could not be measured: its URL, model or key
+    is wrong or it is down."""
+    bench = manifest["stages"].get("bench", {}).get("artifact", {}).get("payload", {})
+    if bench.get("teacher_error"):
+        fix = ("fix --teacher-api / bench.teacher_api and rerun `edgedistill bench`" if bench.get("teacher_format") == "api"
+               else "see the error; `edgedistill serve` on the teacher folder shows it")
+        _fail(f"teacher not measured: {bench['teacher_error']}; the report marks its rows missing ({fix})", 2)
         return 2
+    if bench.get("missing_artifacts"):
+        _fail(f"not benchmarked (their rows are missing in the report): {', '.join(bench['missing_artifacts'])}", 1)
+        return 1
     return 0 if manifest["status"] == "complete" else 1
 
 
@@ -137,7 +142,7 @@ def bench_table(results: dict) -> Table:
     for entry in (results["teacher"], *results["artifacts"]):
         concurrent = entry.get("concurrent") or {}
         table.add_row(
-            entry["name"], num(entry["bytes"], ".1f", 1e-6), num(entry["peak_rss_bytes"], ".0f", 2 ** -20),
+            entry["name"], num(entry["bytes"], ".1f", 1e-6), num(entry["peak_rss_bytes"], ".0f", 1e-6),
             f"{num(entry['ttft_p50_s'], '.1f', 1e3)}/{num(entry['ttft_p95_s'], '.1f', 1e3)}",
             num(entry["tpot_p50_s"], ".2f", 1e3), num(entry["decode_tokens_per_s"], ".0f"),
             num(concurrent.get("output_tokens_per_s"), ".0f"), num(entry["perplexity"], ".2f"),
@@ -165,6 +170,8 @@ def bench(
 ) -> int:
     """Measure the teacher behind an API against every student artifact of a build: latency,
     memory, quality retention, over-distillation checks and cost; writes bench/report.html."""
+    from rich.markup import escape
+
     from edgedistill.artifacts import read_manifest
 
     if compare is not None:
@@ -180,23 +187,24 @@ def bench(
                         "for the others")
     options = {"teacher_api": teacher_api, "teacher_model": teacher_model, "teacher_api_key_env": teacher_api_key_env,
                "teacher_api_mode": teacher_api_mode, "prices": str(prices.resolve()) if prices else None}
-    overrides = [*(f"bench.{key}={value}" for key, value in options.items() if value is not None), *overrides,
-                 "bench.enabled=true"]
     from edgedistill.build import build as run_build
     from edgedistill.config import recipe_with_overrides
 
-    recipe = recipe_with_overrides(manifest["recipe"], overrides)
+    recorded = dict(manifest["recipe"])
+    # the options are strings as typed (a model named 1.5 stays "1.5"), not YAML like --set values
+    recorded["bench"] = {**recorded.get("bench", {}), **{k: v for k, v in options.items() if v is not None}}
+    recipe = recipe_with_overrides(recorded, [*overrides, "bench.enabled=true"])
 
     def on_stage(name: str, status: str, seconds: float) -> None:
-        if name == "bench":
-            console.print(f"[bold]bench[/bold] {status} {seconds:.1f}s", highlight=False)
+        if status == "ran":  # bench always; another stage only when its inputs changed since the build
+            console.print(f"[bold]{name:<8}[/bold] ran     {seconds:.1f}s", highlight=False)
 
     manifest = run_build(recipe, build_dir, on_stage, force=frozenset({"bench"}))
     results = json.loads((build_dir / "bench" / "results.json").read_text(encoding="utf-8"))
     console.print(bench_table(results))
     for entry in (results["teacher"], *results["artifacts"]):
         for warning in entry["warnings"]:
-            console.print(f"[yellow]warning[/yellow] {entry['name']}: {warning}", highlight=False)
+            console.print(f"[yellow]warning[/yellow] {escape(entry['name'])}: {escape(warning)}", highlight=False)
     console.print(f"report: {build_dir / 'bench' / 'report.html'} (and report.md, results.json)", highlight=False)
     return _exit_code(manifest)
 
@@ -204,6 +212,7 @@ def bench(
 def _compare(build_dir: Path, other: Path) -> int:
     from edgedistill.benchmarks.report import compare as compare_results
     from edgedistill.benchmarks.report import render_compare
+    from edgedistill.benchmarks.suite import SCHEMA_VERSION
 
     loaded = []
     for folder in (build_dir, other):
@@ -211,9 +220,13 @@ def _compare(build_dir: Path, other: Path) -> int:
         if not file.is_file():
             raise UserError(f"{folder} has no bench/results.json; run `edgedistill bench {folder}` first")
         try:
-            loaded.append(json.loads(file.read_text(encoding="utf-8")))
+            results = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{file} is not valid JSON ({exc.msg}); rerun `edgedistill bench {folder}`") from None
+        if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(f"{file} is not bench results of schema version {SCHEMA_VERSION} (another edgedistill "
+                            f"version wrote it?); rerun `edgedistill bench {folder}`")
+        loaded.append(results)
     sys.stdout.write(render_compare(compare_results(loaded[0], loaded[1]), str(build_dir), str(other)) + "\n")
     return 0
 
@@ -374,7 +387,9 @@ def _template_text(option: Optional[str]) -> Optional[str]:
 
 
 def _fail(message: str, code: int) -> int:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 

@@ -56,7 +56,8 @@ def test_every_figure_is_present_positive_and_consistent(built):
         for key in POSITIVE:
             assert isinstance(entry[key], (int, float)) and entry[key] > 0, (entry["name"], key, entry[key])
         assert entry["ttft_p50_s"] <= entry["ttft_p95_s"] <= entry["ttft_p99_s"]
-        assert entry["tpot_p50_s"] <= entry["tpot_p95_s"] and entry["e2e_p50_s"] <= entry["e2e_p95_s"]
+        assert entry["tpot_p50_s"] <= entry["tpot_p95_s"] <= entry["tpot_p99_s"] and entry["e2e_p50_s"] <= entry["e2e_p95_s"]
+        assert entry["exact_token_counts"] is True  # counted by the server's usage chunk
         samples = entry["latency_samples"]
         assert len(samples) == entry["latency_requests"] == 2 * 2
         for sample in samples:  # our servers ignore EOS for latency runs: every request decodes DECODE_TOKENS
@@ -88,8 +89,12 @@ def test_every_figure_is_present_positive_and_consistent(built):
     hourly = prices["hardware"]["usd_per_hour"]
     for entry in results["artifacts"]:
         assert entry["usd_per_month"] == pytest.approx(entry["instances_needed"] * hourly * HOURS_PER_MONTH)
-        useful_seconds = 3600 * traffic["utilization"] * entry["concurrent"]["output_tokens_per_s"]
-        assert entry["usd_per_1m_output_tokens"] == pytest.approx(hourly / useful_seconds * 1e6)
+        concurrent = entry["concurrent"]  # priced from the concurrency-N run's decode and prefill rates
+        useful_seconds = 3600 * traffic["utilization"]
+        assert entry["usd_per_1m_output_tokens"] == pytest.approx(hourly / (useful_seconds * concurrent["decode_tokens_per_s"]) * 1e6)
+        assert entry["usd_per_1m_input_tokens"] == pytest.approx(hourly / (useful_seconds * concurrent["prefill_tokens_per_s"]) * 1e6)
+        # decoding alone is faster than the run's output rate, whose wall time includes every prefill
+        assert concurrent["decode_tokens_per_s"] > concurrent["output_tokens_per_s"]
         assert entry["retention"] == pytest.approx(entry["top1_accuracy"] / teacher["top1_accuracy"])
     assert prices["as_of"] and "assum" in prices["assumption"]
     assert results["machine"]["cpu_count"] > 0 and results["settings"]["concurrency"] == 2
@@ -177,6 +182,7 @@ def test_compare_shows_the_deltas_between_two_builds(built, tmp_path):
     (["--set", "distill.steps=3"], "takes bench.* keys only"),
     (["--prices", "/no/prices.yaml"], "bench.prices '/no/prices.yaml' is not a file"),
     (["--teacher-api-mode", "telepathy"], "bench.teacher_api_mode"),
+    (["--teacher-api", "localhost:8000"], "bench.teacher_api 'localhost:8000' is not an http(s) URL with a host"),
 ])
 def test_bad_bench_input_exits_2_with_one_line(built, args, message):
     result = cli("bench", built[0], *args)

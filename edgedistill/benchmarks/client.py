@@ -19,6 +19,19 @@ class TargetError(RuntimeError):
     """The endpoint cannot be measured (unreachable, or it answers with errors)."""
 
 
+def check_base_url(url: str, key: str = "bench.teacher_api") -> None:
+    """Refuse what is not an http(s) URL with a host before anything is measured."""
+    from edgedistill.errors import UserError
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise UserError(f"{key} '{url}' is not a URL ({exc}); give the API's base URL, e.g. http://host:8000/v1") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UserError(f"{key} '{url}' is not an http(s) URL with a host; give the API's base URL, "
+                        "e.g. http://host:8000/v1")
+
+
 @dataclass(frozen=True)
 class RequestResult:
     prompt_tokens: int
@@ -79,7 +92,7 @@ class Endpoint:
     def stream(self, prompt: str, max_tokens: int, greedy: bool = True, extra: dict | None = None) -> RequestResult:
         path, body = self._body(prompt, max_tokens, greedy, {**self.extra, **(extra or {})})
         url = f"{self.base_url}{path}"
-        text, chunks, first_at, finish, usage = [], 0, None, None, None
+        text, chunks, first_at, finish, usage, done = [], 0, None, None, None, False
         started = time.perf_counter()
         try:
             with self.client.stream("POST", url, json=body) as response:
@@ -87,29 +100,36 @@ class Endpoint:
                     raise TargetError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
                 for data in _sse_data(response):
                     if data == "[DONE]":
+                        done = True
                         break
                     event = json.loads(data)
+                    if not isinstance(event, dict):
+                        raise TargetError(f"{url} streamed an event that is not a JSON object: {_one_line(data)}")
                     if "error" in event:
                         raise TargetError(f"{url} failed mid-stream: {_message(event)}")
-                    usage = event.get("usage") or usage
+                    usage = event.get("usage") if isinstance(event.get("usage"), dict) else usage
                     for choice in event.get("choices") or []:
-                        piece = choice.get("text") if self.mode == "completions" else (choice.get("delta") or {}).get("content")
+                        piece = _piece(choice, self.mode)
                         if piece:
                             first_at = first_at or time.perf_counter()
                             text.append(piece)
                             chunks += 1
-                        finish = choice.get("finish_reason") or finish
+                        finish = (choice.get("finish_reason") if isinstance(choice, dict) else None) or finish
+        except httpx.InvalidURL as exc:
+            raise TargetError(f"{url} is not a valid URL: {exc}") from None
         except httpx.HTTPError as exc:
-            raise TargetError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+            raise TargetError(f"cannot reach {url}: {_one_line(str(exc)) or type(exc).__name__}") from None
         except json.JSONDecodeError as exc:
             raise TargetError(f"{url} streamed something that is not JSON: {exc}") from None
+        if not done and finish is None:  # a server that ignored stream: true, or a connection cut short
+            raise TargetError(f"{url} ended its stream without a finish_reason or [DONE] (does it stream SSE?)")
         ended = time.perf_counter()
-        exact = bool(usage and "completion_tokens" in usage)
+        prompt_tokens, completion_tokens = (_count(usage, key) for key in ("prompt_tokens", "completion_tokens"))
         return RequestResult(
-            prompt_tokens=int(usage.get("prompt_tokens", 0)) if usage else 0,
-            completion_tokens=int(usage["completion_tokens"]) if exact else chunks,
+            prompt_tokens=prompt_tokens or 0,
+            completion_tokens=chunks if completion_tokens is None else completion_tokens,
             ttft_s=(first_at or ended) - started, e2e_s=ended - started,
-            finish_reason=finish or "unknown", text="".join(text), exact_counts=exact,
+            finish_reason=finish or "unknown", text="".join(text), exact_counts=completion_tokens is not None,
         )
 
     def _body(self, prompt: str, max_tokens: int, greedy: bool, extra: dict) -> tuple[str, dict]:
@@ -134,16 +154,34 @@ def _sse_data(response: httpx.Response):
         yield "\n".join(lines)
 
 
+def _piece(choice, mode: str) -> str | None:
+    """The text of one streamed choice (completions: ``text``; chat: ``delta.content``)."""
+    if not isinstance(choice, dict):
+        return None
+    piece = choice.get("text") if mode == "completions" else (choice.get("delta") or {}).get("content")
+    return piece if isinstance(piece, str) else None
+
+
+def _count(usage: dict | None, key: str) -> int | None:
+    value = (usage or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Server text (an HTML error page, a traceback) as one short line for an error message."""
+    return " ".join(text.split())[:limit]
+
+
 def _error_message(response: httpx.Response) -> str:
     response.read()
     try:
         return _message(response.json())
     except (json.JSONDecodeError, ValueError):
-        return response.text[:200] or response.reason_phrase
+        return _one_line(response.text, 200) or response.reason_phrase
 
 
 def _message(body) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message", error))[:300]
-    return str(error or body)[:300]
+        return _one_line(str(error.get("message", error)))
+    return _one_line(str(error or body))

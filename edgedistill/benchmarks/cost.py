@@ -6,10 +6,12 @@ Conventions (stated in the report):
 * A month is 30 days; a self-hosted instance is billed 720 hours a month, always on.
 * API: ``$ per request = (input_tokens * price_in + output_tokens * price_out) / 1e6``.
 * Self-hosted: one instance processes a request in ``input_tokens / prefill_tps +
-  output_tokens / decode_tps`` seconds of its time, where ``decode_tps`` is the measured
-  aggregate output tokens/s at the benchmark's concurrency and ``prefill_tps`` the
-  measured prompt tokens/s; only ``utilization`` of its hours do useful work (traffic is
-  not flat). So ``$ per 1M output tokens = usd_per_hour / (3600 * decode_tps *
+  output_tokens / decode_tps`` seconds of its time, where both rates are the measured
+  aggregate rates of the benchmark's concurrency-N run (prompt tokens per second of
+  TTFT, tokens after the first per second of decoding, times N: ``latency.py``), so
+  prefill time is counted once; only ``utilization`` of its hours do useful work
+  (traffic is not flat). The throughput was measured on this machine's cores: the
+  hardware row's ``vcpus`` should match them (the report warns when it does not). So ``$ per 1M output tokens = usd_per_hour / (3600 * decode_tps *
   utilization) * 1e6``, likewise for input, and the monthly bill is ``instances_needed *
   usd_per_hour * 720`` with enough instances for the stated requests/day.
 * Blended $ per 1M tokens weighs input and output prices by the traffic's token mix.
@@ -52,12 +54,13 @@ class Prices:
     usd_per_1m_output: float
     hardware_name: str
     usd_per_hour: float
+    hardware_vcpus: int | None = None
 
     def describe(self) -> dict:
         return {"file": self.file, "as_of": self.as_of, "assumption": self.assumption,
                 "api": {"name": self.api_name, "usd_per_1m_input_tokens": self.usd_per_1m_input,
                         "usd_per_1m_output_tokens": self.usd_per_1m_output},
-                "hardware": {"name": self.hardware_name, "usd_per_hour": self.usd_per_hour}}
+                "hardware": {"name": self.hardware_name, "usd_per_hour": self.usd_per_hour, "vcpus": self.hardware_vcpus}}
 
 
 def load_prices(path: str = "", api: str = "", hardware: str = "") -> Prices:
@@ -80,7 +83,7 @@ def load_prices(path: str = "", api: str = "", hardware: str = "") -> Prices:
     return Prices(str(file), str(table.get("as_of", "unknown")), str(table.get("assumption", "")),
                   api or table["api_default"], _price(api_row, "usd_per_1m_input_tokens", file),
                   _price(api_row, "usd_per_1m_output_tokens", file), hardware or table["hardware_default"],
-                  _price(hardware_row, "usd_per_hour", file))
+                  _price(hardware_row, "usd_per_hour", file), _vcpus(hardware_row, file))
 
 
 def _row(table: dict, section: str, name: str, file: Path) -> dict:
@@ -97,6 +100,13 @@ def _price(row: dict, key: str, file: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise UserError(f"bench.prices {file}: {key} must be a non-negative number, got {value!r}")
     return float(value)
+
+
+def _vcpus(row: dict, file: Path) -> int | None:
+    value = row.get("vcpus")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserError(f"bench.prices {file}: vcpus must be a positive integer, got {value!r}")
+    return value
 
 
 def api_cost(prices: Prices, traffic: Traffic) -> dict:

@@ -7,7 +7,13 @@
   and ``prefill_tokens_per_s`` the median of ``prompt_tokens / ttft`` (TTFT includes
   the HTTP round trip, so this is the prefill rate a client sees).
 * Concurrency N: ``N`` clients each send the prompt set ``repeats`` times, back to back;
-  ``output_tokens_per_s`` = all completion tokens / wall time of the whole run.
+  ``output_tokens_per_s`` = all completion tokens / wall time of the whole run (prefill
+  included). For pricing, the run's rates split in two: ``prefill_tokens_per_s`` = N x
+  all prompt tokens / all TTFTs and ``decode_tokens_per_s`` = N x all tokens after the
+  first / all (e2e - TTFT): what N busy instances process per second of each phase.
+
+A request whose answer has no text (TTFT undefined) counts in the end-to-end and token
+figures but not in the TTFT and prefill ones.
 """
 
 from __future__ import annotations
@@ -36,16 +42,18 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summarize(results: list[RequestResult]) -> dict:
-    ttft = [r.ttft_s for r in results]
+    answered = [r for r in results if r.text]  # TTFT is the first streamed text
+    ttft = [r.ttft_s for r in answered]
     tpot = [r.tpot_s for r in results if r.tpot_s is not None]
     e2e = [r.e2e_s for r in results]
     return {
         "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95), "ttft_p99_s": percentile(ttft, 99),
-        "tpot_p50_s": percentile(tpot, 50), "tpot_p95_s": percentile(tpot, 95),
+        "tpot_p50_s": percentile(tpot, 50), "tpot_p95_s": percentile(tpot, 95), "tpot_p99_s": percentile(tpot, 99),
         "e2e_p50_s": percentile(e2e, 50), "e2e_p95_s": percentile(e2e, 95), "e2e_p99_s": percentile(e2e, 99),
         "decode_tokens_per_s": _median([r.decode_tokens_per_s for r in results]),
-        "prefill_tokens_per_s": _median([r.prefill_tokens_per_s for r in results]),
+        "prefill_tokens_per_s": _median([r.prefill_tokens_per_s for r in answered]),
         "latency_requests": len(results),
+        "exact_token_counts": all(r.exact_counts for r in results),
     }
 
 
@@ -68,18 +76,26 @@ def measure_concurrent(make_endpoint, prompts: list[str], max_tokens: int, repea
     def client(endpoint: Endpoint) -> list[RequestResult]:
         return [endpoint.stream(prompt, max_tokens, extra=extra) for _ in range(repeats) for prompt in prompts]
 
+    pool = ThreadPoolExecutor(concurrency)
     try:
         started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            results = [r for batch in pool.map(client, endpoints) for r in batch]
+        results = [r for batch in pool.map(client, endpoints) for r in batch]
         wall = time.perf_counter() - started
     finally:
-        for endpoint in endpoints:
+        for endpoint in endpoints:  # a failed or interrupted run: the other clients' next request fails fast
             endpoint.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    answered = [r for r in results if r.text]
     output_tokens = sum(r.completion_tokens for r in results)
+    prefill_s, decode_s = sum(r.ttft_s for r in answered), sum(r.decode_s for r in results if r.completion_tokens > 1)
+    decoded = sum(r.completion_tokens - 1 for r in results if r.completion_tokens > 1)
     return {
         "concurrency": concurrency, "requests": len(results), "wall_s": wall, "output_tokens": output_tokens,
         "output_tokens_per_s": output_tokens / wall, "requests_per_s": len(results) / wall,
-        "ttft_p50_s": percentile([r.ttft_s for r in results], 50), "ttft_p95_s": percentile([r.ttft_s for r in results], 95),
+        "prefill_tokens_per_s": concurrency * sum(r.prompt_tokens for r in answered) / prefill_s if prefill_s else None,
+        "decode_tokens_per_s": concurrency * decoded / decode_s if decode_s > 0 else None,
+        "ttft_p50_s": percentile([r.ttft_s for r in answered], 50), "ttft_p95_s": percentile([r.ttft_s for r in answered], 95),
+        "ttft_p99_s": percentile([r.ttft_s for r in answered], 99),
         "e2e_p50_s": percentile([r.e2e_s for r in results], 50), "e2e_p95_s": percentile([r.e2e_s for r in results], 95),
+        "e2e_p99_s": percentile([r.e2e_s for r in results], 99),
     }

@@ -5,7 +5,9 @@ teacher's and each student's through the same HTTP API:
 
 * ``truncation_rate``: share of answers that hit ``max_tokens`` without ending
   (``finish_reason == "length"``).
-* ``mean_answer_tokens`` and ``length_ratio`` = student mean / teacher mean (terse < 1).
+* ``mean_answer_tokens``, ``mean_answer_words`` and ``length_ratio`` = student mean /
+  teacher mean in words (units of ``words``: comparable whatever tokenizer the teacher
+  API counts with; terse < 1).
 * ``paraphrase_stability``: how alike the answers to rephrasings of one question are:
   word-level F1 (SQuAD-style bag of lower-cased words, punctuation marks and line
   breaks) between every pair of a group's answers, averaged over pairs, then over groups.
@@ -78,6 +80,7 @@ def answer_checks(groups: list[list[dict]]) -> dict:
         "answers": len(answers),
         "truncation_rate": mean(a["finish_reason"] == "length" for a in answers),
         "mean_answer_tokens": mean(a["completion_tokens"] for a in answers),
+        "mean_answer_words": mean(len(words(a["text"])) for a in answers),
         "paraphrase_stability": mean(stability) if stability else None,
         "repetition_rate": mean(repetition(a["text"]) for a in answers),
     }

@@ -1,6 +1,6 @@
 """The benchmark report: ``report.md`` and a self-contained ``report.html`` from ``results``.
 
-``results`` is the bench stage's dict (schema: notes/bench-schema.md); every number may be None
+``results`` is the bench stage's dict (schema: README, "bench results.json"); every number may be None
 and prints as "-". Both renderers draw from one list of ``Table``s built by ``report_tables``,
 so the markdown and the HTML page cannot disagree. ``compare`` diffs the results of two builds.
 """
@@ -80,7 +80,7 @@ def _lookup(entry: dict, path: tuple[str, ...]):
     """entry[path[0]][path[1]]..., None as soon as a level is None (e.g. "concurrent": null)."""
     value = entry
     for key in path:
-        value = (value or {}).get(key)
+        value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
@@ -105,8 +105,11 @@ class Table:
 def latency_columns(concurrency) -> list[Column]:
     return [
         Column("TTFT p50 (ms)", ("ttft_p50_s",), _ms), Column("TTFT p95 (ms)", ("ttft_p95_s",), _ms),
+        Column("TTFT p99 (ms)", ("ttft_p99_s",), _ms),
         Column("TPOT p50 (ms)", ("tpot_p50_s",), _ms), Column("TPOT p95 (ms)", ("tpot_p95_s",), _ms),
+        Column("TPOT p99 (ms)", ("tpot_p99_s",), _ms),
         Column("e2e p50 (ms)", ("e2e_p50_s",), _ms), Column("e2e p95 (ms)", ("e2e_p95_s",), _ms),
+        Column("e2e p99 (ms)", ("e2e_p99_s",), _ms),
         Column("decode tok/s", ("decode_tokens_per_s",), _significant),
         Column("prefill tok/s", ("prefill_tokens_per_s",), _significant),
         Column(f"output tok/s at concurrency {_plain(concurrency)}", ("concurrent", "output_tokens_per_s"),
@@ -368,12 +371,17 @@ def compare(new: dict, old: dict) -> list[dict]:
         status = "both" if name in new_entries and name in old_entries else "added" if name in new_entries \
             else "removed"
         for metric, path, *_ in COMPARE_METRICS:
-            old_value, new_value = _lookup(old_entries.get(name), path), _lookup(new_entries.get(name), path)
+            old_value, new_value = (_number(_lookup(side.get(name), path)) for side in (old_entries, new_entries))
             delta = None if old_value is None or new_value is None else new_value - old_value
             delta_pct = None if delta is None or old_value == 0 else 100 * delta / abs(old_value)
             rows.append({"name": name, "status": status, "metric": metric, "old": old_value, "new": new_value,
                          "delta": delta, "delta_pct": delta_pct})
     return rows
+
+
+def _number(value) -> float | None:
+    """A metric as a number; anything else (a hand-edited or foreign file) compares as missing."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _signed(delta: float, delta_format: Callable[[float], str]) -> str:

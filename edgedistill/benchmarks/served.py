@@ -35,10 +35,13 @@ class ServedModel:
         if threads:
             command += ["--threads", str(threads)]
         started = time.perf_counter()
+        # an inherited EDGEDISTILL_API_KEY would make the server refuse our unauthenticated requests
+        env = {key: value for key, value in os.environ.items() if key != "EDGEDISTILL_API_KEY"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**env, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
         self._stderr: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
         try:
             self.url = self._address(start_timeout_s) + "/v1"
             self._wait_healthy(start_timeout_s)
@@ -68,6 +71,8 @@ class ServedModel:
             except queue.Empty:
                 break
             if line is None:
+                self.process.wait(10)
+                self._drain.join(5)  # the last words of the process explain why it stopped
                 raise TargetError(f"edgedistill serve {self.path} exited: {self.stderr_tail()}")
             if match := ADDRESS.search(line):
                 return match.group(1)
@@ -76,6 +81,9 @@ class ServedModel:
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._drain.join(5)
+                raise TargetError(f"edgedistill serve {self.path} exited: {self.stderr_tail()}")
             try:
                 if httpx.get(self.url[:-3] + "/health", timeout=5).status_code == 200:
                     return
@@ -85,7 +93,7 @@ class ServedModel:
         raise TargetError(f"edgedistill serve {self.path} never answered /health: {self.stderr_tail()}")
 
     def stderr_tail(self) -> str:
-        return " | ".join(line.strip() for line in self._stderr[-3:] if line.strip()) or "no output"
+        return " | ".join(" ".join(line.split()) for line in self._stderr[-3:] if line.strip()) or "no output"
 
     def peak_rss_bytes(self) -> int | None:
         """High-water mark of the process's resident memory so far (None off Linux)."""
@@ -112,3 +120,14 @@ class ServedModel:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the server process before it starts (Linux): SIGTERM it when the bench process
+    dies, even by SIGKILL, so no server outlives an interrupted benchmark."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

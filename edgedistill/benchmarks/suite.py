@@ -34,7 +34,8 @@ SCHEMA_VERSION = 1
 ENTRY_KEYS = (
     "name", "role", "format", "quantization", "served_by", "missing", "error", "bytes", "params", "load_s",
     "peak_rss_bytes", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "e2e_p50_s", "e2e_p95_s",
-    "e2e_p99_s", "decode_tokens_per_s", "prefill_tokens_per_s", "latency_requests", "latency_samples", "concurrent",
+    "e2e_p99_s", "tpot_p99_s", "decode_tokens_per_s", "prefill_tokens_per_s", "latency_requests", "exact_token_counts",
+    "latency_samples", "concurrent",
     "perplexity",
     "top1_accuracy", "top1_agreement", "kl_to_teacher", "ece", "overconfidence", "qa_top1", "retention",
     "retention_detail", "overdistill", "usd_per_1m_tokens", "usd_per_1m_input_tokens", "usd_per_1m_output_tokens",
@@ -55,6 +56,7 @@ class Target:
     params: int | None = None
     api: dict | None = None  # {"url", "model", "api_key", "mode"} for an external API
     entry: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # a phase that failed while the rest was measured
 
     def __post_init__(self):
         self.entry = {key: None for key in ENTRY_KEYS}
@@ -100,8 +102,11 @@ def _measure_api(target: Target, settings: Settings, log) -> None:
         _answers_and_latency(target, first, settings, extra=None, log=log)
     finally:
         first.close()
-    target.entry["concurrent"] = measure_concurrent(endpoint, settings.latency_prompts, settings.decode_tokens,
-                                                    settings.repeats, settings.concurrency)
+    try:
+        target.entry["concurrent"] = measure_concurrent(endpoint, settings.latency_prompts, settings.decode_tokens,
+                                                        settings.repeats, settings.concurrency)
+    except TargetError as exc:  # e.g. rate-limited at N clients: what was measured at 1 still stands
+        target.problems.append(f"throughput at concurrency {settings.concurrency} not measured: {exc}")
 
 
 def _measure_local(target: Target, settings: Settings, log) -> None:
@@ -117,12 +122,14 @@ def _measure_local(target: Target, settings: Settings, log) -> None:
             first.close()
         target.entry["peak_rss_bytes"] = server.peak_rss_bytes()
     threads = max(1, settings.threads // settings.concurrency)
-    with ServedModel(target.path, target.name, parallel=settings.concurrency, threads=threads,
-                     max_tokens_limit=limit) as server:
-        target.entry["concurrent"] = measure_concurrent(lambda: Endpoint(server.url, target.name),
-                                                        settings.latency_prompts, settings.decode_tokens,
-                                                        settings.repeats, settings.concurrency, extra)
-        target.entry["concurrent"]["peak_rss_bytes"] = server.peak_rss_bytes()
+    try:
+        with ServedModel(target.path, target.name, parallel=settings.concurrency, threads=threads,
+                         max_tokens_limit=limit) as server:
+            concurrent = measure_concurrent(lambda: Endpoint(server.url, target.name), settings.latency_prompts,
+                                            settings.decode_tokens, settings.repeats, settings.concurrency, extra)
+            target.entry["concurrent"] = {**concurrent, "peak_rss_bytes": server.peak_rss_bytes()}
+    except TargetError as exc:  # e.g. N instances do not fit in memory: the single-instance numbers stand
+        target.problems.append(f"throughput at concurrency {settings.concurrency} not measured: {exc}")
 
 
 def _answers_and_latency(target: Target, endpoint: Endpoint, settings: Settings, extra: dict | None, log) -> None:
@@ -158,18 +165,20 @@ def add_quality(teacher: Target, students: list[Target], scores: dict[str, dict]
 
 
 def add_comparisons(teacher: Target, students: list[Target], thresholds: dict) -> None:
-    """Length ratios against the teacher's answers and each student's warnings."""
-    teacher_tokens = (teacher.entry.get("overdistill") or {}).get("mean_answer_tokens")
+    """Length ratios against the teacher's answers (in words: an API teacher counts tokens
+    with its own tokenizer) and every entry's warnings."""
+    teacher_words = (teacher.entry.get("overdistill") or {}).get("mean_answer_words")
     if teacher.entry.get("overdistill"):
         teacher.entry["overdistill"]["length_ratio"] = 1.0
     for target in students:
         checks = target.entry.get("overdistill")
         if checks is not None:
-            checks["length_ratio"] = checks["mean_answer_tokens"] / teacher_tokens if teacher_tokens else None
-        target.entry["warnings"] = overdistill.warnings_for(target.entry, None if teacher.entry["missing"] else teacher.entry,
-                                                            thresholds)
+            checks["length_ratio"] = checks["mean_answer_words"] / teacher_words if teacher_words else None
+        target.entry["warnings"] = overdistill.warnings_for(target.entry, teacher.entry, thresholds)
+    for target in (teacher, *students):
         if target.entry["missing"]:
             target.entry["warnings"].insert(0, f"not measured: {target.entry['error']}")
+        target.entry["warnings"] += target.problems
 
 
 def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traffic: cost.Traffic) -> None:
@@ -179,8 +188,8 @@ def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traf
         teacher.entry.update(cost.api_cost(prices, traffic))
     for target in students:
         concurrent = target.entry.get("concurrent") or {}
-        target.entry.update(cost.self_hosted_cost(prices, traffic, target.entry.get("prefill_tokens_per_s"),
-                                                  concurrent.get("output_tokens_per_s")))
+        target.entry.update(cost.self_hosted_cost(prices, traffic, concurrent.get("prefill_tokens_per_s"),
+                                                  concurrent.get("decode_tokens_per_s")))
         if target.entry["usd_per_month"] is not None and target.entry["break_even_requests_per_day"] is None:
             target.entry["warnings"].append("self-hosting costs more per request than the API even fully used")
 

@@ -131,6 +131,8 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     teacher_model = load(teacher_dir, backend="hf", threads=threads)
     scores = {"teacher": quality.score(teacher_model, teacher_model, windows, qa, teacher_model.vocab_size)}
     for target in students:
+        if target.entry["missing"]:  # its server did not start: the same load would fail here
+            continue
         model = load(target.path, threads=threads)
         scores[target.name] = quality.score(model, teacher_model, windows, qa, min(model.vocab_size, teacher_model.vocab_size))
         del model
@@ -143,11 +145,16 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     if teacher.entry["missing"]:
         warnings.append(f"teacher {teacher.entry['served_by'] or 'API'} not measured: {teacher.entry['error']}; "
                         "its latency, answer and cost rows are missing")
+    if prices.hardware_vcpus is not None and prices.hardware_vcpus != threads:
+        warnings.append(f"students were measured on {threads} cores but are priced as '{prices.hardware_name}' with "
+                        f"{prices.hardware_vcpus} vCPUs: pick a matching bench.hardware row or run the bench there")
     torch_quality = evaluate_quality(bench_cfg, seq_len, inp) if (bench_cfg.eval_path or bench_cfg.qa_path) else {}
     results = suite.results_document(
         teacher, students, settings, traffic, prices,
-        build={"recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)}, machine=machine_info(),
-        extra_settings={"scored_on": windows_label, "qa_pairs_scored": len(qa), "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
+        build={"dir": str(out_dir.parent), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
+        machine=machine_info(),
+        extra_settings={"eval_windows": len(windows), "scored_on": windows_label, "qa_pairs_scored": len(qa),
+                        "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
                         "prompt_tokens_min": min(prompt_tokens), "prompt_tokens_max": max(prompt_tokens)},
         warnings=warnings)
     results["quality_torch"] = torch_quality
@@ -162,10 +169,10 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
         for key in ("decode_tokens_per_s", "bytes", "ttft_p50_s", "retention", "usd_per_month"):
             if isinstance(row.get(key), (int, float)):
                 metrics[metric_name(row["name"], key)] = row[key]
-    missing = [t.name for t in (teacher, *students) if t.entry["missing"]]
-    # a model that could not be measured (an API that was down) is measured again by the next build
+    # a teacher API that was down is measured again by the next build (a student that failed would fail again)
     payload = {"artifacts": rows, "teacher_error": teacher.entry["error"] if teacher.entry["missing"] else None,
-               "retry": bool(missing)}
+               "teacher_format": teacher.format, "missing_artifacts": [t.name for t in students if t.entry["missing"]],
+               "retry": teacher.entry["missing"] and teacher.format == "api"}
     return Artifact("bench", out_dir, record_files(out_dir, ["bench"]), payload, metrics, inp)
 
 

@@ -43,6 +43,7 @@ def test_the_shipped_table_is_labelled_and_rows_are_selectable():
     prices = load_prices()
     assert prices.as_of == "2026-11-28" and "assum" in prices.assumption
     assert load_prices(api="small-api", hardware="gpu-l4").usd_per_hour == 0.80
+    assert prices.hardware_vcpus == 2 and prices.describe()["hardware"]["vcpus"] == 2
 
 
 def test_price_table_errors_name_the_problem(tmp_path):

@@ -25,6 +25,7 @@ def test_answer_checks_pool_answers_and_average_stability_per_group():
                {"text": "q", "completion_tokens": 40, "finish_reason": "stop"}]]
     checks = answer_checks(groups)
     assert checks["answers"] == 4 and checks["truncation_rate"] == 0.25 and checks["mean_answer_tokens"] == 25
+    assert checks["mean_answer_words"] == 1.5
     assert checks["paraphrase_stability"] == pytest.approx(0.5)  # group 1 agrees fully, group 2 not at all
 
 

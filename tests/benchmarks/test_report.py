@@ -181,11 +181,11 @@ def test_markdown_has_every_table_the_warnings_and_the_plot_links(tmp_path):
     for heading in ("## Latency", "## Quality", "## Over-distillation", "## Cost", "## Warnings",
                     "## Prices (assumptions, as of 2026-11-28)"):
         assert heading in text, heading
-    for header in ("| entry | TTFT p50 (ms) | TTFT p95 (ms) | TPOT p50 (ms)", "output tok/s at concurrency 2",
+    for header in ("| entry | TTFT p50 (ms) | TTFT p95 (ms) | TTFT p99 (ms) | TPOT p50 (ms)", "output tok/s at concurrency 2",
                    "| entry | perplexity | top-1 | top-1 agreement", "| entry | truncation rate |",
                    "| entry | $/1M tokens (blended) |", "break-even requests/day"):
         assert header in text, header
-    assert "| onnx-int8 ★ | 25.0 | 35.0 | 6.00 | 9.00 | 450 | 600 | 160 | 2,400 | 320 | 0.80 | 18.3 | 6.10 |" in text
+    assert "| onnx-int8 ★ | 25.0 | 35.0 | - | 6.00 | 9.00 | - | 450 | 600 | - | 160 | 2,400 | 320 | 0.80 | 18.3 | 6.10 |" in text
     assert "| teacher | 41.0 | 29.6% | 100.0% | 0.000 | 0.020 | 29.0% | 100.0% |" in text
     assert "| teacher | $4.55 | $2.50 | $10.00 | $675.00 | - | - |" in text
     assert "- **gguf-q4\\<k>&m**:\n  - truncation rate 0.35 vs teacher 0.10 (+0.25 > 0.10): \\<cut>" in text
