@@ -132,9 +132,11 @@ def quality_table(metrics: dict) -> Table:
 
 def bench_table(results: dict) -> Table:
     """Teacher API vs every artifact: what it costs to run and what it keeps."""
-    table = Table("model", "MB", "RSS MB", "TTFT p50/p95 ms", "TPOT p50 ms", "decode tok/s", f"x{results['settings']['concurrency']} tok/s",
-                  "ppl", "agree", "retention", "$/1M tok", "$/month", "warnings",
-                  title=f"bench: teacher behind an API vs students ({results['traffic']['requests_per_day']:,.0f} requests/day)")
+    table = Table(title=f"bench: teacher behind an API vs students ({results['traffic']['requests_per_day']:,.0f} requests/day)")
+    table.add_column("model", no_wrap=True)
+    for header in ("MB", "RSS MB", "TTFT ms p50/p95", "TPOT ms", "decode tok/s",
+                   f"x{results['settings']['concurrency']} tok/s", "ppl", "top-1 kept", "$/1M tok", "$/month", "warn"):
+        table.add_column(header, justify="right", no_wrap=header.startswith("TTFT"))
 
     def num(value, fmt: str, scale: float = 1.0) -> str:
         return format(value * scale, fmt) if isinstance(value, (int, float)) else "-"
@@ -145,9 +147,8 @@ def bench_table(results: dict) -> Table:
             entry["name"], num(entry["bytes"], ".1f", 1e-6), num(entry["peak_rss_bytes"], ".0f", 1e-6),
             f"{num(entry['ttft_p50_s'], '.1f', 1e3)}/{num(entry['ttft_p95_s'], '.1f', 1e3)}",
             num(entry["tpot_p50_s"], ".2f", 1e3), num(entry["decode_tokens_per_s"], ".0f"),
-            num(concurrent.get("output_tokens_per_s"), ".0f"), num(entry["perplexity"], ".2f"),
-            num(entry["top1_agreement"], ".3f"), num(entry["retention"], ".1%"),
-            num(entry["usd_per_1m_tokens"], ".4g"), num(entry["usd_per_month"], ",.2f"),
+            num(concurrent.get("output_tokens_per_s"), ".0f"), num(entry["perplexity"], ".1f"), num(entry["retention"], ".1%"),
+            num(entry["usd_per_1m_tokens"], ".3g"), num(entry["usd_per_month"], ",.0f"),
             "MISSING" if entry["missing"] else str(len(entry["warnings"]) or "-"),
         )
     return table

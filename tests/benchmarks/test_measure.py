@@ -93,3 +93,40 @@ def test_a_server_that_answers_errors_is_a_clear_error():
                 endpoint.check()
     finally:
         server.shutdown()
+
+
+class _NotStreaming(BaseHTTPRequestHandler):
+    """Answers 200 with one JSON body, as a server that ignores ``stream: true`` would."""
+
+    def do_POST(self):
+        body = json.dumps({"choices": [{"text": "hello", "finish_reason": None}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_that_does_not_stream_is_not_measured_as_if_it_did():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotStreaming)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "teacher") as endpoint:
+            with pytest.raises(TargetError, match="without a finish_reason or \\[DONE\\]"):
+                endpoint.check()
+    finally:
+        server.shutdown()
+
+
+def test_chat_mode_sends_a_user_message_through_the_template(chatml_llama_dir, tmp_path):
+    path = tmp_path / "chat.gguf"
+    export_gguf(chatml_llama_dir, path, "f32")
+    messages = [{"role": "user", "content": "The json module"}]
+    expected = load(path).generate(messages, max_tokens=6, ignore_eos=True)
+    with ServedModel(path, "chat") as server, Endpoint(server.url, "chat", mode="chat") as endpoint:
+        result = endpoint.stream("The json module", 6, extra={"ignore_eos": True})
+    assert result.text == expected.text and result.completion_tokens == len(expected.tokens)
+    assert result.prompt_tokens == expected.timings.prompt_tokens
