@@ -4,17 +4,15 @@ presence, sign and consistency; a teacher API that is down or failing; two build
 
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from edgedistill.benchmarks.cost import HOURS_PER_MONTH
 from edgedistill.benchmarks.suite import ENTRY_KEYS
+from tests.benchmarks.fake_api import closed_port, fixed_answer_api
 
 pytestmark = pytest.mark.slow
 
@@ -115,38 +113,14 @@ def test_the_report_and_the_build_summary_show_every_model(built):
     assert manifest["metrics"]["decode_tokens_per_s_gguf_f16"] > 0 and manifest["metrics"]["usd_per_month_onnx_fp32"] > 0
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class _Failing(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = b'{"error": {"message": "upstream exploded", "type": "server_error"}}'
-        self.send_response(500)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def failing_api():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-
-
 @pytest.mark.parametrize("kind", ["unreachable", "failing"])
-def test_a_teacher_api_that_is_down_or_failing_marks_the_teacher_missing(built, tmp_path, kind, request):
+def test_a_teacher_api_that_is_down_or_failing_marks_the_teacher_missing(built, tmp_path, kind):
     out = tmp_path / "copy"
     shutil.copytree(built[0], out)
-    url = f"http://127.0.0.1:{_closed_port()}/v1" if kind == "unreachable" else request.getfixturevalue("failing_api")
-    result = cli("bench", out, "--teacher-api", url, "--teacher-model", "big-teacher")
+    failing = fixed_answer_api(500, {"error": {"message": "upstream exploded", "type": "server_error"}})
+    with failing as failing_url:
+        url = f"http://127.0.0.1:{closed_port()}/v1" if kind == "unreachable" else failing_url
+        result = cli("bench", out, "--teacher-api", url, "--teacher-model", "big-teacher")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = {"unreachable": "cannot reach", "failing": "answered HTTP 500: upstream exploded"}[kind]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

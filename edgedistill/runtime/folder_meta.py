@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from edgedistill.runtime.chat import ChatTemplate, template_from_tokenizer_config, token_text
 
@@ -52,3 +53,17 @@ def _ids(value) -> list[int]:
     if value is None:
         return []
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+
+class TokenizerJsonText:
+    """encode/decode of a folder's ``tokenizer.json`` (``self.tokenizer``, a
+    ``tokenizers.Tokenizer``) as every folder backend does it: no special tokens added on
+    the way in, special tokens dropped on the way out."""
+
+    tokenizer = None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)

@@ -9,12 +9,12 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.folder_meta import read_folder_metadata
+from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-class OnnxModel(Model):
+class OnnxModel(TokenizerJsonText, Model):
     """Greedy/sampled decoding over ``model.onnx`` with the cache kept between steps.
 
     Cache shapes come from config.json's ``head_dim`` and ``num_key_value_heads`` (never
@@ -48,12 +48,6 @@ class OnnxModel(Model):
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.reset()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def reset(self) -> None:
         empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.cache_dtype)  # (B, KV, T, D)

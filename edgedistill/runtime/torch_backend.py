@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.folder_meta import read_folder_metadata
+from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata
 
 
-class TorchModel(Model):
+class TorchModel(TokenizerJsonText, Model):
     """fp32 ``AutoModelForCausalLM`` with its KV cache kept between ``_append`` calls."""
 
     format = "hf"
@@ -53,12 +53,6 @@ class TorchModel(Model):
         self.can_keep_last_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.reset()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def reset(self) -> None:
         # None, not an empty DynamicCache: on the first call the model builds the cache its

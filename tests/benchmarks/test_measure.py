@@ -1,11 +1,6 @@
 """The measuring parts of the bench against real servers: a GGUF student behind
 `edgedistill serve`, an address nobody listens on, and an HTTP server that fails."""
 
-import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import numpy as np
 import pytest
 
@@ -14,6 +9,7 @@ from edgedistill.benchmarks.latency import measure_concurrent, measure_sequentia
 from edgedistill.benchmarks.served import ServedModel
 from edgedistill.exporters.gguf import export_gguf
 from edgedistill.runtime import load
+from tests.benchmarks.fake_api import closed_port, fixed_answer_api
 
 
 @pytest.fixture(scope="module")
@@ -64,61 +60,19 @@ def test_the_server_reports_cold_start_and_peak_memory(served, gguf):
 
 
 def test_an_address_nobody_listens_on_is_a_clear_error():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again before the request
-    with Endpoint(f"http://127.0.0.1:{port}/v1", "teacher") as endpoint, pytest.raises(TargetError, match="cannot reach"):
+    with Endpoint(f"http://127.0.0.1:{closed_port()}/v1", "teacher") as endpoint, pytest.raises(TargetError, match="cannot reach"):
         endpoint.check()
 
 
-class _Failing(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.dumps({"error": {"message": "model overloaded", "type": "server_error"}}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_server_that_answers_errors_is_a_clear_error():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "teacher") as endpoint:
-            with pytest.raises(TargetError, match="answered HTTP 503: model overloaded"):
-                endpoint.check()
-    finally:
-        server.shutdown()
-
-
-class _NotStreaming(BaseHTTPRequestHandler):
-    """Answers 200 with one JSON body, as a server that ignores ``stream: true`` would."""
-
-    def do_POST(self):
-        body = json.dumps({"choices": [{"text": "hello", "finish_reason": None}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_server_that_does_not_stream_is_not_measured_as_if_it_did():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotStreaming)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "teacher") as endpoint:
-            with pytest.raises(TargetError, match="without a finish_reason or \\[DONE\\]"):
-                endpoint.check()
-    finally:
-        server.shutdown()
+@pytest.mark.parametrize(("status", "body", "message"), [
+    (503, {"error": {"message": "model overloaded", "type": "server_error"}}, "answered HTTP 503: model overloaded"),
+    # 200 with one JSON body: a server that ignores stream: true is not measured as if it streamed
+    (200, {"choices": [{"text": "hello", "finish_reason": None}]}, "without a finish_reason or \\[DONE\\]"),
+])
+def test_a_server_that_fails_or_does_not_stream_is_a_clear_error(status, body, message):
+    with fixed_answer_api(status, body) as url, Endpoint(url, "teacher") as endpoint:
+        with pytest.raises(TargetError, match=message):
+            endpoint.check()
 
 
 def test_chat_mode_sends_a_user_message_through_the_template(chatml_llama_dir, tmp_path):
