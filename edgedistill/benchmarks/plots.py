@@ -84,9 +84,11 @@ def _log_bytes_axis(axis, byte_counts: list[float]) -> None:
 
 
 def _label_points(axis, entries: list[dict], x_key: str, y_of) -> None:
-    for entry in entries:
+    """Name each point; neighbours along x take turns above and below, so artifacts of
+    similar size (q4_0 next to q4_k_m) do not print over each other."""
+    for index, entry in enumerate(sorted(entries, key=lambda e: e[x_key])):
         axis.annotate(entry["name"], (entry[x_key], y_of(entry)), textcoords="offset points",
-                      xytext=(6, 6), fontsize=9)
+                      xytext=(6, 6) if index % 2 == 0 else (6, -14), fontsize=9)
 
 
 def _retention_axis(axis, results: dict, retentions: list[float]) -> None:
@@ -132,8 +134,9 @@ def latency_vs_size(results: dict):
     teacher, milliseconds = _teacher(results), []
     for key, label, marker, color, entries in series:
         entries = sorted(entries, key=lambda e: e["bytes"])
+        # markers only: a line through artifacts of different formats would suggest a trend
         axis.plot([e["bytes"] for e in entries], [e[key] * 1000 for e in entries], marker=marker,
-                  color=color, linestyle=":", label=f"{label} (students)", zorder=3)
+                  color=color, linestyle="none", label=f"{label} (students)", zorder=3)
         if key == "ttft_p50_s" or not ttft:  # one set of name labels: both series share x
             _label_points(axis, entries, "bytes", lambda e, key=key: e[key] * 1000)
         milliseconds += [e[key] * 1000 for e in entries]
