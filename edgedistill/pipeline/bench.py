@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, atomic_write_json, is_under, record_files
@@ -97,73 +98,35 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
-    """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content"}."""
-    from edgedistill.benchmarks import cost, overdistill, quality, suite
+    """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content", "recipe_name"}."""
+    from edgedistill.benchmarks import cost, overdistill, suite
     from edgedistill.benchmarks.machine import machine_info
-    from edgedistill.benchmarks.probes import latency_prompts, load_probes
-    from edgedistill.benchmarks.report import write_report
-    from edgedistill.hf import load_tokenizer
-    from edgedistill.runtime import load
 
     bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
     prices = cost.load_prices(bench_cfg.prices, bench_cfg.api_price, bench_cfg.hardware)
     traffic = cost.Traffic(bench_cfg.requests_per_day, bench_cfg.input_tokens_per_request,
                            bench_cfg.output_tokens_per_request, bench_cfg.utilization)
     student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir
-    tokenizer = load_tokenizer(student_dir)
-    windows, windows_label = scoring_windows(cfg, tokenizer)
-    qa = scoring_qa(bench_cfg, tokenizer, seq_len)
-    context = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
-    passage_tokens = max(0, min(PASSAGE_TOKENS, context - bench_cfg.decode_tokens - 64))
-    passages = [tokenizer.decode(w[:passage_tokens]) for w in windows] if passage_tokens else []
-    probes = load_probes(bench_cfg.probe_path, bench_cfg.probe_questions)
-    prompts = latency_prompts(probes, passages, bench_cfg.latency_prompts)
-    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    settings = suite.Settings(prompts, [list(p.phrasings) for p in probes], bench_cfg.decode_tokens,
-                              bench_cfg.answer_tokens, bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency,
-                              suite.default_threads())
+    inputs = BenchInputs.prepare(cfg, student_dir)
+    settings = suite.Settings(inputs.prompts, inputs.probe_groups, bench_cfg.decode_tokens, bench_cfg.answer_tokens,
+                              bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads())
 
-    threads = settings.threads
     teacher, students = targets(inp, bench_cfg, parameter_count(student_dir), parameter_count(teacher_dir))
     for target in (teacher, *students):
         suite.measure_served(target, settings, log)
-
-    teacher_model = load(teacher_dir, backend="hf", threads=threads)
-    scores = {"teacher": quality.score(teacher_model, teacher_model, windows, qa, teacher_model.vocab_size)}
-    for target in students:
-        if target.entry["missing"]:  # its server did not start: the same load would fail here
-            continue
-        model = load(target.path, threads=threads)
-        scores[target.name] = quality.score(model, teacher_model, windows, qa, min(model.vocab_size, teacher_model.vocab_size))
-        del model
-    log(f"scored the teacher and {len(students)} artifacts teacher-forced on {windows_label}, {len(qa)} QA pairs")
+    scores = teacher_forced_scores(teacher_dir, students, inputs, settings.threads)
     suite.add_quality(teacher, students, scores)
     suite.add_comparisons(teacher, students, overdistill.THRESHOLDS)
     suite.add_costs(teacher, students, prices, traffic)
 
-    warnings = []
-    if teacher.entry["missing"]:
-        warnings.append(f"teacher {teacher.entry['served_by'] or 'API'} not measured: {teacher.entry['error']}; "
-                        "its latency, answer and cost rows are missing")
-    if prices.hardware_vcpus is not None and prices.hardware_vcpus != threads:
-        warnings.append(f"students were measured on {threads} cores but are priced as '{prices.hardware_name}' with "
-                        f"{prices.hardware_vcpus} vCPUs: pick a matching bench.hardware row or run the bench there")
     torch_quality = evaluate_quality(bench_cfg, seq_len, inp) if (bench_cfg.eval_path or bench_cfg.qa_path) else {}
     results = suite.results_document(
         teacher, students, settings, traffic, prices,
         build={"dir": str(out_dir.parent), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
-        machine=machine_info(),
-        extra_settings={"eval_windows": len(windows), "scored_on": windows_label, "qa_pairs_scored": len(qa),
-                        "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
-                        "prompt_tokens_min": min(prompt_tokens), "prompt_tokens_max": max(prompt_tokens)},
-        warnings=warnings)
+        machine=machine_info(), extra_settings=inputs.describe(), warnings=report_warnings(teacher, prices, settings.threads))
     results["quality_torch"] = torch_quality
+    write_outputs(out_dir / "bench", results, teacher, students, settings)
 
-    bench_dir = out_dir / "bench"
-    bench_dir.mkdir(parents=True)
-    atomic_write_json(bench_dir / "results.json", results)
-    write_answers(bench_dir / "answers.jsonl", teacher, students, settings)
-    write_report(results, bench_dir)
     rows, metrics = summary_rows(results), dict(torch_quality)
     for row in rows:
         for key in ("decode_tokens_per_s", "bytes", "ttft_p50_s", "retention", "usd_per_month"):
@@ -174,6 +137,84 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
                "teacher_format": teacher.format, "missing_artifacts": [t.name for t in students if t.entry["missing"]],
                "retry": teacher.entry["missing"] and teacher.format == "api"}
     return Artifact("bench", out_dir, record_files(out_dir, ["bench"]), payload, metrics, inp)
+
+
+@dataclass(frozen=True)
+class BenchInputs:
+    """What every model is measured on: scoring windows and QA pairs (token ids), the
+    latency prompt set and the probe questions' phrasings."""
+
+    windows: list[list[int]]
+    windows_label: str
+    qa: list[tuple[list[int], int]]
+    prompts: list[str]
+    prompt_tokens: list[int]
+    probe_groups: list[list[str]]
+
+    @classmethod
+    def prepare(cls, cfg: dict, student_dir: Path) -> "BenchInputs":
+        from edgedistill.benchmarks.probes import latency_prompts, load_probes
+        from edgedistill.hf import load_tokenizer
+
+        bench_cfg = cfg["bench"]
+        tokenizer = load_tokenizer(student_dir)
+        windows, label = scoring_windows(cfg, tokenizer)
+        context = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+        passage_tokens = max(0, min(PASSAGE_TOKENS, context - bench_cfg.decode_tokens - 64))
+        passages = [tokenizer.decode(w[:passage_tokens]) for w in windows] if passage_tokens else []
+        probes = load_probes(bench_cfg.probe_path, bench_cfg.probe_questions)
+        prompts = latency_prompts(probes, passages, bench_cfg.latency_prompts)
+        return cls(windows, label, scoring_qa(bench_cfg, tokenizer, cfg["seq_len"]), prompts,
+                   [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts],
+                   [list(p.phrasings) for p in probes])
+
+    def describe(self) -> dict:
+        return {"eval_windows": len(self.windows), "scored_on": self.windows_label, "qa_pairs_scored": len(self.qa),
+                "prompt_tokens_mean": sum(self.prompt_tokens) / len(self.prompt_tokens),
+                "prompt_tokens_min": min(self.prompt_tokens), "prompt_tokens_max": max(self.prompt_tokens)}
+
+
+def teacher_forced_scores(teacher_dir: Path, students, inputs: BenchInputs, threads: int) -> dict[str, dict]:
+    """``quality.score`` of the teacher (through the runtime's torch backend) and of every
+    measured artifact (through its own backend), one artifact loaded at a time."""
+    from edgedistill.benchmarks import quality
+    from edgedistill.runtime import load
+
+    teacher_model = load(teacher_dir, backend="hf", threads=threads)
+    scores = {"teacher": quality.score(teacher_model, teacher_model, inputs.windows, inputs.qa, teacher_model.vocab_size)}
+    for target in students:
+        if target.entry["missing"]:  # its server did not start: the same load would fail here
+            continue
+        model = load(target.path, threads=threads)
+        vocab = min(model.vocab_size, teacher_model.vocab_size)
+        scores[target.name] = quality.score(model, teacher_model, inputs.windows, inputs.qa, vocab)
+        del model
+    log(f"scored the teacher and {len(scores) - 1} artifacts teacher-forced on {inputs.windows_label}, "
+        f"{len(inputs.qa)} QA pairs")
+    return scores
+
+
+def report_warnings(teacher, prices, threads: int) -> list[str]:
+    """Warnings about the whole report rather than one model."""
+    warnings = []
+    if teacher.entry["missing"]:
+        warnings.append(f"teacher {teacher.entry['served_by'] or 'API'} not measured: {teacher.entry['error']}; "
+                        "its latency, answer and cost rows are missing")
+    if prices.hardware_vcpus is not None and prices.hardware_vcpus != threads:
+        warnings.append(f"students were measured on {threads} cores but are priced as '{prices.hardware_name}' with "
+                        f"{prices.hardware_vcpus} vCPUs: pick a matching bench.hardware row or run the bench there")
+    return warnings
+
+
+def write_outputs(bench_dir: Path, results: dict, teacher, students, settings) -> None:
+    """results.json, answers.jsonl, report.md, report.html and plots/ (inside the stage's
+    temporary folder: the build moves them into place only when all are written)."""
+    from edgedistill.benchmarks.report import write_report
+
+    bench_dir.mkdir(parents=True)
+    atomic_write_json(bench_dir / "results.json", results)
+    write_answers(bench_dir / "answers.jsonl", teacher, students, settings)
+    write_report(results, bench_dir)
 
 
 def parameter_count(folder: Path) -> int | None:
