@@ -162,3 +162,28 @@ def test_bad_bench_input_exits_2_with_one_line(built, args, message):
     result = cli("bench", built[0], *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_an_external_teacher_api_with_a_key_is_measured_over_http(built, tmp_path):
+    """The teacher behind a separate OpenAI-compatible server that wants a bearer key,
+    read from the environment variable the recipe names."""
+    import os
+
+    from tests.runtime.server_process import running_server
+
+    out = tmp_path / "api"
+    shutil.copytree(built[0], out)
+    with running_server(out / "teacher", "--api-key", "s3cret", "--model-name", "big-teacher") as server:
+        env = {**os.environ, "MY_TEACHER_KEY": "s3cret"}
+        result = subprocess.run([sys.executable, "-m", "edgedistill.cli", "bench", str(out), "--teacher-api",
+                                 f"{server.url}/v1", "--teacher-model", "big-teacher", "--teacher-api-key-env",
+                                 "MY_TEACHER_KEY"], capture_output=True, text=True, timeout=900, env=env)
+        teacher = results_of(out)["teacher"]
+        unauthorized = cli("bench", out, "--teacher-api", f"{server.url}/v1", "--teacher-model", "big-teacher",
+                           "--teacher-api-key-env", "NO_SUCH_VARIABLE")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert teacher["format"] == "api" and teacher["served_by"] == f"{server.url}/v1 (model big-teacher)"
+    assert not teacher["missing"] and teacher["ttft_p50_s"] > 0 and teacher["concurrent"]["output_tokens"] > 0
+    assert teacher["bytes"] is None and teacher["peak_rss_bytes"] is None and teacher["usd_per_month"] > 0
+    assert "s3cret" not in (out / "manifest.json").read_text()  # the key is read, never stored
+    assert unauthorized.returncode == 2 and "answered HTTP 401" in unauthorized.stderr
