@@ -94,6 +94,10 @@ def _eval_files(recipe: Recipe) -> list[Path]:
     if bench.qa_path:
         load_qa_pairs(bench.qa_path)  # validates every row before anything runs
         files.append(QA_BUILTINS.get(bench.qa_path) or Path(bench.qa_path).expanduser())
+    if len(bench.answer_stop) > 4:
+        from edgedistill.errors import UserError
+
+        raise UserError(f"bench.answer_stop has {len(bench.answer_stop)} strings; OpenAI-compatible APIs take at most 4")
     if bench.teacher_api:
         from edgedistill.benchmarks.client import check_base_url
 

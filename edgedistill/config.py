@@ -141,6 +141,10 @@ class BenchConfig:
                            "over-distillation checks, or builtin:pydocs-probes")
     probe_questions: int = knob(0, "cap on probe questions (0 = all)", low=0)
     answer_tokens: int = knob(96, "max_tokens of the greedy probe answers (truncation = hitting it)", low=1)
+    answer_stop: tuple[str, ...] = knob((), "stop strings of the probe answers (OpenAI 'stop', at most 4), e.g. where a "
+                                        "base model's answer ends; empty = EOS only")
+    student_api_mode: str = knob("completions", "send prompts to the students as text (completions) or as a user "
+                                 "message through their chat template (chat)", choices=lambda: ("completions", "chat"))
     eval_path: str = knob("", "held-out text for test metrics of teacher and student (same forms as data.path, "
                           "e.g. builtin:pydocs-test); empty = none")
     eval_windows: int = knob(0, "cap on evaluation windows of data.seq_len tokens (0 = all)", low=0)

@@ -74,6 +74,8 @@ class Settings:
     warmup: int
     concurrency: int
     threads: int
+    answer_stop: tuple[str, ...] = ()
+    student_mode: str = "completions"  # how our servers get the prompts: as text, or as a user message
 
 
 def measure_served(target: Target, settings: Settings, log: Callable[[str], None]) -> None:
@@ -115,7 +117,7 @@ def _measure_local(target: Target, settings: Settings, log) -> None:
     with ServedModel(target.path, target.name, parallel=1, threads=settings.threads, max_tokens_limit=limit) as server:
         backend = {"hf": "torch", "onnx": "onnxruntime", "gguf": "llama.cpp"}.get(target.format, target.format)
         target.entry.update(served_by=f"edgedistill serve ({backend} backend)", load_s=server.load_s)
-        first = Endpoint(server.url, target.name)
+        first = Endpoint(server.url, target.name, mode=settings.student_mode)
         try:
             _answers_and_latency(target, first, settings, extra, log)
         finally:
@@ -125,8 +127,9 @@ def _measure_local(target: Target, settings: Settings, log) -> None:
     try:
         with ServedModel(target.path, target.name, parallel=settings.concurrency, threads=threads,
                          max_tokens_limit=limit) as server:
-            concurrent = measure_concurrent(lambda: Endpoint(server.url, target.name), settings.latency_prompts,
-                                            settings.decode_tokens, settings.repeats, settings.concurrency, extra)
+            concurrent = measure_concurrent(lambda: Endpoint(server.url, target.name, mode=settings.student_mode),
+                                            settings.latency_prompts, settings.decode_tokens, settings.repeats,
+                                            settings.concurrency, extra)
             target.entry["concurrent"] = {**concurrent, "peak_rss_bytes": server.peak_rss_bytes()}
     except TargetError as exc:  # e.g. N instances do not fit in memory: the single-instance numbers stand
         target.problems.append(f"throughput at concurrency {settings.concurrency} not measured: {exc}")
@@ -134,7 +137,8 @@ def _measure_local(target: Target, settings: Settings, log) -> None:
 
 def _answers_and_latency(target: Target, endpoint: Endpoint, settings: Settings, extra: dict | None, log) -> None:
     started = time.perf_counter()
-    groups = [[_answer(endpoint.stream(p, settings.answer_tokens)) for p in phrasings]
+    stop = {"stop": list(settings.answer_stop)} if settings.answer_stop else None
+    groups = [[_answer(endpoint.stream(p, settings.answer_tokens, extra=stop)) for p in phrasings]
               for phrasings in settings.probe_groups]
     target.entry["overdistill"] = overdistill.answer_checks(groups)
     target.entry["answers"] = groups
@@ -203,6 +207,7 @@ def results_document(teacher: Target, students: list[Target], settings: Settings
         "build": build,
         "machine": machine,
         "settings": {"latency_max_tokens": settings.decode_tokens, "answer_max_tokens": settings.answer_tokens,
+                     "answer_stop": list(settings.answer_stop), "student_api_mode": settings.student_mode,
                      "latency_prompts": len(settings.latency_prompts), "probe_questions": len(settings.probe_groups),
                      "repeats": settings.repeats, "warmup": settings.warmup, "concurrency": settings.concurrency,
                      "threads": settings.threads, **extra_settings},

@@ -109,7 +109,8 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir
     inputs = BenchInputs.prepare(cfg, student_dir)
     settings = suite.Settings(inputs.prompts, inputs.probe_groups, bench_cfg.decode_tokens, bench_cfg.answer_tokens,
-                              bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads())
+                              bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads(),
+                              bench_cfg.answer_stop, bench_cfg.student_api_mode)
 
     teacher, students = targets(inp, bench_cfg, parameter_count(student_dir), parameter_count(teacher_dir))
     for target in (teacher, *students):

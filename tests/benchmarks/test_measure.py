@@ -84,3 +84,24 @@ def test_chat_mode_sends_a_user_message_through_the_template(chatml_llama_dir, t
         result = endpoint.stream("The json module", 6, extra={"ignore_eos": True})
     assert result.text == expected.text and result.completion_tokens == len(expected.tokens)
     assert result.prompt_tokens == expected.timings.prompt_tokens
+
+
+def test_a_served_chat_student_answers_probes_as_messages_and_stops_where_told(chatml_llama_dir, tmp_path):
+    from edgedistill.benchmarks.suite import Settings, Target, measure_served
+
+    path = tmp_path / "chat.gguf"
+    export_gguf(chatml_llama_dir, path, "f32")
+    local = load(path)
+    probes = [["The json module", "JSON in Python"], ["Paths", "The pathlib module"]]
+    stop = local.decode(local.generate([{"role": "user", "content": "Paths"}], max_tokens=3, ignore_eos=True).tokens[1:2])
+    settings = Settings(["The json module"], probes, decode_tokens=4, answer_tokens=12, repeats=1, warmup=0,
+                        concurrency=2, threads=2, answer_stop=(stop,), student_mode="chat")
+    target = Target("chat", "student", "gguf", path=path)
+    measure_served(target, settings, log=lambda message: None)
+    entry = target.entry
+    assert not entry["missing"], entry["error"]
+    answers = [a for group in entry["answers"] for a in group]
+    expected = [local.generate([{"role": "user", "content": p}], max_tokens=12, stop=[stop]) for g in probes for p in g]
+    assert [a["text"] for a in answers] == [c.text for c in expected]
+    assert answers[2]["finish_reason"] == "stop" and stop not in answers[2]["text"]  # "Paths" hits the stop string
+    assert entry["concurrent"]["requests"] == 2 and entry["latency_requests"] == 1
