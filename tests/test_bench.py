@@ -157,6 +157,8 @@ def test_compare_shows_the_deltas_between_two_builds(built, tmp_path):
     (["--prices", "/no/prices.yaml"], "bench.prices '/no/prices.yaml' is not a file"),
     (["--teacher-api-mode", "telepathy"], "bench.teacher_api_mode"),
     (["--teacher-api", "localhost:8000"], "bench.teacher_api 'localhost:8000' is not an http(s) URL with a host"),
+    (["--set", "bench.answer_tokens=500"], "bench.answer_tokens needs 595 tokens of context but the teacher's context is 512"),
+    (["--set", "bench.answer_stop=[a, b, c, d, e]"], "bench.answer_stop has 5 strings; OpenAI-compatible APIs take at most 4"),
 ])
 def test_bad_bench_input_exits_2_with_one_line(built, args, message):
     result = cli("bench", built[0], *args)
