@@ -2,86 +2,23 @@
 
 ``results`` is the bench stage's dict (schema: README, "bench results.json"); every number may be None
 and prints as "-". Both renderers draw from one list of ``Table``s built by ``report_tables``,
-so the markdown and the HTML page cannot disagree. ``compare`` diffs the results of two builds.
+so the markdown and the HTML page cannot disagree. ``compare.py`` diffs the results of two builds.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from edgedistill.benchmarks.formatting import (
+    NULL, lookup, mb, ms, percent, plain, significant, three_decimals, two_decimals, usd, whole)
 from edgedistill.benchmarks.plots import CAPTIONS, make_plots, pareto_front
 
-NULL, MISSING, PARETO_MARK = "-", "missing", " ★"
-
-
-# ---- number formats: units live in the column header, except % and $ which read better attached
-
-
-def _significant(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-
-
-def _ms(seconds: float) -> str:
-    return _significant(seconds * 1000)
-
-
-def _mb(byte_count: float) -> str:
-    return _significant(byte_count / 1e6)  # MB = 10^6 bytes, as disks and cloud bills count
-
-
-def _percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f}%"
-
-
-def _points(fraction_delta: float) -> str:
-    return f"{fraction_delta * 100:.1f} pp"  # a change in a percentage is in percentage points
-
-
-def _usd(dollars: float) -> str:
-    """Two significant digits below $1 (up to 4 decimals), cents above: $0.12, $0.0034, $1,234.50."""
-    if dollars == 0 or abs(dollars) >= 1:
-        return f"${dollars:,.2f}"
-    if abs(dollars) < 0.0001:
-        return "<$0.0001"
-    decimals = min(4, max(2, 1 - math.floor(math.log10(abs(dollars)))))
-    return f"${dollars:.{decimals}f}"
-
-
-def _two_decimals(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _three_decimals(value: float) -> str:
-    return f"{value:.3f}"
-
-
-def _whole(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _plain(value) -> str:
-    """A settings/traffic value for prose: None -> "-", 10000 -> "10,000", 143.5 -> "143.5"."""
-    if value is None:
-        return NULL
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
-
-
-def _lookup(entry: dict, path: tuple[str, ...]):
-    """entry[path[0]][path[1]]..., None as soon as a level is None (e.g. "concurrent": null)."""
-    value = entry
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+MISSING, PARETO_MARK = "missing", " ★"
 
 
 # ---- tables
@@ -104,40 +41,40 @@ class Table:
 
 def latency_columns(concurrency) -> list[Column]:
     return [
-        Column("TTFT p50 (ms)", ("ttft_p50_s",), _ms), Column("TTFT p95 (ms)", ("ttft_p95_s",), _ms),
-        Column("TTFT p99 (ms)", ("ttft_p99_s",), _ms),
-        Column("TPOT p50 (ms)", ("tpot_p50_s",), _ms), Column("TPOT p95 (ms)", ("tpot_p95_s",), _ms),
-        Column("TPOT p99 (ms)", ("tpot_p99_s",), _ms),
-        Column("e2e p50 (ms)", ("e2e_p50_s",), _ms), Column("e2e p95 (ms)", ("e2e_p95_s",), _ms),
-        Column("e2e p99 (ms)", ("e2e_p99_s",), _ms),
-        Column("decode tok/s", ("decode_tokens_per_s",), _significant),
-        Column("prefill tok/s", ("prefill_tokens_per_s",), _significant),
-        Column(f"output tok/s at concurrency {_plain(concurrency)}", ("concurrent", "output_tokens_per_s"),
-               _significant),
-        Column("load (s)", ("load_s",), _two_decimals),
-        Column("peak RSS (MB)", ("peak_rss_bytes",), _mb), Column("size (MB)", ("bytes",), _mb),
+        Column("TTFT p50 (ms)", ("ttft_p50_s",), ms), Column("TTFT p95 (ms)", ("ttft_p95_s",), ms),
+        Column("TTFT p99 (ms)", ("ttft_p99_s",), ms),
+        Column("TPOT p50 (ms)", ("tpot_p50_s",), ms), Column("TPOT p95 (ms)", ("tpot_p95_s",), ms),
+        Column("TPOT p99 (ms)", ("tpot_p99_s",), ms),
+        Column("e2e p50 (ms)", ("e2e_p50_s",), ms), Column("e2e p95 (ms)", ("e2e_p95_s",), ms),
+        Column("e2e p99 (ms)", ("e2e_p99_s",), ms),
+        Column("decode tok/s", ("decode_tokens_per_s",), significant),
+        Column("prefill tok/s", ("prefill_tokens_per_s",), significant),
+        Column(f"output tok/s at concurrency {plain(concurrency)}", ("concurrent", "output_tokens_per_s"),
+               significant),
+        Column("load (s)", ("load_s",), two_decimals),
+        Column("peak RSS (MB)", ("peak_rss_bytes",), mb), Column("size (MB)", ("bytes",), mb),
     ]
 
 
 QUALITY_COLUMNS = [
-    Column("perplexity", ("perplexity",), _significant), Column("top-1", ("top1_accuracy",), _percent),
-    Column("top-1 agreement", ("top1_agreement",), _percent),
-    Column("KL to teacher (nats/token)", ("kl_to_teacher",), _three_decimals), Column("ECE", ("ece",), _three_decimals),
-    Column("QA top-1", ("qa_top1",), _percent), Column("retention", ("retention",), _percent),
+    Column("perplexity", ("perplexity",), significant), Column("top-1", ("top1_accuracy",), percent),
+    Column("top-1 agreement", ("top1_agreement",), percent),
+    Column("KL to teacher (nats/token)", ("kl_to_teacher",), three_decimals), Column("ECE", ("ece",), three_decimals),
+    Column("QA top-1", ("qa_top1",), percent), Column("retention", ("retention",), percent),
 ]
 OVERDISTILL_COLUMNS = [
-    Column("truncation rate", ("overdistill", "truncation_rate"), _percent),
-    Column("mean answer tokens", ("overdistill", "mean_answer_tokens"), _significant),
-    Column("length ratio vs teacher", ("overdistill", "length_ratio"), _two_decimals),
-    Column("paraphrase stability", ("overdistill", "paraphrase_stability"), _two_decimals),
-    Column("repetition rate", ("overdistill", "repetition_rate"), _percent),
+    Column("truncation rate", ("overdistill", "truncation_rate"), percent),
+    Column("mean answer tokens", ("overdistill", "mean_answer_tokens"), significant),
+    Column("length ratio vs teacher", ("overdistill", "length_ratio"), two_decimals),
+    Column("paraphrase stability", ("overdistill", "paraphrase_stability"), two_decimals),
+    Column("repetition rate", ("overdistill", "repetition_rate"), percent),
 ]
 COST_COLUMNS = [
-    Column("$/1M tokens (blended)", ("usd_per_1m_tokens",), _usd),
-    Column("$/1M input", ("usd_per_1m_input_tokens",), _usd),
-    Column("$/1M output", ("usd_per_1m_output_tokens",), _usd),
-    Column("$/month", ("usd_per_month",), _usd), Column("instances", ("instances_needed",), _whole),
-    Column("break-even requests/day", ("break_even_requests_per_day",), _whole),
+    Column("$/1M tokens (blended)", ("usd_per_1m_tokens",), usd),
+    Column("$/1M input", ("usd_per_1m_input_tokens",), usd),
+    Column("$/1M output", ("usd_per_1m_output_tokens",), usd),
+    Column("$/month", ("usd_per_month",), usd), Column("instances", ("instances_needed",), whole),
+    Column("break-even requests/day", ("break_even_requests_per_day",), whole),
 ]
 
 
@@ -152,7 +89,7 @@ def metric_table(title: str, columns: list[Column], results: dict) -> Table:
     rows, notes = [], []
     for entry in entries(results):
         empty = MISSING if entry.get("missing") else NULL
-        cells = [empty if (v := _lookup(entry, c.path)) is None else c.format(v) for c in columns]
+        cells = [empty if (v := lookup(entry, c.path)) is None else c.format(v) for c in columns]
         label = entry["name"] + (PARETO_MARK if entry["name"] in optimal and entry.get("role") != "teacher" else "")
         rows.append([label] + cells)
         if entry.get("missing") and MISSING in cells:
@@ -166,15 +103,15 @@ def price_table(results: dict) -> Table:
     api_price = (f"{_usd_or_null(api.get('usd_per_1m_input_tokens'))} per 1M input tokens, "
                  f"{_usd_or_null(api.get('usd_per_1m_output_tokens'))} per 1M output tokens")
     hardware_price = f"{_usd_or_null(hardware.get('usd_per_hour'))} per hour per instance"
-    rows = [["teacher API", _plain(api.get("name")), api_price],
-            ["student hardware", _plain(hardware.get("name")), hardware_price]]
+    rows = [["teacher API", plain(api.get("name")), api_price],
+            ["student hardware", plain(hardware.get("name")), hardware_price]]
     notes = [n for n in (prices.get("assumption"), prices.get("file") and f"prices file: {prices['file']}") if n]
-    return Table(f"Prices (assumptions, as of {_plain(prices.get('as_of'))})", ["item", "name", "price"], rows, notes,
+    return Table(f"Prices (assumptions, as of {plain(prices.get('as_of'))})", ["item", "name", "price"], rows, notes,
                  text_columns=3)
 
 
 def _usd_or_null(value) -> str:
-    return NULL if value is None else _usd(value)
+    return NULL if value is None else usd(value)
 
 
 def report_tables(results: dict) -> list[Table]:
@@ -198,8 +135,8 @@ SETTINGS_IN_SENTENCE = {name for _, name, _, _ in string.Formatter().parse(SETTI
 
 def _settings_text(settings: dict) -> str:
     """The schema's settings as a sentence; keys the schema does not name yet follow as "key value"."""
-    known = {key: _plain(settings.get(key)) for key in SETTINGS_IN_SENTENCE}
-    extras = [f"{key} {_plain(value)}" for key, value in settings.items() if key not in SETTINGS_IN_SENTENCE]
+    known = {key: plain(settings.get(key)) for key in SETTINGS_IN_SENTENCE}
+    extras = [f"{key} {plain(value)}" for key, value in settings.items() if key not in SETTINGS_IN_SENTENCE]
     return SETTINGS_SENTENCE.format(**known) + (f"; also {', '.join(extras)}" if extras else "")
 
 
@@ -211,15 +148,15 @@ def report_facts(results: dict) -> list[tuple[str, str]]:
                          if version != "not installed")
     utilization = traffic.get("utilization")
     return [
-        ("Build", f"{_plain(build.get('dir'))} (recipe {_plain(build.get('recipe'))}, "
-                  f"teacher {_plain(build.get('teacher'))}), created {_plain(results.get('created_utc'))}"),
-        ("Machine", f"{_plain(machine.get('cpu'))}, {_plain(machine.get('cpu_count'))} cores, "
-                    f"Python {_plain(machine.get('python'))}, {_plain(machine.get('platform'))}"),
+        ("Build", f"{plain(build.get('dir'))} (recipe {plain(build.get('recipe'))}, "
+                  f"teacher {plain(build.get('teacher'))}), created {plain(results.get('created_utc'))}"),
+        ("Machine", f"{plain(machine.get('cpu'))}, {plain(machine.get('cpu_count'))} cores, "
+                    f"Python {plain(machine.get('python'))}, {plain(machine.get('platform'))}"),
         ("Packages", packages or NULL),
         ("Settings", _settings_text(settings)),
-        ("Traffic", f"{_plain(traffic.get('requests_per_day'))} requests/day, "
-                    f"{_plain(traffic.get('input_tokens_per_request'))} input + "
-                    f"{_plain(traffic.get('output_tokens_per_request'))} output tokens/request, utilization "
+        ("Traffic", f"{plain(traffic.get('requests_per_day'))} requests/day, "
+                    f"{plain(traffic.get('input_tokens_per_request'))} input + "
+                    f"{plain(traffic.get('output_tokens_per_request'))} output tokens/request, utilization "
                     f"{NULL if utilization is None else f'{utilization:.0%}'}, 30-day month"),
         ("Legend", "-: not measured; ★: Pareto-optimal artifact (no other artifact is as small and as good "
                    "in top-1 retention); sizes in MB = 10^6 bytes"),
@@ -239,31 +176,31 @@ def _title(results: dict) -> str:
 # ---- markdown
 
 
-def _md_cell(text: str) -> str:
+def md_cell(text: str) -> str:
     """Text from results kept literal: "|" would split a table cell and "<" open an HTML tag."""
     return text.replace("|", "\\|").replace("<", "\\<").replace("\n", " ")
 
 
 def _md_table(table: Table) -> list[str]:
     lines = [f"## {table.title}", "",
-             "| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
+             "| " + " | ".join(md_cell(h) for h in table.headers) + " |",
              "|" + "---|" * table.text_columns + "---:|" * (len(table.headers) - table.text_columns)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table.rows]
     lines.append("")
     for note in table.notes:
-        lines += [f"> {_md_cell(note)}", ""]
+        lines += [f"> {md_cell(note)}", ""]
     return lines
 
 
 def render_markdown(results: dict, plot_files: dict[str, Path] | None) -> str:
     lines = [f"# {_title(results)}", ""]
-    lines += [f"- **{label}**: {_md_cell(text)}" for label, text in report_facts(results)] + [""]
+    lines += [f"- **{label}**: {md_cell(text)}" for label, text in report_facts(results)] + [""]
     for table in report_tables(results):
         lines += _md_table(table)
     lines += ["## Warnings", ""]
     for label, warnings in report_warnings(results):
-        lines.append(f"- **{_md_cell(label)}**:" + ("" if warnings else " none"))
-        lines += [f"  - {_md_cell(warning)}" for warning in warnings]
+        lines.append(f"- **{md_cell(label)}**:" + ("" if warnings else " none"))
+        lines += [f"  - {md_cell(warning)}" for warning in warnings]
     if plot_files:
         lines += ["", "## Plots", ""]
         for name, path in plot_files.items():
@@ -336,68 +273,3 @@ def write_report(results: dict, bench_dir: Path) -> list[Path]:
     markdown_path.write_text(render_markdown(results, plot_files), encoding="utf-8")
     html_path.write_text(render_html(results, plot_files), encoding="utf-8")
     return list(plot_files.values()) + [markdown_path, html_path]
-
-
-# ---- comparing two builds
-
-# (metric key, path in an entry, label with unit, value format, delta format)
-COMPARE_METRICS = [
-    ("bytes", ("bytes",), "size (MB)", _mb, _mb),
-    ("peak_rss_bytes", ("peak_rss_bytes",), "peak RSS (MB)", _mb, _mb),
-    ("ttft_p50_s", ("ttft_p50_s",), "TTFT p50 (ms)", _ms, _ms),
-    ("tpot_p50_s", ("tpot_p50_s",), "TPOT p50 (ms)", _ms, _ms),
-    ("decode_tokens_per_s", ("decode_tokens_per_s",), "decode tok/s", _significant, _significant),
-    ("perplexity", ("perplexity",), "perplexity", _significant, _significant),
-    ("top1_agreement", ("top1_agreement",), "top-1 agreement", _percent, _points),
-    ("retention", ("retention",), "retention", _percent, _points),
-    ("usd_per_1m_tokens", ("usd_per_1m_tokens",), "$/1M tokens", _usd, _usd),
-    ("usd_per_month", ("usd_per_month",), "$/month", _usd, _usd),
-    ("truncation_rate", ("overdistill", "truncation_rate"), "truncation rate", _percent, _points),
-    ("paraphrase_stability", ("overdistill", "paraphrase_stability"), "paraphrase stability",
-     _two_decimals, _two_decimals),
-]
-COMPARE_FORMATS = {key: (label, value_format, delta_format) for key, _, label, value_format, delta_format
-                   in COMPARE_METRICS}
-
-
-def compare(new: dict, old: dict) -> list[dict]:
-    """One row per (entry, metric): name, status ("both" | "added" | "removed"), metric, old, new,
-    delta (new - old) and delta_pct (100 * delta / |old|); None wherever a side is None (or old is 0
-    for delta_pct). Entries match by name: new's order first, then entries only in ``old``."""
-    new_entries, old_entries = {e["name"]: e for e in entries(new)}, {e["name"]: e for e in entries(old)}
-    names = list(new_entries) + [name for name in old_entries if name not in new_entries]
-    rows = []
-    for name in names:
-        status = "both" if name in new_entries and name in old_entries else "added" if name in new_entries \
-            else "removed"
-        for metric, path, *_ in COMPARE_METRICS:
-            old_value, new_value = (_number(_lookup(side.get(name), path)) for side in (old_entries, new_entries))
-            delta = None if old_value is None or new_value is None else new_value - old_value
-            delta_pct = None if delta is None or old_value == 0 else 100 * delta / abs(old_value)
-            rows.append({"name": name, "status": status, "metric": metric, "old": old_value, "new": new_value,
-                         "delta": delta, "delta_pct": delta_pct})
-    return rows
-
-
-def _number(value) -> float | None:
-    """A metric as a number; anything else (a hand-edited or foreign file) compares as missing."""
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _signed(delta: float, delta_format: Callable[[float], str]) -> str:
-    return ("+" if delta > 0 else "-" if delta < 0 else "±") + delta_format(abs(delta))
-
-
-def render_compare(rows: list[dict], new_label: str, old_label: str) -> str:
-    """A markdown table of ``compare``'s rows; "-" where a value or a delta is None."""
-    lines = [f"## Benchmark comparison: {_md_cell(new_label)} vs {_md_cell(old_label)}", "",
-             f"| entry | metric | {_md_cell(old_label)} | {_md_cell(new_label)} | change | change % |",
-             "|---|---|---:|---:|---:|---:|"]
-    for row in rows:
-        label, value_format, delta_format = COMPARE_FORMATS[row["metric"]]
-        entry = row["name"] + ("" if row["status"] == "both" else f" ({row['status']})")
-        old_text, new_text = (NULL if v is None else value_format(v) for v in (row["old"], row["new"]))
-        delta = NULL if row["delta"] is None else _signed(row["delta"], delta_format)
-        delta_pct = NULL if row["delta_pct"] is None else f"{row['delta_pct']:+.1f}%"
-        lines.append(f"| {_md_cell(entry)} | {label} | {old_text} | {new_text} | {delta} | {delta_pct} |")
-    return "\n".join(lines) + "\n"

@@ -14,8 +14,8 @@ import zlib
 import numpy as np
 import pytest
 
-from edgedistill.benchmarks.report import (
-    compare, make_plots, pareto_front, render_compare, render_html, render_markdown, write_report)
+from edgedistill.benchmarks.compare import compare, render_compare
+from edgedistill.benchmarks.report import make_plots, pareto_front, render_html, render_markdown, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOT_NAMES = {"quality_vs_size", "latency_vs_size", "cost_per_month", "pareto"}
