@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from edgedistill.runtime.base import Completion, Model, StreamChunk, Timings
+from edgedistill.runtime.base import Completion, Model, StreamChunk, Timings, TokenLogprob
 from edgedistill.runtime.chat import CHAT_TEMPLATES, ChatTemplate
 
 # format -> "module:class"; a backend registers by adding a row.
@@ -69,4 +69,4 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     return model
 
 
-__all__ = ["BACKENDS", "ChatTemplate", "Completion", "Model", "StreamChunk", "Timings", "detect_format", "load"]
+__all__ = ["BACKENDS", "ChatTemplate", "Completion", "Model", "StreamChunk", "Timings", "TokenLogprob", "detect_format", "load"]

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence, Union
 import numpy as np
 
 from edgedistill.runtime.chat import ChatTemplate
-from edgedistill.runtime.sampling import SamplingParams, sample_token
+from edgedistill.runtime.sampling import SamplingParams, sample_token, top_logprobs
 
 
 class PreparedPrompt(NamedTuple):
@@ -53,11 +53,22 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the position's most likely alternatives, from
+    the raw logits at T = 1 (``sampling.top_logprobs``)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # (token id, logprob), most likely first
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     tokens: list[int]  # generated tokens (EOS / end-of-turn token excluded)
     finish_reason: str  # "stop" (EOS, end of turn or a stop string), "length" (max_tokens or full context), "cancelled"
     timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None  # one per generated token when asked for
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class StreamChunk:
     token: int | None
     text: str
     completion: Completion | None = field(default=None)  # set on the last chunk only
+    logprob: TokenLogprob | None = None  # when the stream was asked for logprobs
 
 
 class Model(ABC):
@@ -157,6 +169,7 @@ class Model(ABC):
         cancel: Callable[[], bool] | None = None,
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
+        logprobs: int | None = None,
     ) -> Iterator[StreamChunk]:
         """Yield a chunk per generated token; the last chunk carries the Completion.
 
@@ -165,11 +178,14 @@ class Model(ABC):
         ``temperature == 0``. Generation ends at EOS (unless ``ignore_eos``), at a stop
         string (excluded from the text), after ``max_tokens`` or when the context is full
         (both ``"length"``), or when ``cancel()`` turns true between tokens
-        (``"cancelled"``).
+        (``"cancelled"``). ``logprobs``: with a count (0 = the chosen token's only), every
+        chunk carries its token's :class:`TokenLogprob` with that many alternatives.
         """
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed, frequency_penalty, presence_penalty)
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if logprobs is not None and logprobs < 0:
+            raise ValueError(f"logprobs must be >= 0 alternatives, got {logprobs}")
         prompt_ids, implied_stops = self.prepare(prompt)
         stops = tuple(s for s in (*stop, *implied_stops) if s)
         candidates = (*self.end_token_ids, self.eos_token_id, *map(self._single_token, (*implied_stops, self.eos_token)))
@@ -185,6 +201,7 @@ class Model(ABC):
         generated: list[int] = []
         assembler = _TextAssembler(self.decode)
         text, emitted, finish, first_at, steps = "", 0, "length", 0.0, 0
+        scored: list[TokenLogprob] = []
         while True:
             token = sample_token(logits, prompt_ids + generated, params, rng, generated)
             first_at = first_at or time.perf_counter()
@@ -192,13 +209,15 @@ class Model(ABC):
                 finish = "stop"
                 break
             generated.append(token)
+            if logprobs is not None:
+                scored.append(TokenLogprob(token, *top_logprobs(logits, token, logprobs)))
             assembler.push(token)
             text = assembler.text
             cut = _first_stop(text, stops)
             if cut is not None:
                 text, finish = text[:cut], "stop"
             ready = len(text) if finish == "stop" else _printable_length(text, stops)
-            yield StreamChunk(token, text[emitted:ready])
+            yield StreamChunk(token, text[emitted:ready], logprob=scored[-1] if scored else None)
             emitted = max(emitted, ready)
             if finish == "stop" or len(generated) >= max_tokens or len(prompt_ids) + len(generated) >= self.context_length:
                 break  # "length": max_tokens reached or the context is full
@@ -210,7 +229,8 @@ class Model(ABC):
         if finish != "stop":
             text = assembler.final()  # with any held-back stop prefix or unfinished character
         timings = Timings(len(prompt_ids), first_at - started, steps, time.perf_counter() - first_at)
-        yield StreamChunk(None, text[emitted:], Completion(text, generated, finish, timings))
+        yield StreamChunk(None, text[emitted:],
+                          Completion(text, generated, finish, timings, tuple(scored) if logprobs is not None else None))
 
     def _single_token(self, text: str) -> int | None:
         ids = self.encode(text) if text else []

@@ -5,8 +5,15 @@ Requests follow the OpenAI API's field names and defaults (``temperature`` 1, co
 ``max_tokens`` 16). Extensions, as vLLM and llama.cpp's server name them: ``top_k``,
 ``repetition_penalty``, ``ignore_eos``. Fields OpenAI clients send by default but that
 change nothing here (``user``, ``metadata``, ...) are ignored; fields that would change
-the output and are not implemented (``logprobs``, ``logit_bias``, tools, ...) are refused
-with a 400 that names them, never silently dropped.
+the output and are not implemented (``logit_bias``, tools, ...) are refused with a 400
+that names them, never silently dropped.
+
+Log-probabilities (completions ``logprobs: N``; chat ``logprobs: true`` with
+``top_logprobs: N``; N <= 20) are the model's own: log-softmax of the raw logits at T = 1,
+before penalties, temperature and truncation (``sampling.top_logprobs``), so a teacher's
+distribution comes out as it is, whatever the sampling settings. A token's text is its
+decoding alone (``bytes`` are that text's UTF-8, so a byte-fallback piece of a character
+shows as U+FFFD).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_STOP_STRINGS = 4  # OpenAI's own limit
 MAX_CHOICES = 8
+MAX_TOP_LOGPROBS = 20  # OpenAI's chat limit
 
 
 class ApiError(Exception):
@@ -77,9 +85,28 @@ class _Sampling(BaseModel):
             raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}", param="stop")
         return [s for s in stops if s]
 
+    def logprob_count(self, chat: bool) -> int | None:
+        """Alternatives per generated token when log-probabilities are asked for, else None."""
+        if chat:
+            if self.logprobs not in (None, False, True):
+                raise ApiError(400, "logprobs: chat takes true or false (the count goes in top_logprobs)",
+                               param="logprobs")
+            if self.top_logprobs is not None and not self.logprobs:
+                raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            count = (self.top_logprobs or 0) if self.logprobs else None
+        else:
+            if self.top_logprobs is not None:
+                raise ApiError(400, "top_logprobs is a chat field; completions take logprobs: N", param="top_logprobs")
+            if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)):
+                raise ApiError(400, "logprobs: completions take a count of alternatives (0 to 20)", param="logprobs")
+            count = self.logprobs
+        if count is not None and not 0 <= count <= MAX_TOP_LOGPROBS:
+            raise ApiError(400, f"at most {MAX_TOP_LOGPROBS} alternatives per token, got {count}",
+                           param="top_logprobs" if chat else "logprobs")
+        return count
+
     def refuse_unsupported(self) -> None:
         for name, is_set in (
-            ("logprobs", self.logprobs not in (None, False, 0)), ("top_logprobs", bool(self.top_logprobs)),
             ("logit_bias", bool(self.logit_bias)), ("best_of", (self.best_of or 1) > 1), ("suffix", bool(self.suffix)),
             ("tools", bool(self.tools)), ("tool_choice", self.tool_choice not in (None, "none")),
             ("functions", bool(self.functions)),
@@ -88,9 +115,10 @@ class _Sampling(BaseModel):
             if is_set:
                 raise ApiError(400, f"{name} is not supported by this server; remove it from the request", param=name)
 
-    def sampling(self, choice: int) -> dict:
+    def sampling(self, choice: int, chat: bool = False) -> dict:
         """Keyword arguments of Model.stream for choice ``choice`` (seeds differ per choice)."""
         return {
+            "logprobs": self.logprob_count(chat),
             "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
             "repetition_penalty": self.repetition_penalty, "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty, "ignore_eos": self.ignore_eos,
@@ -131,26 +159,49 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def logprobs_body(entries, token_text, chat: bool, text_offset: int = 0) -> dict | None:
+    """The ``logprobs`` of a choice (or of one streamed chunk) in OpenAI's shape: chat
+    ``{"content": [{token, logprob, bytes, top_logprobs}]}``, completions ``{tokens,
+    token_logprobs, top_logprobs, text_offset}``. ``entries``: TokenLogprobs, or None when
+    none were asked for; ``token_text(id)`` decodes one token; ``text_offset``: where the
+    first token's text starts in the choice's text."""
+    if entries is None:
+        return None
+    if chat:
+        def item(token: int, logprob: float) -> dict:
+            text = token_text(token)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+        return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+                            for e in entries]}
+    texts = [token_text(e.token) for e in entries]
+    offsets = [text_offset + sum(len(t) for t in texts[:i]) for i in range(len(texts))]
+    return {"tokens": texts, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{token_text(t): lp for t, lp in e.top} for e in entries], "text_offset": offsets}
+
+
 def completion_body(request_id: str, model: str, choices: list[dict], usage_counts: dict, chat: bool) -> dict:
-    """A whole (non-streamed) response; ``choices`` carry index, text and finish_reason."""
+    """A whole (non-streamed) response; ``choices`` carry index, text, finish_reason and
+    (shaped by ``logprobs_body``) logprobs."""
     if chat:
         shaped = [{"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
-                   "logprobs": None, "finish_reason": c["finish_reason"]} for c in choices]
+                   "logprobs": c.get("logprobs"), "finish_reason": c["finish_reason"]} for c in choices]
     else:
-        shaped = [{"index": c["index"], "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
-                  for c in choices]
+        shaped = [{"index": c["index"], "text": c["text"], "logprobs": c.get("logprobs"),
+                   "finish_reason": c["finish_reason"]} for c in choices]
     return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": model, "choices": shaped, "usage": usage_counts}
 
 
 def chunk_body(request_id: str, model: str, index: int, chat: bool, text: str | None = None,
-               finish_reason: str | None = None, role: Literal["assistant"] | None = None) -> dict:
+               finish_reason: str | None = None, role: Literal["assistant"] | None = None,
+               logprobs: dict | None = None) -> dict:
     """One streamed chunk of choice ``index``."""
     if chat:
         delta = {k: v for k, v in (("role", role), ("content", text)) if v is not None}
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     else:
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
     return {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": model, "choices": [choice]}
 

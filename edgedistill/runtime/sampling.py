@@ -86,3 +86,17 @@ def sample_token(logits: np.ndarray, seen: list[int], params: SamplingParams, rn
         probs = np.where(mask, probs, 0.0)
         probs /= probs.sum()
     return int(rng.choice(probs.size, p=probs))
+
+
+def top_logprobs(logits: np.ndarray, token: int, count: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """The model's own log-probabilities at this position: log-softmax of the raw logits at
+    T = 1, before any penalty, temperature or truncation (what a distillation student
+    needs of a teacher; vLLM's "raw" logprobs). Returns (logprob of ``token``, the
+    ``count`` most likely (id, logprob) pairs, most likely first, ties by lower id)."""
+    row = np.asarray(logits, dtype=np.float64)
+    shifted = row - row.max()
+    logprobs = shifted - math.log(np.exp(shifted).sum())
+    count = min(count, logprobs.size)
+    best = np.argpartition(-logprobs, count - 1)[:count] if count else np.array([], dtype=np.int64)
+    best = sorted(best.tolist(), key=lambda i: (-logprobs[i], i))
+    return float(logprobs[token]), tuple((int(i), float(logprobs[i])) for i in best)

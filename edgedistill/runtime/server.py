@@ -36,7 +36,8 @@ from starlette.exceptions import HTTPException
 
 from edgedistill.runtime.base import Completion, Model, PreparedPrompt, StreamChunk
 from edgedistill.runtime.openai_api import (
-    ApiError, ChatRequest, CompletionRequest, chunk_body, completion_body, error_body, new_id, usage, usage_chunk,
+    ApiError, ChatRequest, CompletionRequest, chunk_body, completion_body, error_body, logprobs_body, new_id, usage,
+    usage_chunk,
 )
 from edgedistill.runtime.sampling import SamplingParams
 from edgedistill.runtime.scheduler import Admission, QueueFull, Scheduler
@@ -140,10 +141,13 @@ def create_app(models: list[Model], settings: ServerSettings):
             raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_limit}",
                            param="max_tokens")
         budget = max_tokens or settings.max_tokens_limit  # the context also ends generation ("length")
-        jobs = [(index * body.n + choice, prompt, body.sampling(choice))
+        if getattr(body, "echo", False) and body.logprob_count(chat) is not None:
+            raise ApiError(400, "echo with logprobs (the prompt's log-probabilities) is not supported; drop one",
+                           param="echo")
+        jobs = [(index * body.n + choice, prompt, body.sampling(choice, chat))
                 for index, prompt in enumerate(prompts) for choice in range(body.n)]
         try:  # refuse bad sampling settings now, not after a streamed response has started
-            SamplingParams(**{k: v for k, v in jobs[0][2].items() if k != "ignore_eos"})
+            SamplingParams(**{k: v for k, v in jobs[0][2].items() if k not in ("ignore_eos", "logprobs")})
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         echo = [model.decode(p.ids) if getattr(body, "echo", False) else "" for p in prompts]
@@ -153,7 +157,7 @@ def create_app(models: list[Model], settings: ServerSettings):
         except QueueFull:
             raise ApiError(429, f"the server is busy: {scheduler.running} running and {scheduler.queued} queued "
                                 f"requests; retry shortly", kind="rate_limit_error", code="queue_full") from None
-        generation = Generation(scheduler, admission, jobs, stops, budget)
+        generation = Generation(scheduler, admission, jobs, stops, budget, lambda token: model.decode([token]))
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             shutdown = anyio.Event()  # set by sse-starlette on SIGTERM; the stream then has the grace period
@@ -162,7 +166,7 @@ def create_app(models: list[Model], settings: ServerSettings):
             return AdmittedEventStream(admission, events, sep="\n", ping=15, shutdown_event=shutdown,
                                        shutdown_grace_period=settings.shutdown_grace_s)
         try:
-            choices = await _until_done_or_disconnect(generation, request)
+            choices = await _until_done_or_disconnect(generation, request, chat)
         finally:
             admission.release()  # also when cancelled before a model was taken
         for choice in choices:
@@ -186,8 +190,10 @@ async def _prepare(model: Model, prompt, field: str) -> PreparedPrompt:
 class Generation:
     """The choices of one request, decoded one after another on one model instance."""
 
-    def __init__(self, scheduler: Scheduler, admission: Admission, jobs: list, stops: list[str], max_tokens: int):
+    def __init__(self, scheduler: Scheduler, admission: Admission, jobs: list, stops: list[str], max_tokens: int,
+                 token_text=str):
         self.scheduler, self.admission, self.jobs, self.stops, self.max_tokens = scheduler, admission, jobs, stops, max_tokens
+        self.token_text = token_text  # id -> its text alone, for logprobs
         self.finished: list[tuple[PreparedPrompt, Completion]] = []
 
     async def chunks(self) -> AsyncIterator[tuple[int, StreamChunk]]:
@@ -209,7 +215,7 @@ class Generation:
         return usage(sum(len(p.ids) for p, _ in self.finished), sum(len(c.tokens) for _, c in self.finished))
 
 
-async def _until_done_or_disconnect(generation: Generation, request: Request) -> list[dict]:
+async def _until_done_or_disconnect(generation: Generation, request: Request, chat: bool) -> list[dict]:
     """Collect every choice; a client that goes away cancels the generation."""
     choices, failures = [], []
 
@@ -219,7 +225,8 @@ async def _until_done_or_disconnect(generation: Generation, request: Request) ->
                 async for index, chunk in chunks:
                     if chunk.completion is not None:
                         choices.append({"index": index, "text": chunk.completion.text,
-                                        "finish_reason": chunk.completion.finish_reason})
+                                        "finish_reason": chunk.completion.finish_reason,
+                                        "logprobs": logprobs_body(chunk.completion.logprobs, generation.token_text, chat)})
         except Exception as exc:  # raised below, outside the task group (which would wrap it in a group)
             failures.append(exc)
         scope.cancel()
@@ -260,7 +267,7 @@ async def _sse_events(generation: Generation, request_id: str, model_id: str, ch
                       include_usage: bool, deadline: Deadline) -> AsyncIterator[dict]:
     """The SSE events of a streamed response."""
     try:
-        started = set()
+        started, offsets = set(), {}  # offsets: characters of token text streamed per choice (logprobs' text_offset)
         async with aclosing(generation.chunks()) as chunks:
             async for index, chunk in chunks:
                 if deadline.passed():
@@ -272,8 +279,12 @@ async def _sse_events(generation: Generation, request_id: str, model_id: str, ch
                         yield _event(chunk_body(request_id, model_id, index, chat, text="", role="assistant"))
                     elif echo[index // n]:
                         yield _event(chunk_body(request_id, model_id, index, chat, text=echo[index // n]))
-                if chunk.text:
-                    yield _event(chunk_body(request_id, model_id, index, chat, text=chunk.text))
+                logprobs = None
+                if chunk.logprob is not None:  # sent with the token even while its text is held back
+                    logprobs = logprobs_body([chunk.logprob], generation.token_text, chat, offsets.get(index, 0))
+                    offsets[index] = offsets.get(index, 0) + len(generation.token_text(chunk.logprob.token))
+                if chunk.text or logprobs is not None:
+                    yield _event(chunk_body(request_id, model_id, index, chat, text=chunk.text, logprobs=logprobs))
                 if chunk.completion is not None:
                     yield _event(chunk_body(request_id, model_id, index, chat, text=None if chat else "",
                                             finish_reason=chunk.completion.finish_reason))

@@ -144,3 +144,24 @@ def test_streamed_text_equals_a_whole_decode_for_a_sentencepiece_tokenizer(fmt, 
 
         assert completion.text == model.decode(completion.tokens), seed
         assert "".join(c.text for c in chunks) == completion.text, seed
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+def test_logprobs_are_log_softmax_of_the_raw_logits(artifacts, fmt):
+    """Pinned to a plain reference: log-softmax at T = 1 of ``logits()`` over prompt +
+    generated prefix, whatever penalties and temperature the sampling used."""
+    import numpy as np
+
+    model = load(artifacts[fmt])
+    prompt = model.encode("The json module")
+    done = model.generate(prompt, max_tokens=5, logprobs=4, ignore_eos=True, temperature=0.9, seed=1,
+                          repetition_penalty=1.3)
+    assert [e.token for e in done.logprobs] == done.tokens
+    for step, entry in enumerate(done.logprobs):
+        row = model.logits(prompt + done.tokens[:step])[-1].astype(np.float64)
+        reference = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert entry.logprob == pytest.approx(reference[entry.token], abs=2e-4)
+        best = np.argsort(-reference, kind="stable")[:4]
+        assert [t for t, _ in entry.top] == best.tolist()
+        assert [lp for _, lp in entry.top] == pytest.approx(reference[best].tolist(), abs=2e-4)
+    assert model.generate(prompt, max_tokens=2).logprobs is None  # only when asked

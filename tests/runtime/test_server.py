@@ -137,7 +137,10 @@ def test_seeded_sampling_is_repeatable_and_n_gives_distinct_seeds(client):
     ({"prompt": "x", "max_tokens": 300}, 400, "this server allows at most 256"),
     ({"prompt": "word " * 400, "max_tokens": 4}, 400, "this server accepts at most 200"),
     ({"prompt": "x", "temperature": 3}, 400, "temperature: Input should be less than or equal to 2"),
-    ({"prompt": "x", "logprobs": 2}, 400, "logprobs is not supported"),
+    ({"prompt": "x", "logprobs": 21}, 400, "at most 20 alternatives per token, got 21"),
+    ({"prompt": "x", "logprobs": True}, 400, "logprobs: completions take a count of alternatives"),
+    ({"prompt": "x", "top_logprobs": 2}, 400, "top_logprobs is a chat field"),
+    ({"prompt": "x", "logprobs": 2, "echo": True}, 400, "echo with logprobs"),
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4 stop strings"),
     ({"prompt": [5, 999999]}, 400, "outside the vocabulary"),
     ({"max_tokens": 3}, 400, "prompt: Field required"),
@@ -286,3 +289,35 @@ def test_a_stream_longer_than_the_shutdown_grace_ends_with_an_error_event(long_c
         last = json.loads([line for line in lines if line.startswith("data: ")][-1][6:])
         assert last["error"]["code"] == "shutting_down"
         assert server.process.wait(30) == 0
+
+
+def test_completion_logprobs_are_the_models_own_at_t1(client, local):
+    """Whatever the sampling temperature, logprobs are log-softmax of the raw logits at T = 1."""
+    done = client.completions.create(model="tiny-chat", prompt="The json module", max_tokens=6, logprobs=3,
+                                     temperature=0.7, seed=3)
+    expected = local.generate("The json module", max_tokens=6, logprobs=3, temperature=0.7, seed=3)
+    lp = done.choices[0].logprobs
+    assert lp.tokens == [local.decode([e.token]) for e in expected.logprobs]
+    assert lp.token_logprobs == pytest.approx([e.logprob for e in expected.logprobs], abs=1e-5)
+    assert all(len(top) == 3 for top in lp.top_logprobs)
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+
+
+def test_streamed_chat_logprobs_come_with_every_token(client, local):
+    messages = [{"role": "user", "content": "Paths"}]
+    chunks = list(client.chat.completions.create(model="tiny-chat", messages=messages, max_tokens=8, logprobs=True,
+                                                 temperature=0,
+                                                 top_logprobs=2, stream=True, extra_body={"ignore_eos": True}))
+    content = [item for c in chunks if c.choices and c.choices[0].logprobs for item in c.choices[0].logprobs.content]
+    expected = local.generate(messages, max_tokens=8, logprobs=2, ignore_eos=True)
+    assert [item.logprob for item in content] == pytest.approx([e.logprob for e in expected.logprobs], abs=1e-5)
+    assert [t.logprob for item in content for t in item.top_logprobs] == pytest.approx(
+        [lp for e in expected.logprobs for _, lp in e.top], abs=1e-5)
+    assert all(len(item.top_logprobs) == 2 for item in content)
+    assert all(item.bytes == list(item.token.encode()) for item in content)
+
+
+def test_chat_top_logprobs_need_logprobs(server):
+    response = httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                          json={"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
+    assert response.status_code == 400 and "top_logprobs needs logprobs: true" in response.json()["error"]["message"]
