@@ -18,6 +18,7 @@ shows as U+FFFD).
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any, Literal, Optional, Union
@@ -175,7 +176,7 @@ def logprobs_body(entries, token_text, chat: bool, text_offset: int = 0) -> dict
         return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
                             for e in entries]}
     texts = [token_text(e.token) for e in entries]
-    offsets = [text_offset + sum(len(t) for t in texts[:i]) for i in range(len(texts))]
+    offsets = list(itertools.accumulate((len(t) for t in texts[:-1]), initial=text_offset)) if texts else []
     return {"tokens": texts, "token_logprobs": [e.logprob for e in entries],
             "top_logprobs": [{token_text(t): lp for t, lp in e.top} for e in entries], "text_offset": offsets}
 
