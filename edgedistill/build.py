@@ -284,6 +284,9 @@ def cache_teacher(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, f
     from edgedistill.pipeline.data import packed_examples
     from edgedistill.pipeline.distill.stage import CACHE_FOLDER, ensure_teacher_cache, teacher_vocab_rows
 
+    if recipe.distill.teacher_api:
+        raise UserError("distill.teacher_api is set: the build scores the windows through the API itself; "
+                        "run `edgedistill build`")
     if recipe.distill.teacher_topk <= 0:
         raise UserError("distill.teacher_topk is 0 (online teacher); set it, e.g. --set distill.teacher_topk=64")
     pre, manifest = _start(recipe, out_dir)

@@ -1,4 +1,4 @@
-"""Command line: ``edgedistill build | bench | cache-teacher | recipes | verify | generate | serve``.
+"""Command line: ``edgedistill build | bench | cache-teacher | generate-data | recipes | verify | generate | serve``.
 
 Exit codes: 0 ok, 1 a verification failed, 2 bad input (one line on stderr, no traceback),
 3 an internal error (a bug: the traceback is printed), 130 interrupted.
@@ -19,6 +19,7 @@ from rich.table import Table
 
 from typer._click import exceptions as click_errors  # typer 0.29 vendors click: catch its own classes
 
+from edgedistill.cli_datagen import generate_data
 from edgedistill.errors import UserError, VerificationError
 from edgedistill.summary import bench_table, quality_table
 
@@ -321,6 +322,9 @@ def serve(
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+app.command("generate-data")(generate_data)
 
 
 def _template_text(option: Optional[str]) -> Optional[str]:

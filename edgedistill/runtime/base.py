@@ -117,6 +117,15 @@ class Model(ABC):
             raise ValueError(f"logits need 1 to {self.context_length} tokens (the model's context), got {len(token_ids)}")
         return self._all_logits(token_ids)
 
+    def prompt_logprobs(self, token_ids: Sequence[int], count: int) -> list[TokenLogprob]:
+        """Log-probabilities of ``token_ids[1:]`` given what precedes each (the first token has
+        no context), with ``count`` alternatives, as ``stream(logprobs=count)`` gives them
+        for generated tokens: raw log-softmax at T = 1. What a teacher behind an API needs to
+        score text it did not write (completions ``echo`` + ``logprobs``)."""
+        logits = self.logits(token_ids)  # (T, V)
+        return [TokenLogprob(int(token), *top_logprobs(logits[position], int(token), count))
+                for position, token in enumerate(token_ids[1:])]
+
     def prepare(self, prompt: Prompt) -> PreparedPrompt:
         """Token ids of a prompt (text, token ids or chat messages) and the stop strings it
         implies: a chat prompt ends its turn where the template ends an assistant message.

@@ -141,8 +141,9 @@ def create_app(models: list[Model], settings: ServerSettings):
             raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_limit}",
                            param="max_tokens")
         budget = max_tokens or settings.max_tokens_limit  # the context also ends generation ("length")
-        if getattr(body, "echo", False) and body.logprob_count(chat) is not None:
-            raise ApiError(400, "echo with logprobs (the prompt's log-probabilities) is not supported; drop one",
+        score_prompt = body.logprob_count(chat) if getattr(body, "echo", False) else None
+        if score_prompt is not None and body.stream:
+            raise ApiError(400, "echo with logprobs (the prompt's log-probabilities) is answered whole; set stream: false",
                            param="echo")
         jobs = [(index * body.n + choice, prompt, body.sampling(choice, chat))
                 for index, prompt in enumerate(prompts) for choice in range(body.n)]
@@ -157,7 +158,8 @@ def create_app(models: list[Model], settings: ServerSettings):
         except QueueFull:
             raise ApiError(429, f"the server is busy: {scheduler.running} running and {scheduler.queued} queued "
                                 f"requests; retry shortly", kind="rate_limit_error", code="queue_full") from None
-        generation = Generation(scheduler, admission, jobs, stops, budget, lambda token: model.decode([token]))
+        generation = Generation(scheduler, admission, jobs, stops, budget, lambda token: model.decode([token]),
+                                score_prompt)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             shutdown = anyio.Event()  # set by sse-starlette on SIGTERM; the stream then has the grace period
@@ -171,6 +173,9 @@ def create_app(models: list[Model], settings: ServerSettings):
             admission.release()  # also when cancelled before a model was taken
         for choice in choices:
             choice["text"] = echo[choice["index"] // body.n] + choice["text"]
+            if score_prompt is not None:
+                choice["logprobs"] = echo_logprobs(generation, choice["index"], choice["logprobs"],
+                                                   len(echo[choice["index"] // body.n]))
         return completion_body(request_id, model_id, choices, generation.usage(), chat)
 
     return app
@@ -191,9 +196,11 @@ class Generation:
     """The choices of one request, decoded one after another on one model instance."""
 
     def __init__(self, scheduler: Scheduler, admission: Admission, jobs: list, stops: list[str], max_tokens: int,
-                 token_text=str):
+                 token_text=str, score_prompt: int | None = None):
         self.scheduler, self.admission, self.jobs, self.stops, self.max_tokens = scheduler, admission, jobs, stops, max_tokens
         self.token_text = token_text  # id -> its text alone, for logprobs
+        self.score_prompt = score_prompt  # alternatives per prompt token when echo asks for the prompt's logprobs
+        self.prompt_scores: dict[int, tuple[list[int], list]] = {}  # choice -> (prompt ids, TokenLogprobs of ids[1:])
         self.finished: list[tuple[PreparedPrompt, Completion]] = []
 
     async def chunks(self) -> AsyncIterator[tuple[int, StreamChunk]]:
@@ -201,6 +208,9 @@ class Generation:
         each choice's last chunk carries its Completion."""
         async with self.admission.model() as model:
             for index, prompt, sampling in self.jobs:
+                if self.score_prompt is not None:
+                    scores = await anyio.to_thread.run_sync(model.prompt_logprobs, prompt.ids, self.score_prompt)
+                    self.prompt_scores[index] = (prompt.ids, scores)
                 room = model.context_length - len(prompt.ids)
                 # aclosing: leaving early (a disconnect) closes the worker's stream here and now, so the
                 # model is given back only after its thread has stopped, never to a second request first
@@ -213,6 +223,22 @@ class Generation:
 
     def usage(self) -> dict:
         return usage(sum(len(p.ids) for p, _ in self.finished), sum(len(c.tokens) for _, c in self.finished))
+
+
+def echo_logprobs(generation: Generation, index: int, generated: dict | None, echo_length: int) -> dict:
+    """Completions logprobs of an echoed prompt followed by the generated tokens (whose
+    text starts after the ``echo_length`` characters of the prompt's text): the first
+    prompt token has none (no context), as in OpenAI's legacy completions."""
+    ids, scores = generation.prompt_scores[index]
+    prompt = logprobs_body(scores, generation.token_text, chat=False, text_offset=len(generation.token_text(ids[0])))
+    first = generation.token_text(ids[0])
+    tokens = [first, *prompt["tokens"]]
+    generated = generated or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    shift = echo_length
+    return {"tokens": tokens + generated["tokens"],
+            "token_logprobs": [None, *prompt["token_logprobs"], *generated["token_logprobs"]],
+            "top_logprobs": [None, *prompt["top_logprobs"], *generated["top_logprobs"]],
+            "text_offset": [0, *prompt["text_offset"], *(offset + shift for offset in generated["text_offset"])]}
 
 
 async def _until_done_or_disconnect(generation: Generation, request: Request, chat: bool) -> list[dict]:

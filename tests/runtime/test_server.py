@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -140,7 +141,7 @@ def test_seeded_sampling_is_repeatable_and_n_gives_distinct_seeds(client):
     ({"prompt": "x", "logprobs": 21}, 400, "at most 20 alternatives per token, got 21"),
     ({"prompt": "x", "logprobs": True}, 400, "logprobs: completions take a count of alternatives"),
     ({"prompt": "x", "top_logprobs": 2}, 400, "top_logprobs is a chat field"),
-    ({"prompt": "x", "logprobs": 2, "echo": True}, 400, "echo with logprobs"),
+    ({"prompt": "x", "logprobs": 2, "echo": True, "stream": True}, 400, "echo with logprobs"),
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4 stop strings"),
     ({"prompt": [5, 999999]}, 400, "outside the vocabulary"),
     ({"max_tokens": 3}, 400, "prompt: Field required"),
@@ -321,3 +322,25 @@ def test_chat_top_logprobs_need_logprobs(server):
     response = httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
                           json={"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
     assert response.status_code == 400 and "top_logprobs needs logprobs: true" in response.json()["error"]["message"]
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_the_model_does(client, local):
+    """Completions echo + logprobs (a teacher behind an API scoring text it did not write):
+    every prompt token after the first gets log-softmax(logits) at T = 1 of the position
+    before it, then the generated tokens follow with their own."""
+    ids = local.encode("The json module encodes and decodes")
+    done = client.completions.create(model="tiny-chat", prompt=ids, max_tokens=2, logprobs=3, echo=True, temperature=0)
+    lp = done.choices[0].logprobs
+    logits = local.logits(ids).astype("float64")
+    logsoftmax = logits - logits.max(-1, keepdims=True)
+    logsoftmax -= np.log(np.exp(logsoftmax).sum(-1, keepdims=True))
+    assert lp.tokens[:len(ids)] == [local.decode([t]) for t in ids]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.token_logprobs[1:len(ids)] == pytest.approx([logsoftmax[i, t] for i, t in enumerate(ids[1:])], abs=1e-5)
+    best = [max(row, key=row.get) for row in lp.top_logprobs[1:len(ids)]]
+    assert best == [local.decode([int(np.argmax(logsoftmax[i]))]) for i in range(len(ids) - 1)]
+    expected = local.generate(ids, max_tokens=2, logprobs=3)
+    assert len(lp.tokens) == len(ids) + 2 and lp.token_logprobs[len(ids):] == pytest.approx(
+        [e.logprob for e in expected.logprobs], abs=1e-5)
+    assert done.choices[0].text == local.decode(ids) + expected.text
+    assert lp.text_offset[len(ids)] == len(local.decode(ids))

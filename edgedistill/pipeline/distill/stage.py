@@ -64,8 +64,29 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student.get_output_embeddings().out_features,
                                    load_tokenizer(teacher_artifact.model_dir), tokenizer)
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
+    data_heldout, mode_metrics = heldout, {}
     teacher, cache = None, None
-    if distill_cfg.teacher_topk:
+    if distill_cfg.mode == "sequence":
+        from edgedistill.pipeline.distill.sequence import sequence_windows
+
+        procs = current()  # the main process has the teacher answer; the others then read its file
+        if not procs.main:
+            procs.barrier()
+        train_windows, heldout, cache, mode_metrics = sequence_windows(cfg, teacher_artifact, tokenizer, train_windows,
+                                                                       build_dir or out_dir)
+        if procs.main:
+            procs.barrier()
+    elif distill_cfg.teacher_api:  # logit or on_policy KD from the API's top-k over the windows
+        from edgedistill.pipeline.distill.api_teacher import scored_windows
+
+        procs = current()
+        if not procs.main:
+            procs.barrier()
+        cache = scored_windows(distill_cfg, torch.cat([train_windows.ids, heldout.ids]), tokenizer, build_dir or out_dir)
+        mode_metrics = {"teacher_topk_aligned_share": cache.aligned_share}
+        if procs.main:
+            procs.barrier()
+    elif distill_cfg.teacher_topk:
         procs = current()  # under a multi-process launch the main process builds the cache, the others then open it
         if not procs.main:
             procs.barrier()
@@ -77,16 +98,33 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         teacher = load_model(teacher_artifact.model_dir)
     checkpoint = cfg.get("checkpoint")
     log_path = (state_dir or out_dir) / "train_log.jsonl"
-    trainer = Trainer(student, train_windows, heldout, distill_cfg, seed=seed, teacher=teacher, cache=cache,
-                      vocab_size=vocab_size, state_dir=state_dir, log_path=log_path,
-                      checkpoint_every=checkpoint.every if checkpoint and state_dir else 0,
-                      keep_checkpoints=checkpoint.keep if checkpoint else 2)
+    trainer_class, extra = Trainer, {}
+    if distill_cfg.mode == "on_policy":
+        from edgedistill.pipeline.distill.on_policy import OnPolicyTrainer
+
+        trainer_class, extra = OnPolicyTrainer, {"eos_token_id": tokenizer.eos_token_id}
+        if distill_cfg.teacher_api:
+            from edgedistill.pipeline.distill.sequence_data import TokenMap
+
+            extra["token_map"] = TokenMap(tokenizer)
+    trainer = trainer_class(student, train_windows, heldout, distill_cfg, seed=seed, teacher=teacher, cache=cache,
+                            vocab_size=vocab_size, state_dir=state_dir, log_path=log_path,
+                            checkpoint_every=checkpoint.every if checkpoint and state_dir else 0,
+                            keep_checkpoints=checkpoint.keep if checkpoint else 2, **extra)
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
     steps_run = len(result.log) - result.resumed_from
     tokens = steps_run * distill_cfg.batch_size * (train_windows.ids.shape[1] - 1)
     quality = trainer.heldout_metrics(autocast=False)  # every held-out window, in fp32
+    if distill_cfg.mode == "sequence":
+        quality = {f"sequence_{name}": value for name, value in quality.items()}  # on held-out teacher responses
+        if not distill_cfg.teacher_api:  # comparable with the other modes: the data's held-out windows, full teacher
+            quality.update(heldout_against_teacher(trainer.student, teacher_artifact, data_heldout, vocab_size))
+    if distill_cfg.mode == "on_policy":
+        mode_metrics.update(on_policy_steps=trainer.on_policy_steps, on_policy_generated_tokens=trainer.generated_tokens)
+        if trainer.live_positions:
+            mode_metrics["on_policy_topk_aligned_share"] = trainer.live_aligned / trainer.live_positions
     student = trainer.student.cpu()
     metrics = {
         "student_params": count_parameters(student),
@@ -97,6 +135,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         "distill_stopped_early": int(result.stopped_early),
         **({"distill_final_loss": result.log[-1]["loss"]} if result.log else {}),
         **quality,
+        **mode_metrics,
     }
     if cache is not None:
         metrics["teacher_cache_bytes_per_token"] = cache.bytes_per_token
@@ -115,6 +154,25 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
 
 
 CACHE_FOLDER = "teacher-cache"
+
+
+def heldout_against_teacher(student, teacher_artifact: Artifact, heldout, vocab_size: int) -> dict:
+    """Held-out metrics of ``student`` against the full (local) teacher, in fp32."""
+    import torch
+
+    from edgedistill.hf import load_model
+    from edgedistill.pipeline.evaluate import compare_on_heldout
+
+    device = next(student.parameters()).device
+    teacher = load_model(teacher_artifact.model_dir).to(device)
+    training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            return compare_on_heldout(student, teacher, heldout.ids.to(device), targets=heldout.targets,
+                                      vocab_size=vocab_size)
+    finally:
+        student.train(training)
 
 
 def teacher_vocab_rows(model_dir: Path) -> int:
@@ -153,7 +211,9 @@ def kd_term(distill_cfg) -> str:
     params = {"jsd": f"(beta={distill_cfg.beta})", "skew_kl": f"(a={distill_cfg.skew_alpha})",
               "skew_reverse_kl": f"(a={distill_cfg.skew_alpha})"}.get(distill_cfg.objective, "")
     scale = "T^2 * " if distill_cfg.scale_by_t2 else ""
-    return f"{scale}{distill_cfg.objective}{params} at T = {distill_cfg.temperature:g}"
+    where = {"logit": "", "sequence": " on teacher responses (sparse top-k)",
+             "on_policy": f" on student samples for lmbda = {distill_cfg.lmbda:g} of steps"}[distill_cfg.mode]
+    return f"{scale}{distill_cfg.objective}{params} at T = {distill_cfg.temperature:g}{where}"
 
 
 def model_card(cfg: dict, metrics: dict) -> str:

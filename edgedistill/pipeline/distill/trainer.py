@@ -215,10 +215,15 @@ class Trainer:
     def body_module(self) -> StudentBody:
         return self.acc.unwrap_model(self.body)
 
+    def batch_for(self, step: int, indices: torch.Tensor, batch: Packed) -> Packed:
+        """The global batch step ``step`` trains on, given its data windows and their
+        indices (on-policy KD replaces continuations with the student's own samples)."""
+        return batch
+
     def step(self, step: int) -> dict:
         """One optimizer step over global batch ``step``; returns its log row."""
         indices = batch_indices(step, len(self.train), self.cfg.batch_size, self.seed)
-        batch = self.train[indices]
+        batch = self.batch_for(step, indices, self.train[indices])
         num_tokens = int((next_token_labels(batch.ids, batch.targets) != -100).sum())  # the whole step, every process
         per_process = self.cfg.batch_size // self.acc.num_processes
         mine = slice(self.acc.process_index * per_process, (self.acc.process_index + 1) * per_process)

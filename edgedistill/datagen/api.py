@@ -1,0 +1,175 @@
+"""The teacher behind an OpenAI-compatible API (``edgedistill serve``, OpenAI, vLLM, ...).
+
+* Requests run ``concurrency`` at a time. Connection errors, 408/409/429 and 5xx are
+  retried with exponential backoff (``backoff_s * 2**attempt``, capped at 30 s; a
+  ``Retry-After`` header in seconds is honoured up to the same cap); other 4xx fail the row
+  at once. Failed rows are reported, not written, so a rerun tries them again.
+* Logprobs: with ``top_logprobs`` > 0 each row keeps, per generated token, its text, its
+  logprob and the teacher's top alternatives as ``[text, logprob]`` pairs, as the API
+  returned them (log-softmax at T = 1 for ``edgedistill serve`` and OpenAI).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from edgedistill.datagen.store import Progress, Request, Writer, answered_ids
+
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Teacher:
+    base_url: str  # .../v1
+    model: str
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_logprobs: int = 0  # alternatives per generated token (0 = none)
+    seed: int | None = None
+    echo: bool = False  # score the prompt instead: its tokens' logprobs (completions echo), one token generated
+
+
+def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sampling = Sampling(),
+             concurrency: int = 4, retries: int = 5, backoff_s: float = 0.5, timeout_s: float = 300.0,
+             finish: Callable[[dict], dict] = lambda row: row,
+             on_row: Callable[[Progress], None] = lambda progress: None) -> Progress:
+    """Answer every request not yet in ``out``; ``finish`` adds derived fields (split,
+    filter verdict) to each row before it is written; ``on_row`` sees the progress after
+    each row. Returns what happened in this run."""
+    done = answered_ids(out)
+    todo = [r for r in requests if r.id not in done]
+    progress = Progress(total=len(requests), skipped=len(requests) - len(todo))
+    writer, lock = Writer(out), threading.Lock()
+    headers = {"Authorization": f"Bearer {teacher.api_key}"} if teacher.api_key else {}
+    client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+
+    def answer(request: Request) -> None:
+        try:
+            row = finish(ask(client, teacher, request, sampling, retries, backoff_s))
+        except Failed as exc:
+            with lock:
+                progress.failed.append(f"{request.id}: {exc}")
+                on_row(progress)
+            return
+        writer.write(row)
+        with lock:
+            progress.answered += 1
+            progress.kept += int(row.get("kept", True))
+            progress.prompt_tokens += row["usage"].get("prompt_tokens", 0)
+            progress.completion_tokens += row["usage"].get("completion_tokens", 0)
+            on_row(progress)
+
+    try:
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            list(pool.map(answer, todo))
+    finally:
+        writer.close()
+        client.close()
+    return progress
+
+
+class Failed(Exception):
+    """A request that failed for good (not retryable, or out of retries)."""
+
+
+def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Sampling, retries: int,
+        backoff_s: float) -> dict:
+    """One prompt to the API, with retries; returns the output row."""
+    chat = "messages" in request.row
+    body = {"model": teacher.model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    if chat:
+        body["messages"] = request.row["messages"]
+        if sampling.top_logprobs:
+            body.update(logprobs=True, top_logprobs=sampling.top_logprobs)
+    else:
+        body["prompt"] = request.row["prompt"]
+        if sampling.top_logprobs or sampling.echo:
+            body["logprobs"] = sampling.top_logprobs
+        if sampling.echo:
+            body.update(echo=True, max_tokens=1)
+    url = f"{teacher.base_url.rstrip('/')}/{'chat/completions' if chat else 'completions'}"
+    for attempt in range(retries + 1):
+        wait = min(MAX_BACKOFF_S, backoff_s * 2 ** attempt)
+        try:
+            response = client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            reason = f"cannot reach {url}: {exc}"
+        else:
+            if response.status_code == 200:
+                try:
+                    return output_row(request, response.json(), chat, sampling.echo)
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise Failed(f"not an OpenAI-shaped answer ({type(exc).__name__}: {exc})") from None
+            reason = f"HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code not in RETRYABLE:
+                raise Failed(reason)
+            wait = max(wait, min(MAX_BACKOFF_S, _retry_after(response)))
+        if attempt < retries:
+            time.sleep(wait)
+    raise Failed(f"gave up after {retries + 1} attempts; last: {reason}")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "0")))
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return 0.0
+
+
+def output_row(request: Request, body: dict, chat: bool, echo: bool = False) -> dict:
+    """The output row of one answer: the prompt row, ``response``, ``finish_reason``,
+    ``usage`` and (when asked) ``logprobs`` as [{token, logprob, top: [[token, logprob]]}].
+    ``echo``: ``prompt_logprobs`` instead, the prompt's tokens (``usage.prompt_tokens`` of
+    them; the first has no logprob) and no response."""
+    choice = body["choices"][0]
+    text = choice["message"]["content"] if chat else choice["text"]
+    row = {"id": request.id, **request.row, "response": text or "", "finish_reason": choice.get("finish_reason"),
+           "usage": body.get("usage") or {}}
+    logprobs = choice.get("logprobs")
+    if logprobs:
+        if chat:
+            row["logprobs"] = [{"token": t["token"], "logprob": t["logprob"],
+                                "top": [[alt["token"], alt["logprob"]] for alt in t.get("top_logprobs") or []]}
+                               for t in logprobs.get("content") or []]
+        else:
+            tops = logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"])
+            row["logprobs"] = [{"token": token, "logprob": lp, "top": [[k, v] for k, v in (top or {}).items()]}
+                               for token, lp, top in zip(logprobs["tokens"], logprobs["token_logprobs"], tops)]
+    if echo:
+        count = int(row["usage"].get("prompt_tokens") or 0)
+        if count <= 0 or len(row.get("logprobs") or []) < count:
+            raise ValueError("echo needs usage.prompt_tokens and a logprob entry per prompt token")
+        row["prompt_logprobs"] = row.pop("logprobs")[:count]
+        row["response"], row["finish_reason"] = "", None
+    return row
+
+
+def score(rows: list[list[int]], teacher: Teacher, top_logprobs: int, concurrency: int = 4, retries: int = 5,
+          backoff_s: float = 0.5, timeout_s: float = 300.0) -> list[list[dict]]:
+    """The teacher's log-probabilities of each token-id row (completions ``echo``), kept in
+    memory: per row, one ``{token, logprob, top}`` entry per token (the first has logprob
+    None). Raises :class:`Failed` when a row fails after its retries."""
+    sampling = Sampling(max_tokens=1, top_logprobs=top_logprobs, echo=True)
+    headers = {"Authorization": f"Bearer {teacher.api_key}"} if teacher.api_key else {}
+    with httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
+        def one(index: int) -> list[dict]:
+            request = Request(str(index), {"prompt": [int(t) for t in rows[index]]})
+            return ask(client, teacher, request, sampling, retries, backoff_s)["prompt_logprobs"]
+
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            return list(pool.map(one, range(len(rows))))

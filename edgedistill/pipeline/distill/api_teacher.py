@@ -1,0 +1,112 @@
+"""Logit and on-policy KD from a teacher behind an OpenAI-compatible API (``distill.teacher_api``).
+
+An API returns no logits, but ``/v1/completions`` with ``echo: true`` and ``logprobs: k``
+(legacy OpenAI, vLLM, ``edgedistill serve``) returns, for every prompt token, its
+log-probability and the k most likely tokens at that position (raw log-softmax at
+T = 1). The windows are sent as token ids, so the positions line up with ours exactly
+when the teacher shares the student's tokenizer; the teacher's top-k then trains the
+student through the sparse forward-KL path (``losses.sparse_forward_kl_per_token``: k
+tokens plus a tail bucket) at T = 1, as an offline top-k cache would.
+
+* Logit mode: every training and held-out window is scored once, written as rows to
+  ``teacher-scores/<digest>.jsonl`` in the build folder (resumed after a kill or a
+  failing API, retried with backoff, like generate-data).
+* On-policy mode: the same windows for the data steps, and each on-policy batch of
+  student samples is scored live when it is drawn.
+
+Token texts are mapped back to ids with :class:`TokenMap`. A position whose token text is
+not the text of the id we sent (another tokenizer) keeps only its data token as a one-hot
+target (the KD term is then CE there); alternatives whose text names no single id (byte
+pieces, special tokens) are dropped, their mass lands in the tail bucket. The share of
+positions that lined up is reported as ``teacher_topk_aligned_share``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgedistill.datagen import api
+from edgedistill.datagen.store import Request, answered_rows
+from edgedistill.errors import UserError
+from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
+from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap
+
+SCORES_FOLDER = "teacher-scores"
+
+
+def api_teacher(distill_cfg) -> api.Teacher:
+    return api.Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
+                       os.environ.get(distill_cfg.teacher_api_key_env) or None)
+
+
+def topk_from_scores(ids: torch.Tensor, scores: list[list[dict]], k: int, token_map: TokenMap):
+    """(top ids (B, L-1, k) int32, log-probs (B, L-1, k) fp32, aligned positions) from the
+    API's per-token entries of rows ``ids`` (B, L): position j's target is token j + 1's entry."""
+    rows, length = ids.shape
+    top_ids = np.repeat(ids[:, 1:].numpy().astype(np.int32)[..., None], k, axis=2)  # one-hot fallback
+    top_lps = np.full((rows, length - 1, k), LOGPROB_FLOOR, dtype=np.float32)
+    top_lps[..., 0] = 0.0
+    aligned = 0
+    for row, entries in enumerate(scores):
+        if len(entries) != length:
+            continue
+        for position in range(length - 1):
+            entry, wanted = entries[position + 1], int(ids[row, position + 1])
+            if not token_map.matches(entry["token"], wanted):
+                continue
+            dist: dict[int, float] = {}
+            for text, logprob in entry.get("top") or []:
+                token = token_map.get(text)
+                if token is not None and token not in dist:
+                    dist[token] = float(logprob)
+            if not dist and entry.get("logprob") is not None:
+                dist[wanted] = float(entry["logprob"])
+            best = sorted(dist.items(), key=lambda item: -item[1])[:k]
+            if best:
+                top_ids[row, position, :len(best)] = [t for t, _ in best]
+                top_ids[row, position, len(best):] = best[0][0]  # padding: zero mass on a counted token
+                top_lps[row, position, :len(best)] = [lp for _, lp in best]
+                top_lps[row, position, len(best):] = LOGPROB_FLOOR
+                aligned += 1
+    return top_ids, top_lps, aligned
+
+
+def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) -> SparseTeacher:
+    """The API teacher's top-k over every window (train then held-out), resumable in ``folder``."""
+    teacher, k = api_teacher(distill_cfg), distill_cfg.teacher_topk
+    digest = hashlib.sha256(json.dumps([teacher.base_url, teacher.model, k]).encode()
+                            + windows.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+    path = folder / SCORES_FOLDER / f"{digest}.jsonl"
+    requests = [Request(f"w{i}", {"prompt": row.tolist()}) for i, row in enumerate(windows)]
+
+    def say(progress) -> None:
+        done = progress.answered + progress.skipped + len(progress.failed)
+        if done == progress.total or progress.answered % 64 == 0:
+            print(f"teacher API scoring: {done}/{progress.total} windows", file=sys.stderr, flush=True)
+
+    progress = api.generate(requests, path, teacher, api.Sampling(max_tokens=1, top_logprobs=k, echo=True), on_row=say)
+    if progress.failed:
+        raise UserError(f"{len(progress.failed)} of {progress.total} windows failed at distill.teacher_api "
+                        f"(first: {progress.failed[0]}); fix the API and rerun: scored windows are kept")
+    by_id = {row["id"]: row["prompt_logprobs"] for row in answered_rows(path)}
+    scores = [by_id[f"w{i}"] for i in range(len(windows))]
+    top_ids, top_lps, aligned = topk_from_scores(windows, scores, k, TokenMap(tokenizer))
+    return SparseTeacher(top_ids, top_lps, aligned / max(1, windows.shape[0] * (windows.shape[1] - 1)))
+
+
+def score_live(distill_cfg, ids: torch.Tensor, token_map: TokenMap) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The API teacher's top-k over rows ``ids`` (B, L) now (on-policy samples)."""
+    try:
+        scores = api.score(ids.tolist(), api_teacher(distill_cfg), distill_cfg.teacher_topk)
+    except api.Failed as exc:
+        raise UserError(f"distill.teacher_api failed while scoring on-policy samples: {exc}; fix the API and rerun "
+                        "(the build resumes from its last checkpoint)") from None
+    top_ids, top_lps, aligned = topk_from_scores(ids, scores, distill_cfg.teacher_topk, token_map)
+    return torch.from_numpy(top_ids.astype(np.int64)), torch.from_numpy(top_lps), aligned

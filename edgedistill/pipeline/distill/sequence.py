@@ -1,0 +1,112 @@
+"""The distill stage's sequence mode: prompts -> teacher responses (generate-data, kept in
+the build folder and resumed there) -> packed response windows with sparse KD targets.
+
+Prompts are ``distill.prompts`` (JSONL of ``prompt`` rows) or, by default, the openings
+(``distill.prompt_tokens`` tokens) of ``distill.sequence_prompts`` training windows, so
+the teacher continues the same documents the logit mode trains on. The teacher is the
+recipe's (run here, batched) or ``distill.teacher_api`` (concurrent, retried; a build
+killed or failing midway resumes with the prompts not yet answered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from edgedistill.datagen.api import Sampling, Teacher
+from edgedistill.datagen.filters import ResponseFilter, finish_row
+from edgedistill.datagen.store import Request, answered_rows, read_requests
+from edgedistill.errors import UserError
+
+RESPONSES_FOLDER = "teacher-responses"
+
+
+def window_prompts(train_ids: torch.Tensor, tokenizer, count: int, prompt_tokens: int, seed: int) -> list[Request]:
+    """The decoded openings of ``count`` training windows (a seeded choice)."""
+    order = torch.randperm(len(train_ids), generator=torch.Generator().manual_seed(seed + 17))[:count]
+    return [Request(f"window-{int(i)}", {"prompt": tokenizer.decode(train_ids[int(i), :prompt_tokens].tolist())})
+            for i in order]
+
+
+def sampling_of(distill_cfg, seed: int) -> Sampling:
+    return Sampling(max_tokens=distill_cfg.response_tokens, temperature=distill_cfg.sample_temperature,
+                    top_logprobs=distill_cfg.sequence_topk, seed=seed)
+
+
+def responses_file(folder: Path, teacher_id: str, requests: list[Request], sampling: Sampling) -> Path:
+    """Where these prompts' responses from this teacher with these settings live."""
+    digest = hashlib.sha256(json.dumps([teacher_id, sampling.__dict__, [[r.id, r.row] for r in requests]],
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    return folder / RESPONSES_FOLDER / f"{digest}.jsonl"
+
+
+def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests: list[Request], folder: Path,
+                     seed: int) -> tuple[Path, dict]:
+    """Generate what is missing; returns (file, info). Raises UserError when API prompts
+    still fail after retries (the next build retries them)."""
+    from edgedistill.datagen import api, local
+
+    sampling = sampling_of(distill_cfg, seed)
+    keep = ResponseFilter()
+
+    def finish(row: dict) -> dict:
+        return finish_row(row, keep, cot=False)
+
+    def say(progress) -> None:
+        done = progress.answered + progress.skipped + len(progress.failed)
+        if done == progress.total or progress.answered % 64 == 0:
+            print(f"teacher responses: {done}/{progress.total}", file=sys.stderr, flush=True)
+
+    if distill_cfg.teacher_api:
+        teacher = Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
+                          os.environ.get(distill_cfg.teacher_api_key_env) or None)
+        path = responses_file(folder, f"api:{teacher.base_url}:{teacher.model}", requests, sampling)
+        progress = api.generate(requests, path, teacher, sampling, finish=finish, on_row=say)
+        if progress.failed:
+            raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at distill.teacher_api "
+                            f"(first: {progress.failed[0]}); fix the API and rerun: answered prompts are kept")
+    else:
+        path = responses_file(folder, f"local:{teacher_hash}", requests, sampling)
+        missing = {r.id for r in requests} - {row["id"] for row in answered_rows(path)}
+        teacher = local.LocalTeacher(teacher_dir) if missing else None  # loaded only when there is work
+        progress = local.generate(requests, path, teacher, sampling, batch_size=32, finish=finish, on_row=say)
+        if progress.failed:
+            raise UserError(f"{len(progress.failed)} prompts do not fit the teacher (first: {progress.failed[0]}); "
+                            "lower distill.prompt_tokens or distill.response_tokens")
+    return path, {"teacher_response_prompts": progress.total, "teacher_responses_generated": progress.answered}
+
+
+def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder: Path):
+    """(train Packed, held-out Packed, SparseTeacher, metrics) of the sequence mode."""
+    from edgedistill.pipeline.distill.sequence_data import TokenMap, cot_examples, pack, response_example
+
+    distill_cfg, seed = cfg["distill"], cfg["seed"]
+    if distill_cfg.prompts:
+        requests = read_requests(Path(distill_cfg.prompts).expanduser())
+        if any("prompt" not in r.row for r in requests):
+            raise UserError(f"distill.prompts {distill_cfg.prompts}: sequence mode takes 'prompt' rows (not chat 'messages')")
+    else:
+        requests = window_prompts(data_train.ids, tokenizer, distill_cfg.sequence_prompts, distill_cfg.prompt_tokens, seed)
+    path, info = ensure_responses(distill_cfg, teacher_artifact.model_dir, teacher_artifact.hash, requests, folder, seed)
+    wanted = {r.id for r in requests}
+    rows = [row for row in answered_rows(path) if row["id"] in wanted]
+    kept = [row for row in rows if row.get("kept", True)]
+    if not kept:
+        raise UserError(f"the filter kept none of the teacher's {len(rows)} responses ({path}); see their 'filter' field")
+    token_map = TokenMap(tokenizer) if distill_cfg.teacher_api else None
+    examples = []
+    for row in kept:
+        examples.append(response_example(row, tokenizer, token_map))
+        if distill_cfg.cot_tasks:
+            examples.extend(cot_examples(row, tokenizer))
+    k = max(1, distill_cfg.sequence_topk)
+    train, heldout, teacher = pack(examples, cfg["data"].seq_len, k, cfg["data"].validation_fraction, seed)
+    info.update({"teacher_responses_kept": len(kept), "teacher_responses_filtered": len(rows) - len(kept),
+                 "teacher_response_tokens": sum((r.get("usage") or {}).get("completion_tokens", 0) for r in kept),
+                 "teacher_topk_aligned_share": teacher.aligned_share, "sequence_train_windows": len(train)})
+    return train, heldout, teacher, info
