@@ -66,16 +66,17 @@ def test_every_prompt_is_answered_once_with_the_teachers_logprobs(served, tmp_pa
 
 
 class _Proxy(BaseHTTPRequestHandler):
-    """Forwards to the real server; answers every other request 503 first (``flaky``) and
-    delays each forwarded one by ``delay`` seconds."""
+    """Forwards to the real server; answers the first attempt of every distinct request 503
+    (``flaky``) and delays each forwarded one by ``delay`` seconds."""
 
-    upstream, flaky, delay, count, lock = "", True, 0.0, 0, threading.Lock()
+    upstream, flaky, delay, count, lock, seen = "", True, 0.0, 0, threading.Lock(), set()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with _Proxy.lock:
             _Proxy.count += 1
-            fail = _Proxy.flaky and _Proxy.count % 2 == 1
+            fail = _Proxy.flaky and body not in _Proxy.seen
+            _Proxy.seen.add(body)
         if fail:
             self.send_response(503)
             self.send_header("Content-Length", "0")
@@ -95,7 +96,7 @@ class _Proxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(served):
-    _Proxy.upstream, _Proxy.flaky, _Proxy.delay, _Proxy.count = served[0].url, True, 0.0, 0
+    _Proxy.upstream, _Proxy.flaky, _Proxy.delay, _Proxy.count, _Proxy.seen = served[0].url, True, 0.0, 0, set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v1"
@@ -108,7 +109,7 @@ def test_failed_requests_are_retried_and_a_torn_last_line_is_cut(proxy, tmp_path
     out.write_text(json.dumps({"id": "stale", "prompt": "x", "response": "y"}) + "\n" + '{"id": "torn", "pro')
     progress = generate(read_requests(prompts_file(tmp_path)), out, Teacher(proxy, "teacher"), Sampling(max_tokens=4),
                         concurrency=2, backoff_s=0.01)
-    assert progress.answered == 4 and not progress.failed and _Proxy.count >= 8  # every first attempt got a 503
+    assert progress.answered == 4 and not progress.failed and _Proxy.count == 8  # every first attempt got a 503
     ids = [row["id"] for row in rows_of(out)]
     assert ids[0] == "stale" and len(ids) == len(set(ids)) == 5  # the torn line was cut, none lost or doubled
     assert answered_ids(out) == set(ids)

@@ -83,16 +83,18 @@ class LocalTeacher:
         return rows
 
 
-def generate(requests: list[Request], out: Path, teacher: LocalTeacher, sampling: Sampling = Sampling(),
+def generate(requests: list[Request], out: Path, teacher: LocalTeacher | None, sampling: Sampling = Sampling(),
              batch_size: int = 16, finish: Callable[[dict], dict] = lambda row: row,
              on_row: Callable[[Progress], None] = lambda progress: None) -> Progress:
     """Answer every request not yet in ``out`` in batches of ``batch_size`` (rows of a batch
     are written when the batch is done; a kill loses at most that batch). The stop at EOS
     is kept as a last logprobs entry (its id is EOS), so training can learn where the
-    teacher stops."""
+    teacher stops. ``teacher`` may be None when every request is already answered."""
     done = answered_ids(out)
     todo = [r for r in requests if r.id not in done]
     progress = Progress(total=len(requests), skipped=len(requests) - len(todo))
+    if not todo:
+        return progress
     budget = teacher.context - sampling.max_tokens
     writer = Writer(out)
     try:

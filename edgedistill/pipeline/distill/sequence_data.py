@@ -6,8 +6,9 @@ targets), then the response tokens and, when the teacher stopped by itself, EOS 
 The KD target of each response token is sparse (``losses.sparse_forward_kl_per_token``):
 
 * the teacher's returned alternatives ``top`` (ids from the local teacher, or API token
-  texts mapped to ids by :class:`TokenMap`; alternatives that map to no single id are
-  dropped, their mass lands in the tail bucket);
+  texts mapped to ids by :class:`TokenMap`; a sampled token whose text is ambiguous (a
+  byte piece) is matched through the re-tokenized response; alternatives that map to no
+  single id are dropped, their mass lands in the tail bucket);
 * a token with a logprob but no alternatives: that token alone (k = 1);
 * no logprobs at all, or a response whose tokens cannot be mapped back exactly (another
   tokenizer): one-hot on the token (logprob 0), which makes the KD term equal CE there,
@@ -68,7 +69,7 @@ def response_example(row: dict, tokenizer, token_map: TokenMap | None) -> Exampl
     eos = tokenizer.eos_token_id
     prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
     entries = row.get("logprobs") or []
-    ids = _teacher_ids(entries, token_map)
+    ids = _teacher_ids(entries, token_map, tokenizer, row["response"])
     dists: list | None = None
     if ids is not None and tokenizer.decode([t for t in ids if t != eos]) == row["response"]:
         dists = [_dist(entry, token, token_map) for entry, token in zip(entries, ids)]
@@ -82,12 +83,25 @@ def response_example(row: dict, tokenizer, token_map: TokenMap | None) -> Exampl
                    [None] * len(prompt) + (dists or [None] * len(ids)), dists is not None)
 
 
-def _teacher_ids(entries: list[dict], token_map: TokenMap | None) -> list[int] | None:
+def _teacher_ids(entries: list[dict], token_map: TokenMap | None, tokenizer, response: str) -> list[int] | None:
+    """The ids of the teacher's tokens: given (local teacher), mapped from their texts, or,
+    when a text is ambiguous (a byte piece), the re-tokenized response if its tokens have
+    the teacher's texts position by position (None when neither works)."""
     if not entries:
         return None
     ids = [entry.get("id") if entry.get("id") is not None else (token_map.get(entry["token"]) if token_map else None)
            for entry in entries]
-    return None if any(token is None for token in ids) else ids
+    if all(token is not None for token in ids):
+        return ids
+    if token_map is None:
+        return None
+    again = tokenizer(response, add_special_tokens=False)["input_ids"]
+    texts = [entry["token"] for entry in entries]
+    if texts and texts[-1] == token_map.texts[tokenizer.eos_token_id] and len(again) == len(texts) - 1:
+        again = [*again, tokenizer.eos_token_id]
+    if len(again) == len(texts) and all(token_map.matches(text, token) for text, token in zip(texts, again)):
+        return again
+    return None
 
 
 def _dist(entry: dict, token: int, token_map: TokenMap | None) -> list[tuple[int, float]]:
