@@ -103,12 +103,14 @@ class DistillConfig:
                                     "evaluation (0 = off)", low=0.0)
     mode: str = knob("logit", "logit: KD on the data's windows; sequence: CE (+ sparse KD on the teacher's top-k "
                      "logprobs) on the teacher's generated responses; on_policy: GKD, a share lmbda of steps trains on the "
-                     "student's own samples scored by the teacher", choices=lambda: ("logit", "sequence", "on_policy"))
+                     "student's own samples scored by the teacher", choices=registry("edgedistill.pipeline.distill.modes:MODES"))
     teacher_api: str = knob("", "OpenAI-compatible base URL of the teacher to distill from (\"\" = the recipe's "
                             "teacher, run here): it writes the responses (sequence) or scores windows and samples "
                             "with echo + logprobs (logit, on_policy; needs teacher_topk and its tokenizer)")
     teacher_api_model: str = knob("teacher", "model name sent to distill.teacher_api")
     teacher_api_key_env: str = knob("EDGEDISTILL_TEACHER_API_KEY", "environment variable holding distill.teacher_api's key")
+    teacher_api_retries: int = knob(5, "retries per distill.teacher_api request on connection errors, 429 and 5xx "
+                                    "(exponential backoff from 0.5 s)", low=0)
     prompts: str = knob("", "sequence mode: JSONL of {\"prompt\"} rows for the teacher (\"\" = the openings of "
                         "training windows)")
     sequence_prompts: int = knob(512, "sequence mode without distill.prompts: training windows whose opening becomes a "
@@ -218,31 +220,10 @@ class Recipe:
         if self.distill.teacher_topk and self.distill.feature_weight:
             raise UserError("feature KD (distill.feature_weight > 0) needs the online teacher's hidden states; "
                             "set distill.teacher_topk=0 or distill.feature_weight=0")
+        from edgedistill.pipeline.distill.modes import check_mode  # what each distill.mode combines with
+
         check_mode(self.distill, self.data)
 
-
-def check_mode(distill: DistillConfig, data: DataConfig) -> None:
-    """What each ``distill.mode`` can be combined with; a UserError naming the fix."""
-    if distill.teacher_api and distill.mode != "sequence":
-        if not 1 <= distill.teacher_topk <= 20:
-            raise UserError(f"distill.teacher_api with distill.mode={distill.mode} trains on the API's top-k logprobs: "
-                            "set distill.teacher_topk to 1-20 (APIs return at most 20 alternatives)")
-        if distill.temperature != 1.0:
-            raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with distill.teacher_api")
-    if distill.mode == "sequence":
-        if distill.objective != "forward_kl" or distill.temperature != 1.0:
-            raise UserError("distill.mode=sequence trains on the teacher's top-k log-probabilities at T = 1 (sparse "
-                            "forward KL): set distill.objective=forward_kl and distill.temperature=1")
-        if distill.feature_weight or distill.teacher_topk:
-            raise UserError("distill.mode=sequence takes its teacher signal from the generated responses: set "
-                            "distill.feature_weight=0 and distill.teacher_topk=0 (distill.sequence_topk sets k)")
-    if distill.mode == "on_policy":
-        if distill.teacher_topk and not distill.teacher_api:
-            raise UserError("distill.mode=on_policy scores the student's own samples, which no offline cache holds: set "
-                            "distill.teacher_topk=0 (a local teacher scores them in full)")
-        if distill.prompt_tokens >= data.seq_len:
-            raise UserError(f"distill.prompt_tokens={distill.prompt_tokens} leaves no room to generate in "
-                            f"data.seq_len={data.seq_len}; lower it")
 
 
 def to_dict(obj: Any) -> Any:

@@ -215,9 +215,14 @@ def test_a_bad_prompt_line_is_named(tmp_path, capsys):
     assert "line 2 needs a 'prompt'" in capsys.readouterr().err
 
 
-def test_an_api_that_keeps_failing_exits_1_and_writes_nothing(tmp_path, capsys):
+def test_an_api_that_keeps_failing_exits_1_writes_nothing_and_stops_sending(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
+    prompts = prompts_file(tmp_path, [f"prompt {i}" for i in range(30)])
     with fixed_answer_api(503, {"error": {"message": "overloaded"}}) as url:
-        assert main(["generate-data", str(prompts_file(tmp_path)), "--out", str(out), "--teacher-api", url,
-                     "--retries", "1", "--backoff", "0"]) == 1
+        assert main(["generate-data", str(prompts), "--out", str(out), "--teacher-api", url,
+                     "--retries", "1", "--backoff", "0", "--concurrency", "2"]) == 1
     assert "rerun the same command" in capsys.readouterr().err and out.read_text() == ""
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["failed"] == 30 and "HTTP 503" in summary["failures"][0]
+    not_sent = [f for f in summary["failures"] if "not sent: the API failed" in f]
+    assert len(not_sent) >= 10  # after 8 failures in a row the rest were not sent

@@ -104,6 +104,7 @@ def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path,
     (["distill.mode=on_policy", "distill.teacher_topk=8"], "no offline cache holds"),
     (["distill.mode=on_policy", "distill.prompt_tokens=64"], "leaves no room to generate"),
     (["distill.mode=ring"], "distill.mode"),
+    (["distill.mode=sequence", "distill.teacher_api=ftp://x"], "not an http(s) URL"),
 ])
 def test_modes_refuse_what_they_cannot_do(tmp_path, capsys, sets, needle):
     args = ["build", "tiny", "--out", str(tmp_path / "out")]
@@ -117,7 +118,9 @@ def test_modes_refuse_what_they_cannot_do(tmp_path, capsys, sets, needle):
 def test_a_failing_teacher_api_stops_the_build_with_one_line_and_exit_2(tmp_path, capsys):
     with fixed_answer_api(503, {"error": {"message": "down"}}) as url:
         code = main(["build", "tiny", "--out", str(tmp_path), *[a for s in FAST for a in ("--set", s)],
-                     "--set", "distill.mode=sequence", "--set", f"distill.teacher_api={url}"])
+                     "--set", "distill.mode=sequence", "--set", f"distill.teacher_api={url}",
+                     "--set", "distill.teacher_api_retries=1"])
     err = capsys.readouterr().err
     assert code == 2 and "prompts failed at distill.teacher_api" in err and "Traceback" not in err
+    assert "HTTP 503" in err  # the first failure is the API's own answer, not "not sent"
     assert "distill" not in read_manifest(tmp_path)["stages"]

@@ -48,24 +48,33 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
              on_row: Callable[[Progress], None] = lambda progress: None) -> Progress:
     """Answer every request not yet in ``out``; ``finish`` adds derived fields (split,
     filter verdict) to each row before it is written; ``on_row`` sees the progress after
-    each row. Returns what happened in this run."""
+    each row. Returns what happened in this run.
+
+    An API that fails ``max(8, 2 * concurrency)`` requests in a row (each after its
+    retries) is taken to be down: the requests not yet sent fail at once ("not sent"),
+    so a wrong URL or an outage is reported in seconds, not after every prompt's retries."""
     done = answered_ids(out)
     todo = [r for r in requests if r.id not in done]
     progress = Progress(total=len(requests), skipped=len(requests) - len(todo))
     writer, lock = Writer(out), threading.Lock()
     headers = {"Authorization": f"Bearer {teacher.api_key}"} if teacher.api_key else {}
     client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+    down_after, in_a_row = max(8, 2 * concurrency), [0]
 
     def answer(request: Request) -> None:
         try:
+            if in_a_row[0] >= down_after:
+                raise Failed(f"not sent: the API failed {in_a_row[0]} requests in a row")
             row = finish(ask(client, teacher, request, sampling, retries, backoff_s))
         except Failed as exc:
             with lock:
+                in_a_row[0] += not str(exc).startswith("not sent")
                 progress.failed.append(f"{request.id}: {exc}")
                 on_row(progress)
             return
         writer.write(row)
         with lock:
+            in_a_row[0] = 0
             progress.answered += 1
             progress.kept += int(row.get("kept", True))
             progress.prompt_tokens += row["usage"].get("prompt_tokens", 0)

@@ -91,7 +91,8 @@ def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) 
         if done == progress.total or progress.answered % 64 == 0:
             print(f"teacher API scoring: {done}/{progress.total} windows", file=sys.stderr, flush=True)
 
-    progress = api.generate(requests, path, teacher, api.Sampling(max_tokens=1, top_logprobs=k, echo=True), on_row=say)
+    progress = api.generate(requests, path, teacher, api.Sampling(max_tokens=1, top_logprobs=k, echo=True),
+                            retries=distill_cfg.teacher_api_retries, on_row=say)
     if progress.failed:
         raise UserError(f"{len(progress.failed)} of {progress.total} windows failed at distill.teacher_api "
                         f"(first: {progress.failed[0]}); fix the API and rerun: scored windows are kept")
@@ -104,7 +105,8 @@ def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) 
 def score_live(distill_cfg, ids: torch.Tensor, token_map: TokenMap) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The API teacher's top-k over rows ``ids`` (B, L) now (on-policy samples)."""
     try:
-        scores = api.score(ids.tolist(), api_teacher(distill_cfg), distill_cfg.teacher_topk)
+        scores = api.score(ids.tolist(), api_teacher(distill_cfg), distill_cfg.teacher_topk,
+                           retries=distill_cfg.teacher_api_retries)
     except api.Failed as exc:
         raise UserError(f"distill.teacher_api failed while scoring on-policy samples: {exc}; fix the API and rerun "
                         "(the build resumes from its last checkpoint)") from None

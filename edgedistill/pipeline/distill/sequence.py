@@ -66,7 +66,8 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
         teacher = Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
                           os.environ.get(distill_cfg.teacher_api_key_env) or None)
         path = responses_file(folder, f"api:{teacher.base_url}:{teacher.model}", requests, sampling)
-        progress = api.generate(requests, path, teacher, sampling, finish=finish, on_row=say)
+        progress = api.generate(requests, path, teacher, sampling, retries=distill_cfg.teacher_api_retries, finish=finish,
+                                on_row=say)
         if progress.failed:
             raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at distill.teacher_api "
                             f"(first: {progress.failed[0]}); fix the API and rerun: answered prompts are kept")

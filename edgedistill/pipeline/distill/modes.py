@@ -1,0 +1,36 @@
+"""What each ``distill.mode`` (logit, sequence, on_policy) can be combined with, checked
+when a recipe is loaded, so a bad combination fails before anything runs."""
+
+from __future__ import annotations
+
+from edgedistill.errors import UserError
+
+MODES = ("logit", "sequence", "on_policy")
+
+
+def check_mode(distill, data) -> None:
+    """What each ``distill.mode`` can be combined with; a UserError naming the fix."""
+    if distill.teacher_api:
+        from edgedistill.benchmarks.client import check_base_url
+
+        check_base_url(distill.teacher_api, "distill.teacher_api")
+    if distill.teacher_api and distill.mode != "sequence":
+        if not 1 <= distill.teacher_topk <= 20:
+            raise UserError(f"distill.teacher_api with distill.mode={distill.mode} trains on the API's top-k logprobs: "
+                            "set distill.teacher_topk to 1-20 (APIs return at most 20 alternatives)")
+        if distill.temperature != 1.0:
+            raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with distill.teacher_api")
+    if distill.mode == "sequence":
+        if distill.objective != "forward_kl" or distill.temperature != 1.0:
+            raise UserError("distill.mode=sequence trains on the teacher's top-k log-probabilities at T = 1 (sparse "
+                            "forward KL): set distill.objective=forward_kl and distill.temperature=1")
+        if distill.feature_weight or distill.teacher_topk:
+            raise UserError("distill.mode=sequence takes its teacher signal from the generated responses: set "
+                            "distill.feature_weight=0 and distill.teacher_topk=0 (distill.sequence_topk sets k)")
+    if distill.mode == "on_policy":
+        if distill.teacher_topk and not distill.teacher_api:
+            raise UserError("distill.mode=on_policy scores the student's own samples, which no offline cache holds: set "
+                            "distill.teacher_topk=0 (a local teacher scores them in full)")
+        if distill.prompt_tokens >= data.seq_len:
+            raise UserError(f"distill.prompt_tokens={distill.prompt_tokens} leaves no room to generate in "
+                            f"data.seq_len={data.seq_len}; lower it")
