@@ -105,6 +105,8 @@ def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path,
     (["distill.mode=on_policy", "distill.prompt_tokens=64"], "leaves no room to generate"),
     (["distill.mode=ring"], "distill.mode"),
     (["distill.mode=sequence", "distill.teacher_api=ftp://x"], "not an http(s) URL"),
+    (["distill.mode=on_policy", "distill.prompt_tokens=16", "distill.response_tokens=600"],
+     "distill.response_tokens needs 616 tokens of context"),
 ])
 def test_modes_refuse_what_they_cannot_do(tmp_path, capsys, sets, needle):
     args = ["build", "tiny", "--out", str(tmp_path / "out")]

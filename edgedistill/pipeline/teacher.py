@@ -103,6 +103,10 @@ def check_sequence_budget(recipe, source: dict) -> None:
         "bench.decode_tokens": BENCH_PROMPT_TOKENS_MAX + recipe.bench.decode_tokens,
         "bench.answer_tokens": BENCH_PROMPT_TOKENS_MAX + recipe.bench.answer_tokens,
     }
+    distill = recipe.distill
+    if distill.mode == "on_policy" or (distill.mode == "sequence" and not distill.prompts):
+        # a window's opening and what is generated after it (teacher responses, student samples)
+        needs["distill.response_tokens"] = distill.prompt_tokens + distill.response_tokens
     for key, tokens in needs.items():
         if tokens > limit:
             raise UserError(f"{key} needs {tokens} tokens of context but the teacher's context is {limit}; lower {key}")
