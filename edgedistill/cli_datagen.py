@@ -4,7 +4,6 @@ chain-of-thought distillation data). Registered on the app in ``cli.py``."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Optional

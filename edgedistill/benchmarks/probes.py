@@ -9,11 +9,11 @@ FAQ text the demo teacher was trained on).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.jsonl import numbered_rows
 
 PROBE_BUILTINS = {"builtin:pydocs-probes": Path(__file__).parents[1] / "demo" / "data" / "pydocs" / "probes.jsonl"}
 
@@ -31,13 +31,7 @@ def load_probes(spec: str, limit: int = 0) -> list[Probe]:
         raise UserError(f"bench.probe_path '{spec}' is not a file; give a JSONL file of "
                         f"{{\"id\", \"phrasings\": [...]}} rows or {', '.join(PROBE_BUILTINS)}")
     probes = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"bench.probe_path {path} line {number} is not JSON: {exc.msg}") from None
+    for number, row in numbered_rows(path, f"bench.probe_path {path}"):
         phrasings = row.get("phrasings") if isinstance(row, dict) else None
         if not (isinstance(phrasings, list) and len(phrasings) >= 2
                 and all(isinstance(p, str) and p.strip() for p in phrasings)):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.jsonl import numbered_rows
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,7 @@ def read_requests(path: Path) -> list[Request]:
     if not path.is_file():
         raise UserError(f"prompts file {path} does not exist; give a JSONL file of {{\"prompt\"}} or {{\"messages\"}} rows")
     requests, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {number} is not JSON: {exc.msg}") from None
+    for number, row in numbered_rows(path, str(path)):
         if not isinstance(row, dict) or not (isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list)):
             raise UserError(f"{path} line {number} needs a 'prompt' text or a 'messages' list")
         key = str(row.get("id") or prompt_digest(row.get("prompt") if "prompt" in row else row["messages"]))

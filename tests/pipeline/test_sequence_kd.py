@@ -1,9 +1,7 @@
 """Sequence-level KD: teacher responses -> packed windows whose sparse KD targets line up
 with the tokens they predict; pinned to the plain reference losses."""
 
-import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,21 @@
+"""JSONL input files: numbered rows, a bad line named in a one-line UserError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from edgedistill.errors import UserError
+
+
+def numbered_rows(path: Path, label: str) -> Iterator[tuple[int, object]]:
+    """(line number, parsed row) for every non-blank line of ``path``; ``label`` starts the
+    error message of a line that is not JSON (e.g. "bench.probe_path FILE")."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{label} line {number} is not JSON: {exc.msg}") from None
