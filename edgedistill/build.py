@@ -43,7 +43,7 @@ STAGES: tuple[Stage, ...] = (
           lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed}),
     Stage("distill", "edgedistill.pipeline.distill",
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
-                          "recipe_name": r.name},
+                          "recipe_name": r.name, "prompts_content": pre["prompts_content"]},
           extras=lambda r: {"checkpoint": r.checkpoint}),
     Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
@@ -66,7 +66,7 @@ def preflight(recipe: Recipe) -> dict:
     source = resolve_source(recipe.teacher)
     check_sequence_budget(recipe, source)
     return {"teacher_source": source, "data_content": _content(data_files(recipe.data.path)),
-            "eval_content": _content(_eval_files(recipe))}
+            "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe))}
 
 
 def _content(files: list[Path]) -> list:
@@ -74,6 +74,17 @@ def _content(files: list[Path]) -> list:
     from edgedistill.artifacts import sha256_file_cached
 
     return [[file.name, sha256_file_cached(file), file.stat().st_size] for file in files]
+
+
+def _prompt_files(recipe: Recipe) -> list[Path]:
+    """The sequence mode's prompts file, checked to parse before anything runs."""
+    if recipe.distill.mode != "sequence" or not recipe.distill.prompts:
+        return []
+    from edgedistill.pipeline.distill.sequence import read_prompt_rows
+
+    path = Path(recipe.distill.prompts).expanduser()
+    read_prompt_rows(path)
+    return [path]
 
 
 def _eval_files(recipe: Recipe) -> list[Path]:

@@ -46,6 +46,8 @@ def generate_data(
     from edgedistill.benchmarks.client import check_base_url
     from edgedistill.datagen import Job, Price, ResponseFilter, Sampling, Teacher, run
 
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the JSONL file to write, e.g. {out / 'responses.jsonl'}")
     if (teacher is None) == (teacher_api is None):
         raise UserError("give the teacher as --teacher FOLDER (run here) or --teacher-api URL (exactly one)")
     price = None

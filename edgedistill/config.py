@@ -121,8 +121,10 @@ class DistillConfig:
                                      "the student's on-policy samples", low=0.0)
     sequence_topk: int = knob(8, "sequence mode: teacher alternatives per response token for sparse KD (0 = CE on the "
                               "responses only)", low=0, high=20)
-    cot_tasks: bool = knob(False, "sequence mode: also train rationale and answer as separate tasks "
-                           "(Distilling step-by-step) for responses with both")
+    template: str = knob("", "sequence mode: chain-of-thought template for the prompts (step-by-step, or a file with "
+                         "{prompt}); responses without an answer line are filtered out")
+    cot_tasks: bool = knob(False, "sequence mode with distill.template: also train rationale and answer as separate "
+                           "tasks (Distilling step-by-step)")
     lmbda: float = knob(0.5, "on_policy mode: share of steps on student-generated continuations (GKD's lambda)",
                         low=0.0, high=1.0)
     teacher_topk: int = knob(0, "train from an offline top-k teacher cache with this k (0 = online teacher); the cache is "

@@ -12,7 +12,11 @@ from edgedistill.errors import UserError
 def numbered_rows(path: Path, label: str) -> Iterator[tuple[int, object]]:
     """(line number, parsed row) for every non-blank line of ``path``; ``label`` starts the
     error message of a line that is not JSON (e.g. "bench.probe_path FILE")."""
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{label} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSONL") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -208,11 +208,47 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
     assert needle in capsys.readouterr().err and not out.exists()
 
 
-def test_a_bad_prompt_line_is_named(tmp_path, capsys):
+@pytest.mark.parametrize("content, needle", [
+    (b'{"prompt": "ok"}\n{"text": "no prompt"}\n', "line 2 needs a 'prompt'"),
+    (b'{"prompt": "ok", "messages": []}\n', "line 1 has both 'prompt' and 'messages'"),
+    (b'{"prompt": "caf\xe9"}\n', "is not UTF-8 text"),
+    (b'{"prompt": "ok"\n', "line 1 is not JSON"),
+])
+def test_a_bad_prompts_file_is_named(tmp_path, capsys, content, needle):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    prompts.write_bytes(content)
     assert main(["generate-data", str(prompts), "--out", str(tmp_path / "o.jsonl"), "--teacher-api", "http://h/v1"]) == 2
-    assert "line 2 needs a 'prompt'" in capsys.readouterr().err
+    assert needle in capsys.readouterr().err
+
+
+def test_an_output_that_is_not_ours_or_a_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"no id": 1}\n')
+    assert main(["generate-data", str(prompts_file(tmp_path)), "--out", str(out), "--teacher-api", "http://h/v1"]) == 2
+    assert "line 1 is not an answered row" in capsys.readouterr().err and out.read_text() == '{"no id": 1}\n'
+    assert main(["generate-data", str(prompts_file(tmp_path)), "--out", str(tmp_path), "--teacher-api", "http://h/v1"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_seeded_sampled_run_is_repeatable_and_prompts_get_their_own_draws(served, tmp_path):
+    server, _ = served
+    prompts = tmp_path / "same.jsonl"  # the same text twice under two ids: one seed each, so two different samples
+    prompts.write_text('{"id": "a", "prompt": "The json module"}\n{"id": "b", "prompt": "The json module"}\n')
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for out in outs:
+        generate(read_requests(prompts), out, Teacher(f"{server.url}/v1", "teacher"),
+                 Sampling(max_tokens=12, temperature=1.0, seed=7))
+    first, second = ({row["id"]: row["response"] for row in rows_of(out)} for out in outs)
+    assert first == second and first["a"] != first["b"]
+
+
+def test_per_prompt_rejections_do_not_stop_the_run(tmp_path):
+    out = tmp_path / "out.jsonl"
+    prompts = prompts_file(tmp_path, [f"prompt {i}" for i in range(20)])
+    with fixed_answer_api(400, {"error": {"message": "prompt too long"}}) as url:
+        assert main(["generate-data", str(prompts), "--out", str(out), "--teacher-api", url, "--retries", "0"]) == 1
+    failures = json.loads(summary_path(out).read_text())["failures"]
+    assert len(failures) == 20 and all("HTTP 400" in f for f in failures)  # every prompt was tried
 
 
 def test_an_api_that_keeps_failing_exits_1_writes_nothing_and_stops_sending(tmp_path, capsys):

@@ -87,7 +87,6 @@ def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path,
         token_map = TokenMap(tokenizer)
         for row in rows:
             assert response_example(row, tokenizer, token_map).aligned == ("\ufffd" not in row["response"])
-        assert 0 <= metrics["teacher_topk_aligned_share"] <= 1  # clean texts align: tests/pipeline/test_sequence_kd.py
     else:
         assert metrics["teacher_topk_aligned_share"] == 1.0  # ids sent, same tokenizer: every position lines up
     if mode == "on_policy":
@@ -98,6 +97,39 @@ def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path,
         assert len({row["id"] for row in rows}) == len(rows) and all(row["prompt_logprobs"] for row in rows)
 
 
+COT_ANSWER = {"choices": [{"index": 0, "text": "Lists are arrays.\nThey grow.\nAnswer: a mutable sequence",
+                           "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 11}}
+
+
+@pytest.mark.slow
+def test_a_cot_template_trains_rationale_and_answer_tasks_and_edited_prompts_rerun_the_stage(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What is a list ({i})?"}) + "\n" for i in range(60)))
+    out = tmp_path / "build"
+    with fixed_answer_api(200, COT_ANSWER) as url:
+        sets = [*FAST, "distill.mode=sequence", f"distill.teacher_api={url}", f"distill.prompts={prompts}",
+                "distill.template=step-by-step", "distill.cot_tasks=true", "data.seq_len=32"]
+        build(load_recipe("tiny", sets), out)
+        metrics = distill_metrics(out)
+        (responses,) = (out / "teacher-responses").glob("*.jsonl")
+        rows = [json.loads(line) for line in responses.read_text().splitlines()]
+        assert metrics["teacher_responses_kept"] == 60 and all(row["answer"] == "a mutable sequence" for row in rows)
+        assert all("Let's think step by step" in row["prompt"] for row in rows)
+        windows = metrics["sequence_train_windows"]
+        stages = []
+        build(load_recipe("tiny", sets), out, lambda name, status, _s: stages.append((name, status)))
+        assert ("distill", "cached") in stages
+        prompts.write_text(prompts.read_text() + json.dumps({"prompt": "One more?"}) + "\n")
+        stages.clear()
+        build(load_recipe("tiny", sets), out, lambda name, status, _s: stages.append((name, status)))
+        assert ("distill", "ran") in stages and distill_metrics(out)["teacher_responses_generated"] == 1
+    without_tasks = [s for s in sets if not s.startswith("distill.cot_tasks")]
+    with fixed_answer_api(200, COT_ANSWER) as url:
+        build(load_recipe("tiny", [*without_tasks[:1], *[s if "teacher_api" not in s else f"distill.teacher_api={url}"
+                                                          for s in without_tasks[1:]]]), tmp_path / "plain")
+    assert distill_metrics(tmp_path / "plain")["sequence_train_windows"] < windows  # the two tasks add windows
+
+
 @pytest.mark.parametrize("sets, needle", [
     (["distill.teacher_api=http://h/v1"], "distill.teacher_topk to 1-20"),
     (["distill.mode=sequence", "distill.temperature=2"], "distill.temperature=1"),
@@ -105,6 +137,9 @@ def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path,
     (["distill.mode=on_policy", "distill.prompt_tokens=64"], "leaves no room to generate"),
     (["distill.mode=ring"], "distill.mode"),
     (["distill.mode=sequence", "distill.teacher_api=ftp://x"], "not an http(s) URL"),
+    (["distill.mode=sequence", "distill.cot_tasks=true"], "need distill.template"),
+    (["distill.mode=sequence", "distill.template=nope"], "template nope: not a builtin"),
+    (["distill.mode=sequence", "distill.temperature=1", "distill.prompts=/no/such.jsonl"], "does not exist"),
     (["distill.mode=on_policy", "distill.prompt_tokens=16", "distill.response_tokens=600"],
      "distill.response_tokens needs 616 tokens of context"),
 ])

@@ -20,7 +20,7 @@ from typing import Callable
 
 import httpx
 
-from edgedistill.datagen.store import Progress, Request, Writer, answered_ids
+from edgedistill.datagen.store import Progress, Request, Writer, answered_ids, prompt_digest
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0
@@ -50,8 +50,9 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
     filter verdict) to each row before it is written; ``on_row`` sees the progress after
     each row. Returns what happened in this run.
 
-    An API that fails ``max(8, 2 * concurrency)`` requests in a row (each after its
-    retries) is taken to be down: the requests not yet sent fail at once ("not sent"),
+    An API that fails ``max(8, 2 * concurrency)`` requests in a row for reasons of its own
+    (unreachable or 5xx/429 after the retries, 401/403/404; not a 400 about one prompt) is
+    taken to be down: the requests not yet sent fail at once ("not sent"),
     so a wrong URL or an outage is reported in seconds, not after every prompt's retries."""
     done = answered_ids(out)
     todo = [r for r in requests if r.id not in done]
@@ -64,11 +65,11 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
     def answer(request: Request) -> None:
         try:
             if in_a_row[0] >= down_after:
-                raise Failed(f"not sent: the API failed {in_a_row[0]} requests in a row")
+                raise Failed(f"not sent: the API failed {in_a_row[0]} requests in a row", systemic=False)
             row = finish(ask(client, teacher, request, sampling, retries, backoff_s))
         except Failed as exc:
             with lock:
-                in_a_row[0] += not str(exc).startswith("not sent")
+                in_a_row[0] += exc.systemic
                 progress.failed.append(f"{request.id}: {exc}")
                 on_row(progress)
             return
@@ -91,7 +92,12 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
 
 
 class Failed(Exception):
-    """A request that failed for good (not retryable, or out of retries)."""
+    """A request that failed for good (not retryable, or out of retries). ``systemic``: the
+    API itself looks wrong (unreachable, 5xx/429 after retries, 401/403/404), not this prompt."""
+
+    def __init__(self, message: str, systemic: bool = False):
+        super().__init__(message)
+        self.systemic = systemic
 
 
 def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Sampling, retries: int,
@@ -99,8 +105,8 @@ def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Samp
     """One prompt to the API, with retries; returns the output row."""
     chat = "messages" in request.row
     body = {"model": teacher.model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
+    if sampling.seed is not None:  # one seed per prompt: the same run draws the same samples, prompts differ
+        body["seed"] = (sampling.seed * 1_000_003 + int(prompt_digest(request.id), 16)) % 2**31
     if chat:
         body["messages"] = request.row["messages"]
         if sampling.top_logprobs:
@@ -126,11 +132,11 @@ def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Samp
                     raise Failed(f"not an OpenAI-shaped answer ({type(exc).__name__}: {exc})") from None
             reason = f"HTTP {response.status_code}: {response.text[:200]}"
             if response.status_code not in RETRYABLE:
-                raise Failed(reason)
+                raise Failed(reason, systemic=response.status_code in (401, 403, 404))
             wait = max(wait, min(MAX_BACKOFF_S, _retry_after(response)))
         if attempt < retries:
             time.sleep(wait)
-    raise Failed(f"gave up after {retries + 1} attempts; last: {reason}")
+    raise Failed(f"gave up after {retries + 1} attempts; last: {reason}", systemic=True)
 
 
 def _retry_after(response: httpx.Response) -> float:

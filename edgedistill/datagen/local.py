@@ -44,6 +44,20 @@ class LocalTeacher:
             self._texts[token] = self.tokenizer.decode([token])
         return self._texts[token]
 
+    def _scores(self, step_logits, generated, k: int):
+        """Per generation step, from the raw logits at T = 1 (one (B, V) step at a time, never
+        (B, T, V)): the generated token's logprob (B, T), top-k ids and logprobs (B, T, k)."""
+        import torch
+
+        own, top_ids, top_lps = [], [], []
+        for step, logits in enumerate(step_logits):
+            logprobs = logits[:, :self.vocab].float().log_softmax(-1).cpu()  # (B, V)
+            own.append(logprobs.gather(1, generated[:, step:step + 1].clamp(max=self.vocab - 1)).squeeze(1))
+            best = logprobs.topk(k)
+            top_ids.append(best.indices)
+            top_lps.append(best.values)
+        return torch.stack(own, 1), torch.stack(top_ids, 1), torch.stack(top_lps, 1)
+
     def answer(self, prompts: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """One batch: per prompt ``{response, finish_reason, usage, logprobs}`` (see module)."""
         import torch
@@ -56,27 +70,25 @@ class LocalTeacher:
             mask[row, width - len(prompt):] = 1
         torch.manual_seed(seed)
         sample = sampling.temperature > 0
+        k = min(sampling.top_logprobs, self.vocab)
         with torch.no_grad():
             out = self.model.generate(
                 ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=sampling.max_tokens,
                 do_sample=sample, temperature=sampling.temperature if sample else None, top_k=0 if sample else None,
                 top_p=1.0 if sample else None, pad_token_id=self.pad, eos_token_id=self.eos,
-                return_dict_in_generate=True, output_logits=True)
+                return_dict_in_generate=True, output_logits=k > 0)
         generated = out.sequences[:, width:].cpu()
-        logprobs = torch.stack(out.logits, 1)[..., :self.vocab].float().log_softmax(-1).cpu()  # (B, T, V), raw logits
-        k = min(sampling.top_logprobs, self.vocab)
+        scored = self._scores(out.logits, generated, k) if k else None  # per step: (token logprob, top ids, top logprobs)
         rows = []
         for row, prompt in enumerate(prompts):
             tokens = generated[row].tolist()
             stop = tokens.index(self.eos) if self.eos in tokens else None
             tokens = tokens[:stop] if stop is not None else tokens
             entries = []
-            for step, token in enumerate(tokens + ([self.eos] if stop is not None else [])):
-                entry = {"token": self.token_text(token), "id": token, "logprob": float(logprobs[row, step, token])}
-                if k:
-                    top_lp, top_ids = logprobs[row, step].topk(k)
-                    entry["top"] = [[self.token_text(t), lp, t] for lp, t in zip(top_lp.tolist(), top_ids.tolist())]
-                entries.append(entry)
+            for step, token in enumerate(tokens + ([self.eos] if stop is not None else [])) if k else ():
+                own, top_ids, top_lps = scored[0][row, step], scored[1][row, step], scored[2][row, step]
+                entries.append({"token": self.token_text(token), "id": token, "logprob": float(own),
+                                "top": [[self.token_text(t), lp, t] for t, lp in zip(top_ids.tolist(), top_lps.tolist())]})
             rows.append({"response": self.tokenizer.decode(tokens), "finish_reason": "stop" if stop is not None else "length",
                          "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens)},
                          **({"logprobs": entries} if k else {})})

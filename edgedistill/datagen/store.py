@@ -48,6 +48,8 @@ def read_requests(path: Path) -> list[Request]:
     for number, row in numbered_rows(path, str(path)):
         if not isinstance(row, dict) or not (isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list)):
             raise UserError(f"{path} line {number} needs a 'prompt' text or a 'messages' list")
+        if "prompt" in row and "messages" in row:
+            raise UserError(f"{path} line {number} has both 'prompt' and 'messages'; keep one")
         key = str(row.get("id") or prompt_digest(row.get("prompt") if "prompt" in row else row["messages"]))
         if key not in seen:
             seen.add(key)
@@ -75,10 +77,13 @@ def answered_rows(out: Path) -> list[dict]:
     for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                raise UserError(f"{out} line {number} is not JSON: the output was edited or belongs to something else; "
-                                "move it away and rerun") from None
+                row = None
+            if not isinstance(row, dict) or "id" not in row:
+                raise UserError(f"{out} line {number} is not an answered row (JSON with an id): the output was edited or "
+                                "belongs to something else; move it away and rerun")
+            rows.append(row)
     return rows
 
 

@@ -29,10 +29,10 @@ def load_template(spec: str) -> str:
     if text is None:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UserError(f"--template {spec}: not a builtin ({', '.join(COT_TEMPLATES)}) and no such file")
+            raise UserError(f"template {spec}: not a builtin ({', '.join(COT_TEMPLATES)}) and no such file")
         text = path.read_text(encoding="utf-8")
     if text.count("{prompt}") != 1:
-        raise UserError(f"--template {spec} must contain {{prompt}} exactly once (where the prompt goes)")
+        raise UserError(f"template {spec} must contain {{prompt}} exactly once (where the prompt goes)")
     return text
 
 

@@ -7,7 +7,8 @@ from edgedistill.config import DistillConfig
 from edgedistill.hf import load_model
 from edgedistill.pipeline.data import Packed
 from edgedistill.pipeline.distill.losses import distillation_loss
-from edgedistill.pipeline.distill.on_policy import OnPolicyTrainer, is_on_policy_step, sample_continuations
+from edgedistill.pipeline.distill.on_policy import (OnPolicyTrainer, is_on_policy_step, on_policy_metrics,
+                                                    sample_continuations)
 
 
 def test_the_lmbda_coin_is_seeded_and_fair():
@@ -52,4 +53,12 @@ def test_an_on_policy_step_trains_on_student_samples_with_the_reference_loss(tin
     plain, _ = distillation_loss(reference(batch.ids).logits[:, :-1].reshape(labels.numel(), -1), teacher_logits, labels,
                                  alpha=0.7, temperature=1.0, objective="jsd", beta=0.5)
     torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-6)
-    assert trainer.on_policy_steps == 1 and trainer.generated_tokens == int(batch.targets.sum())
+    assert trainer._counts == {"generated_tokens": int(batch.targets.sum())}
+
+
+def test_run_metrics_count_every_logged_step_so_a_resumed_run_reports_the_whole_run():
+    log = [{"step": 1, "on_policy": True, "generated_tokens": 10, "aligned_positions": 8, "scored_positions": 10},
+           {"step": 2, "on_policy": False},
+           {"step": 3, "on_policy": True, "generated_tokens": 6, "aligned_positions": 10, "scored_positions": 10}]
+    assert on_policy_metrics(log) == {"on_policy_steps": 2, "on_policy_generated_tokens": 16,
+                                      "on_policy_topk_aligned_share": 0.9}

@@ -20,6 +20,14 @@ def check_mode(distill, data) -> None:
                             "set distill.teacher_topk to 1-20 (APIs return at most 20 alternatives)")
         if distill.temperature != 1.0:
             raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with distill.teacher_api")
+    if (distill.template or distill.cot_tasks) and distill.mode != "sequence":
+        raise UserError("distill.template and distill.cot_tasks shape the teacher's responses: set distill.mode=sequence")
+    if distill.cot_tasks and not distill.template:
+        raise UserError("distill.cot_tasks trains on rationale and answer, which need distill.template (e.g. step-by-step)")
+    if distill.template:
+        from edgedistill.datagen.templates import load_template
+
+        load_template(distill.template)
     if distill.mode == "sequence":
         if distill.objective != "forward_kl" or distill.temperature != 1.0:
             raise UserError("distill.mode=sequence trains on the teacher's top-k log-probabilities at T = 1 (sparse "

@@ -74,26 +74,23 @@ class OnPolicyTrainer(Trainer):
         if self.teacher is None and token_map is None:
             raise ValueError("on-policy KD needs the online teacher or an API teacher (it scores new samples)")
         self.eos = eos_token_id
-        self.on_policy_steps = self.generated_tokens = 0
-        self.live_aligned = self.live_positions = 0
         self._live: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._counts: dict[str, int] = {}  # this step's generated tokens (and API-aligned positions), for its log row
 
     def batch_for(self, step: int, indices: torch.Tensor, batch: Packed) -> Packed:
-        cfg, self._live = self.cfg, None
+        cfg, self._live, self._counts = self.cfg, None, {}
         if not is_on_policy_step(step, self.seed, cfg.lmbda):
             return batch
         ids, targets = sample_continuations(self.student, batch.ids[:, :cfg.prompt_tokens],
                                             min(cfg.response_tokens, batch.ids.shape[1] - cfg.prompt_tokens),
                                             cfg.sample_temperature, self.eos, seed=self.seed * 1_000_003 + step)
-        self.on_policy_steps += 1
-        self.generated_tokens += int(targets.sum())
+        self._counts["generated_tokens"] = int(targets.sum())
         if self.token_map is not None:
             from edgedistill.pipeline.distill.api_teacher import score_live
 
             top_ids, top_lps, aligned = score_live(cfg, ids, self.token_map)
             self._live = {int(w): (top_ids[i], top_lps[i]) for i, w in enumerate(indices)}
-            self.live_aligned += aligned
-            self.live_positions += ids.shape[0] * (ids.shape[1] - 1)
+            self._counts.update(aligned_positions=aligned, scored_positions=ids.shape[0] * (ids.shape[1] - 1))
         return Packed(ids, targets)
 
     def _teacher_kwargs(self, window_ids: torch.Tensor, ids: torch.Tensor, want_states: bool):
@@ -107,4 +104,15 @@ class OnPolicyTrainer(Trainer):
     def step(self, step: int) -> dict:
         row = super().step(step)
         row["on_policy"] = is_on_policy_step(step, self.seed, self.cfg.lmbda)
+        row.update(self._counts)
         return row
+
+
+def on_policy_metrics(log: list[dict]) -> dict:
+    """Counts over the whole run's log rows (a resumed run's too)."""
+    metrics = {"on_policy_steps": sum(1 for row in log if row.get("on_policy")),
+               "on_policy_generated_tokens": sum(row.get("generated_tokens", 0) for row in log)}
+    scored = sum(row.get("scored_positions", 0) for row in log)
+    if scored:
+        metrics["on_policy_topk_aligned_share"] = sum(row.get("aligned_positions", 0) for row in log) / scored
+    return metrics

@@ -20,7 +20,8 @@ import torch
 
 from edgedistill.datagen.api import Sampling, Teacher
 from edgedistill.datagen.filters import ResponseFilter, finish_row
-from edgedistill.datagen.store import Request, answered_rows, read_requests
+from edgedistill.datagen.store import Request, answered_rows, prompt_digest, read_requests
+from edgedistill.datagen.templates import apply_template, load_template
 from edgedistill.errors import UserError
 
 RESPONSES_FOLDER = "teacher-responses"
@@ -38,11 +39,26 @@ def sampling_of(distill_cfg, seed: int) -> Sampling:
                     top_logprobs=distill_cfg.sequence_topk, seed=seed)
 
 
-def responses_file(folder: Path, teacher_id: str, requests: list[Request], sampling: Sampling) -> Path:
-    """Where these prompts' responses from this teacher with these settings live."""
-    digest = hashlib.sha256(json.dumps([teacher_id, sampling.__dict__, [[r.id, r.row] for r in requests]],
-                                       sort_keys=True).encode()).hexdigest()[:16]
+def responses_file(folder: Path, teacher_id: str, sampling: Sampling) -> Path:
+    """Where this teacher's responses with these settings live. Rows are keyed by prompt
+    content (:func:`content_keyed`), so one file serves any prompt set: added prompts are
+    the only ones answered, and an edited prompt is a new one."""
+    digest = hashlib.sha256(json.dumps([teacher_id, sampling.__dict__], sort_keys=True).encode()).hexdigest()[:16]
     return folder / RESPONSES_FOLDER / f"{digest}.jsonl"
+
+
+def content_keyed(requests: list[Request]) -> list[Request]:
+    """Each request's id extended by a digest of what is sent, so a prompt edited under the
+    same id (or a window whose text changed with the data) is never answered from the cache."""
+    return [Request(f"{r.id}:{prompt_digest(r.row)}", r.row) for r in requests]
+
+
+def read_prompt_rows(path: Path) -> list[Request]:
+    """``distill.prompts``: 'prompt' rows (chat 'messages' are not supported here)."""
+    requests = read_requests(path)
+    if any("prompt" not in r.row for r in requests):
+        raise UserError(f"distill.prompts {path}: sequence mode takes 'prompt' rows (not chat 'messages')")
+    return requests
 
 
 def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests: list[Request], folder: Path,
@@ -52,10 +68,11 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
     from edgedistill.datagen import api, local
 
     sampling = sampling_of(distill_cfg, seed)
-    keep = ResponseFilter()
+    cot = bool(distill_cfg.template)
+    keep = ResponseFilter(require_answer=cot)
 
     def finish(row: dict) -> dict:
-        return finish_row(row, keep, cot=False)
+        return finish_row(row, keep, cot=cot)
 
     def say(progress) -> None:
         done = progress.answered + progress.skipped + len(progress.failed)
@@ -65,14 +82,14 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
     if distill_cfg.teacher_api:
         teacher = Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
                           os.environ.get(distill_cfg.teacher_api_key_env) or None)
-        path = responses_file(folder, f"api:{teacher.base_url}:{teacher.model}", requests, sampling)
+        path = responses_file(folder, f"api:{teacher.base_url}:{teacher.model}", sampling)
         progress = api.generate(requests, path, teacher, sampling, retries=distill_cfg.teacher_api_retries, finish=finish,
                                 on_row=say)
         if progress.failed:
             raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at distill.teacher_api "
                             f"(first: {progress.failed[0]}); fix the API and rerun: answered prompts are kept")
     else:
-        path = responses_file(folder, f"local:{teacher_hash}", requests, sampling)
+        path = responses_file(folder, f"local:{teacher_hash}", sampling)
         missing = {r.id for r in requests} - {row["id"] for row in answered_rows(path)}
         teacher = local.LocalTeacher(teacher_dir) if missing else None  # loaded only when there is work
         progress = local.generate(requests, path, teacher, sampling, batch_size=32, finish=finish, on_row=say)
@@ -88,14 +105,16 @@ def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder:
 
     distill_cfg, seed = cfg["distill"], cfg["seed"]
     if distill_cfg.prompts:
-        requests = read_requests(Path(distill_cfg.prompts).expanduser())
-        if any("prompt" not in r.row for r in requests):
-            raise UserError(f"distill.prompts {distill_cfg.prompts}: sequence mode takes 'prompt' rows (not chat 'messages')")
+        requests = read_prompt_rows(Path(distill_cfg.prompts).expanduser())
     else:
         requests = window_prompts(data_train.ids, tokenizer, distill_cfg.sequence_prompts, distill_cfg.prompt_tokens, seed)
+    template = load_template(distill_cfg.template)
+    if template:  # the teacher reasons, then answers; rows keep the two apart (distill.cot_tasks trains on both)
+        requests = [Request(r.id, apply_template(template, r.row)) for r in requests]
+    requests = content_keyed(requests)
     path, info = ensure_responses(distill_cfg, teacher_artifact.model_dir, teacher_artifact.hash, requests, folder, seed)
-    wanted = {r.id for r in requests}
-    rows = [row for row in answered_rows(path) if row["id"] in wanted]
+    order = {r.id: index for index, r in enumerate(requests)}  # request order, not completion order: reproducible
+    rows = sorted((row for row in answered_rows(path) if row["id"] in order), key=lambda row: order[row["id"]])
     kept = [row for row in rows if row.get("kept", True)]
     if not kept:
         raise UserError(f"the filter kept none of the teacher's {len(rows)} responses ({path}); see their 'filter' field")

@@ -122,9 +122,9 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         if not distill_cfg.teacher_api:  # comparable with the other modes: the data's held-out windows, full teacher
             quality.update(heldout_against_teacher(trainer.student, teacher_artifact, data_heldout, vocab_size))
     if distill_cfg.mode == "on_policy":
-        mode_metrics.update(on_policy_steps=trainer.on_policy_steps, on_policy_generated_tokens=trainer.generated_tokens)
-        if trainer.live_positions:
-            mode_metrics["on_policy_topk_aligned_share"] = trainer.live_aligned / trainer.live_positions
+        from edgedistill.pipeline.distill.on_policy import on_policy_metrics
+
+        mode_metrics.update(on_policy_metrics(result.log))
     student = trainer.student.cpu()
     metrics = {
         "student_params": count_parameters(student),
