@@ -47,8 +47,10 @@ def sample_continuations(model, prompts: torch.Tensor, new_tokens: int, temperat
         sample = temperature > 0
         out = model.generate(prompts.to(device), attention_mask=torch.ones_like(prompts, device=device),
                              max_new_tokens=new_tokens, do_sample=sample, temperature=temperature if sample else None,
-                             top_k=0 if sample else None, top_p=1.0 if sample else None, pad_token_id=eos,
-                             eos_token_id=eos)
+                             top_k=0 if sample else None, top_p=1.0 if sample else None, eos_token_id=eos,
+                             # no padding here (full attention mask); a pad id other than EOS keeps generate from
+                             # mistaking a window that ends on a document's EOS for right padding
+                             pad_token_id=model.config.pad_token_id if model.config.pad_token_id is not None else eos)
     finally:
         model.train(training)
     generated = out[:, prompts.shape[1]:].cpu()
