@@ -59,6 +59,7 @@ def sample_continuations(model, prompts: torch.Tensor, new_tokens: int, temperat
         generated = torch.cat([generated, pad], 1)
     is_eos = generated == eos
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
+    generated = torch.where(after_eos, torch.full_like(generated, eos), generated)  # generate pads there
     targets = torch.cat([torch.zeros_like(prompts, dtype=torch.bool), ~after_eos], 1)
     return torch.cat([prompts, generated], 1), targets
 
