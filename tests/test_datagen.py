@@ -176,8 +176,10 @@ def test_chain_of_thought_template_keeps_rationale_and_answer_apart_and_prices_t
                      "--template", "step-by-step", "--api-price", "small-api"]) == 0
     rows = rows_of(out)
     assert len(rows) == 4 and all(row["kept"] for row in rows)
-    assert rows[0]["prompt"].startswith("The json module\nLet's think step by step")
-    assert rows[0]["rationale"] == "The module is json.\nIt parses text." and rows[0]["answer"] == "it encodes JSON"
+    assert sorted(row["prompt"].split("\n")[0] for row in rows) == sorted(set(PROMPTS))  # rows land as answered
+    assert all(row["prompt"].split("\n", 1)[1].startswith("Let's think step by step") for row in rows)
+    assert all(row["rationale"] == "The module is json.\nIt parses text." and row["answer"] == "it encodes JSON"
+               for row in rows)
     summary = json.loads(summary_path(out).read_text())
     assert summary["total_usd"] == pytest.approx(4 * (30 * 0.15 + 12 * 0.60) / 1e6)
 
