@@ -110,6 +110,19 @@ class Writer:
         self.handle.close()
 
 
+def progress_printer(label: str, every: int = 64):
+    """An ``on_row`` callback printing "label: done/total" to stderr every ``every`` answers
+    and at the end (build logs of long teacher phases)."""
+    import sys
+
+    def say(progress: Progress) -> None:
+        done = progress.answered + progress.skipped + len(progress.failed)
+        if done == progress.total or progress.answered % every == 0:
+            print(f"{label}: {done}/{progress.total}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def totals(out: Path) -> dict:
     """Counts and tokens over every row in the output (all runs so far)."""
     rows = answered_rows(out)

@@ -26,17 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgedistill.datagen import api
-from edgedistill.datagen.store import Request, answered_rows
+from edgedistill.datagen.store import Request, answered_rows, progress_printer
 from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
-from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap
+from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap, set_sparse
 
 SCORES_FOLDER = "teacher-scores"
 
@@ -68,12 +67,8 @@ def topk_from_scores(ids: torch.Tensor, scores: list[list[dict]], k: int, token_
                     dist[token] = float(logprob)
             if not dist and entry.get("logprob") is not None:
                 dist[wanted] = float(entry["logprob"])
-            best = sorted(dist.items(), key=lambda item: -item[1])[:k]
-            if best:
-                top_ids[row, position, :len(best)] = [t for t, _ in best]
-                top_ids[row, position, len(best):] = best[0][0]  # padding: zero mass on a counted token
-                top_lps[row, position, :len(best)] = [lp for _, lp in best]
-                top_lps[row, position, len(best):] = LOGPROB_FLOOR
+            if dist:
+                set_sparse(top_ids[row, position], top_lps[row, position], sorted(dist.items(), key=lambda item: -item[1]))
                 aligned += 1
     return top_ids, top_lps, aligned
 
@@ -86,13 +81,8 @@ def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) 
     path = folder / SCORES_FOLDER / f"{digest}.jsonl"
     requests = [Request(f"w{i}", {"prompt": row.tolist()}) for i, row in enumerate(windows)]
 
-    def say(progress) -> None:
-        done = progress.answered + progress.skipped + len(progress.failed)
-        if done == progress.total or progress.answered % 64 == 0:
-            print(f"teacher API scoring: {done}/{progress.total} windows", file=sys.stderr, flush=True)
-
     progress = api.generate(requests, path, teacher, api.Sampling(max_tokens=1, top_logprobs=k, echo=True),
-                            retries=distill_cfg.teacher_api_retries, on_row=say)
+                            retries=distill_cfg.teacher_api_retries, on_row=progress_printer("teacher API scoring"))
     if progress.failed:
         raise UserError(f"{len(progress.failed)} of {progress.total} windows failed at distill.teacher_api "
                         f"(first: {progress.failed[0]}); fix the API and rerun: scored windows are kept")

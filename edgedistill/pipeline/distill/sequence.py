@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from edgedistill.datagen.api import Sampling, Teacher
 from edgedistill.datagen.filters import ResponseFilter, finish_row
-from edgedistill.datagen.store import Request, answered_rows, prompt_digest, read_requests
+from edgedistill.datagen.store import Request, answered_rows, progress_printer, prompt_digest, read_requests
 from edgedistill.datagen.templates import apply_template, load_template
 from edgedistill.errors import UserError
 
@@ -69,15 +68,11 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
 
     sampling = sampling_of(distill_cfg, seed)
     cot = bool(distill_cfg.template)
+    say = progress_printer("teacher responses")
     keep = ResponseFilter(require_answer=cot)
 
     def finish(row: dict) -> dict:
         return finish_row(row, keep, cot=cot)
-
-    def say(progress) -> None:
-        done = progress.answered + progress.skipped + len(progress.failed)
-        if done == progress.total or progress.answered % 64 == 0:
-            print(f"teacher responses: {done}/{progress.total}", file=sys.stderr, flush=True)
 
     if distill_cfg.teacher_api:
         teacher = Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,

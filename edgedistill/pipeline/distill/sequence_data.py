@@ -149,6 +149,16 @@ class SparseTeacher:
         return float(np.clip(1.0 - mass, 0.0, 1.0).mean())
 
 
+def set_sparse(ids_row: np.ndarray, logprobs_row: np.ndarray, dist: list[tuple[int, float]]) -> None:
+    """Write a sparse teacher distribution (most likely first) into one (k,) row pair; the
+    slots it does not fill repeat its first token at ~0 mass (zero mass on a counted token)."""
+    dist = dist[:len(ids_row)]
+    ids_row[:len(dist)] = [t for t, _ in dist]
+    logprobs_row[:len(dist)] = [lp for _, lp in dist]
+    ids_row[len(dist):] = dist[0][0]
+    logprobs_row[len(dist):] = LOGPROB_FLOOR
+
+
 def pack(examples: list[Example], seq_len: int, k: int, validation_fraction: float, seed: int):
     """(train Packed, held-out Packed, SparseTeacher over train then held-out windows)."""
     ids = [t for e in examples for t in e.ids]
@@ -163,11 +173,7 @@ def pack(examples: list[Example], seq_len: int, k: int, validation_fraction: flo
     top_lps[:, 0] = 0.0
     for position, dist in enumerate(dists):
         if dist:
-            dist = dist[:k]
-            top_ids[position, :len(dist)] = [t for t, _ in dist]
-            top_lps[position, :len(dist)] = [lp for _, lp in dist]
-            top_ids[position, len(dist):] = dist[0][0]  # padding slots: zero mass on a token already counted
-            top_lps[position, len(dist):] = LOGPROB_FLOOR
+            set_sparse(top_ids[position], top_lps[position], dist)
     cut = count * seq_len
     window_ids = torch.tensor(ids[:cut]).view(count, seq_len)
     window_targets = torch.tensor(targets[:cut]).view(count, seq_len)
