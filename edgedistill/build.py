@@ -45,7 +45,9 @@ STAGES: tuple[Stage, ...] = (
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
                           "recipe_name": r.name, "prompts_content": pre["prompts_content"]},
           extras=lambda r: {"checkpoint": r.checkpoint}),
-    Stage("export", "edgedistill.pipeline.export", lambda r, pre: {"export": r.export}),
+    Stage("export", "edgedistill.pipeline.export",
+          lambda r, pre: {"export": r.export, "calibration": r.export.calibration or r.data.path,
+                          "calibration_content": pre["calibration_content"]}),
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
     Stage("bench", "edgedistill.pipeline.bench",
           lambda r, pre: {"bench": r.bench, "seq_len": r.data.seq_len, "data": r.data, "seed": r.seed,
@@ -65,8 +67,10 @@ def preflight(recipe: Recipe) -> dict:
 
     source = resolve_source(recipe.teacher)
     check_sequence_budget(recipe, source)
+    calibration = recipe.export.calibration or recipe.data.path
     return {"teacher_source": source, "data_content": _content(data_files(recipe.data.path)),
-            "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe))}
+            "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe)),
+            "calibration_content": _content(data_files(calibration, "export.calibration"))}
 
 
 def _content(files: list[Path]) -> list:

@@ -140,13 +140,15 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache): fp32, int8 (dynamic), int4 / "
-                                 "int8_nbits (weight-only MatMulNBits)",
+    onnx: tuple[str, ...] = knob(("fp32",), "ONNX variants to export (with KV cache): fp32, int8 / int4 (weight-only "
+                                 "MatMulNBits; int4 fitted by HQQ), int8_dynamic (activations quantized at run time)",
                                  choices=registry("edgedistill.exporters.formats:ONNX_QUANTIZATIONS"))
     onnx_block_size: int = knob(32, "input channels per quantization block of the MatMulNBits variants (power of 2, >= 16)",
                                 low=16)
     gguf: tuple[str, ...] = knob(("f16",), "GGUF quantization types to write for llama.cpp",
                                  choices=registry("edgedistill.exporters.formats:GGUF_QUANTIZATIONS"))
+    calibration: str = knob("", "text the importance matrix of the q4/q5/q6 GGUF types is measured on (same forms as "
+                                "data.path; empty = data.path)")
 
 
 @dataclass(frozen=True)

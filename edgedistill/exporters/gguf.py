@@ -1,30 +1,32 @@
 """GGUF writer for llama.cpp, driven by the architecture table in ``arch.py``.
 
-f32 / f16 / q8_0 / q4_0 are written from Python with gguf-py. One-dimensional tensors
-(norms, biases) stay f32, as llama.cpp expects. A 2-D tensor whose rows do not fit the
-quant block size is written f16. The k-quants (q4_k_m, q5_k_m, q6_k) are made by
-llama.cpp's own quantizer from an f32 file we write; their 256-wide super-blocks need
-every weight row to be a multiple of 256, which is checked first (llama.cpp would fall
-back silently). The per-tensor types in the manifest are read back from the written file.
+Every 2-D weight gets the GGML type its quantization's ``TensorMix`` names (llama.cpp's
+per-tensor recipe: the output projection at 6 bits, some attn_v/ffn_down at 6 bits in the
+``_M`` types), quantized by llama.cpp's own ``ggml_quantize_chunk`` (``ggml_quant``) with
+an importance matrix measured on calibration text where the quantization asks for one.
+One-dimensional tensors (norms, biases) stay f32, as llama.cpp expects. A type whose
+blocks do not divide a tensor's rows (k-quants block 256 input channels, the rest 32)
+falls back as llama.cpp's quantizer does (``GGML_FALLBACK``: Q4_K -> Q5_0, Q6_K -> Q8_0,
+...); every fallen-back tensor is listed with its actual type in the returned facts (and
+so the manifest and report). The per-tensor type counts are read back from the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
+import re
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgedistill.errors import UserError
 from edgedistill.exporters.arch import ArchSpec, arch_spec, gguf_tensor_name
-from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
+from edgedistill.exporters.formats import GGML_FALLBACK, GGUF_QUANTIZATIONS
 from edgedistill.hf import head_dim_of
 
-_FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0"}
+_LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
 def permute_for_llama_rope(weight: np.ndarray, num_heads: int, head_dim: int) -> np.ndarray:
@@ -42,21 +44,22 @@ class StudentGGUFWriter:
     raises ``RuntimeError`` naming the state it expected.
     """
 
-    def __init__(self, model_dir: Path, out_path: Path, quantization: str, label: str | None = None):
-        """``label``: the quantization recorded in the file's ``edgedistill.quantization`` key
-        (the final type when this f32 file is the input of llama.cpp's quantizer)."""
+    def __init__(self, model_dir: Path, out_path: Path, quantization: str, importance: dict | None = None):
+        """``importance``: {HF weight name: (in_features,) mean squared input}, from
+        ``importance_matrix``; used by the types that take one, ignored by the others."""
         import gguf
 
-        if quantization not in GGUF_QUANTIZATIONS or GGUF_QUANTIZATIONS[quantization].ggml_type is None:
-            writable = [name for name, q in GGUF_QUANTIZATIONS.items() if q.ggml_type]
-            raise UserError(f"the Python GGUF writer writes {', '.join(writable)}, not '{quantization}'")
+        if quantization not in GGUF_QUANTIZATIONS:
+            raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
         self.model_dir, self.out_path, self.quantization = Path(model_dir), Path(out_path), quantization
-        self.label = label or quantization
+        self.quant = GGUF_QUANTIZATIONS[quantization]
+        self.importance = importance or {}
         self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
         self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""), self.config)
-        self.qtype = gguf.GGMLQuantizationType[GGUF_QUANTIZATIONS[quantization].ggml_type]
+        self.tied = bool(self.config.get("tie_word_embeddings"))
         self.writer = gguf.GGUFWriter(self.out_path, self.spec.gguf_arch)
         self.tensor_types: Counter[str] = Counter()
+        self.fallbacks: list[dict] = []
         self.state = "new"
 
     def _advance(self, expected: str, new: str) -> None:
@@ -94,9 +97,9 @@ class StudentGGUFWriter:
             w.add_rope_scaling_factor(float(scaling["factor"]))
         w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
         w.add_vocab_size(cfg["vocab_size"])
-        w.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[self.qtype.name]))
+        w.add_file_type(getattr(gguf.LlamaFileType, self.quant.file_type))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_string("edgedistill.quantization", self.label)
+        w.add_string("edgedistill.quantization", self.quantization)
 
     def add_tokenizer(self) -> None:
         """Tokenizer metadata by kind (``TOKENIZER_KINDS``): byte-level BPE as llama.cpp's
@@ -188,9 +191,17 @@ class StudentGGUFWriter:
         for file in files:
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
-                    if name == "lm_head.weight" and self.config.get("tie_word_embeddings"):
+                    if name == "lm_head.weight" and self.tied:
                         continue  # llama.cpp reuses token_embd when output.weight is absent
-                    self._add_tensor(gguf_tensor_name(self.spec, name), self._prepared(name, handle.get_tensor(name)))
+                    gguf_name = gguf_tensor_name(self.spec, name)
+                    self._add_tensor(gguf_name, self._prepared(name, handle.get_tensor(name)), self._importance_of(name))
+
+    def _importance_of(self, hf_name: str):
+        if not self.quant.importance:
+            return None
+        if hf_name == "model.embed_tokens.weight" and not self.tied:
+            return None  # an untied embedding is a lookup table: no input activations weigh its columns
+        return self.importance.get(hf_name)
 
     def _prepared(self, hf_name: str, tensor) -> np.ndarray:
         array = tensor.float().numpy()
@@ -201,19 +212,36 @@ class StudentGGUFWriter:
             array = permute_for_llama_rope(array, kv_heads, self.head_dim)
         return array
 
-    def _add_tensor(self, name: str, array: np.ndarray) -> None:
+    def _tensor_type(self, name: str, array: np.ndarray):
+        """The mix's type for this tensor, after llama.cpp's fallback for rows it cannot block."""
         import gguf
 
-        qtype = self.qtype if array.ndim == 2 else gguf.GGMLQuantizationType.F32
-        block = gguf.GGML_QUANT_SIZES[qtype][0]
-        if array.shape[-1] % block:
-            qtype = gguf.GGMLQuantizationType.F16  # rows too short for this block size
+        if array.ndim != 2:
+            return gguf.GGMLQuantizationType.F32
+        layer = _LAYER.match(name)
+        wanted = self.quant.mix.type_for(name, int(layer.group(1)) if layer else None,
+                                         self.config["num_hidden_layers"], self.tied)
+        actual = wanted
+        while gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[actual]][0] > 1 and \
+                array.shape[1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[actual]][0]:
+            actual = GGML_FALLBACK[actual]
+        if actual != wanted:
+            self.fallbacks.append({"tensor": name, "wanted": wanted.lower(), "actual": actual.lower(),
+                                   "row": int(array.shape[1])})
+        return gguf.GGMLQuantizationType[actual]
+
+    def _add_tensor(self, name: str, array: np.ndarray, importance: np.ndarray | None = None) -> None:
+        import gguf
+
+        from edgedistill.exporters.ggml_quant import quantize
+
+        qtype = self._tensor_type(name, array)
         if qtype == gguf.GGMLQuantizationType.F32:
             self.writer.add_tensor(name, array.astype(np.float32))
         elif qtype == gguf.GGMLQuantizationType.F16:
             self.writer.add_tensor(name, array.astype(np.float16))
         else:
-            self.writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+            self.writer.add_tensor(name, quantize(array, qtype, importance), raw_dtype=qtype)
         self.tensor_types[qtype.name.lower()] += 1
 
     def close(self) -> dict:
@@ -222,7 +250,8 @@ class StudentGGUFWriter:
         self.writer.write_kv_data_to_file()
         self.writer.write_tensors_to_file()
         self.writer.close()
-        return {"gguf_arch": self.spec.gguf_arch, "tensor_types": dict(sorted(self.tensor_types.items()))}
+        return {"gguf_arch": self.spec.gguf_arch, "tensor_types": dict(sorted(self.tensor_types.items())),
+                "fallbacks": self.fallbacks}
 
 
 def tokenizer_kind(data: dict) -> str | None:
@@ -240,77 +269,24 @@ def tokenizer_kind(data: dict) -> str | None:
 TOKENIZER_KINDS = {"gpt2": StudentGGUFWriter._add_gpt2_bpe, "llama": StudentGGUFWriter._add_sentencepiece_bpe}
 
 
-def export_gguf(model_dir: Path, out_path: Path, quantization: str) -> dict:
+def export_gguf(model_dir: Path, out_path: Path, quantization: str, importance: dict | None = None) -> dict:
     """Write ``model_dir`` as a GGUF file; returns facts for the manifest (arch, tensor types
-    read back from the written file)."""
+    read back from the written file, fallen-back tensors). The file is written beside its
+    target and renamed into place, so a failed export leaves nothing behind."""
     if quantization not in GGUF_QUANTIZATIONS:
         raise UserError(f"unknown GGUF quantization '{quantization}'; supported: {', '.join(GGUF_QUANTIZATIONS)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    spec = GGUF_QUANTIZATIONS[quantization]
-    if spec.llama_ftype is None:
-        facts = _write(model_dir, out_path, quantization)
-    else:
-        source = out_path.with_name(f".{out_path.name}.f32")
-        try:
-            facts = _write(model_dir, source, "f32", label=quantization)
-            check_rows(source, quantization)
-            _llama_quantize(source, out_path, spec.llama_ftype)
-        finally:
-            source.unlink(missing_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        writer = StudentGGUFWriter(model_dir, partial, quantization, importance)
+        writer.add_metadata()
+        writer.add_tokenizer()
+        writer.add_tensors()
+        facts = writer.close()
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return {**facts, "tensor_types": tensor_types(out_path)}
-
-
-def _write(model_dir: Path, out_path: Path, quantization: str, label: str | None = None) -> dict:
-    writer = StudentGGUFWriter(model_dir, out_path, quantization, label)
-    writer.add_metadata()
-    writer.add_tokenizer()
-    writer.add_tensors()
-    return writer.close()
-
-
-def check_rows(path: Path, quantization: str) -> None:
-    """UserError when a 2-D weight's rows do not fit ``quantization``'s blocks (llama.cpp
-    would silently fall back to another type for those tensors)."""
-    import gguf
-
-    multiple = GGUF_QUANTIZATIONS[quantization].row_multiple
-    for tensor in gguf.GGUFReader(path).tensors:
-        if len(tensor.shape) == 2 and int(tensor.shape[0]) % multiple:
-            fits = [name for name, q in GGUF_QUANTIZATIONS.items() if q.row_multiple <= 32]
-            raise UserError(f"GGUF {quantization} needs every weight row to be a multiple of {multiple}, but "
-                            f"'{tensor.name}' has rows of {int(tensor.shape[0])}; prune with prune.round_to={multiple} "
-                            f"or export one of: {', '.join(fits)}")
-
-
-@contextmanager
-def _quiet_native_output():
-    """llama.cpp's quantizer prints a line per tensor from C: send fds 1 and 2 to /dev/null."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
-def _llama_quantize(source: Path, target: Path, ftype: str) -> None:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, ftype)
-    params.nthread = os.cpu_count() or 1
-    with _quiet_native_output():
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
-    if status != 0 or not target.is_file():
-        target.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp's quantizer failed ({status}) making {target.name}")
 
 
 def tensor_types(path: Path) -> dict[str, int]:

@@ -2,8 +2,9 @@
 
 On fixed token ids (``PARITY_TEXTS`` tokenized and repeated to ``positions`` tokens) the
 artifact's logits, computed through ``edgedistill.runtime``, are compared with torch's:
-max |dlogit|, mean KL(p_torch || p_artifact) per position (nats, T=1), and top-1
-agreement. Greedy continuations of each text's first tokens must match for lossless
+max |dlogit| relative to the reference's logit range (so one bound holds for a 64-wide toy
+and a real model whose logits span 40 nats), mean KL(p_torch || p_artifact) per position
+(nats, T=1), and top-1 agreement. Greedy continuations of each text's first tokens must match for lossless
 formats, and the runtime's tokenizer must give the HF tokenizer's ids. Thresholds come
 from ``formats.py`` and are written into the result next to the measured values.
 """
@@ -43,11 +44,16 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """(T, V) reference vs (T, V) candidate -> max |d|, mean KL(ref || cand), top-1 agreement."""
+    """(T, V) reference vs (T, V) candidate -> max |d|, max |d| / (max - min of the reference),
+    mean KL(ref || cand), top-1 agreement."""
     ref_logprobs, cand_logprobs = log_softmax(reference), log_softmax(candidate)
     kl = (np.exp(ref_logprobs) * (ref_logprobs - cand_logprobs)).sum(axis=-1)  # (T,)
+    max_abs = float(np.abs(reference - candidate).max())
+    logit_range = float(reference.max() - reference.min())
     return {
-        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+        "max_abs_logit_diff": max_abs,
+        "logit_range": logit_range,
+        "max_rel_logit_diff": max_abs / logit_range if logit_range > 0 else math.inf,
         "mean_kl": float(kl.mean()),
         "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
     }
@@ -87,6 +93,8 @@ def check_artifact(student, tokenizer, path: Path, fmt: str, quantization: str, 
                 for ids in parity_token_ids(tokenizer, verify_cfg.positions)]
     result = {
         "max_abs_logit_diff": max(m["max_abs_logit_diff"] for m in measured),
+        "logit_range": min(m["logit_range"] for m in measured),
+        "max_rel_logit_diff": max(m["max_rel_logit_diff"] for m in measured),
         "mean_kl": float(np.mean([m["mean_kl"] for m in measured])),
         "top1_agreement": float(np.mean([m["top1_agreement"] for m in measured])),
         "greedy_match": True,
@@ -110,10 +118,11 @@ def judge(result: dict, thresholds) -> list[str]:
     Comparisons are written so that NaN fails them: a NaN logit is never "within" a bound.
     """
     failures = []
-    if not all(math.isfinite(result[key]) for key in ("max_abs_logit_diff", "mean_kl", "top1_agreement")):
+    if not all(math.isfinite(result[key]) for key in ("max_rel_logit_diff", "mean_kl", "top1_agreement")):
         failures.append("non-finite logits or metrics (NaN/inf) from the artifact")
-    if thresholds.max_abs_logit is not None and not result["max_abs_logit_diff"] <= thresholds.max_abs_logit:
-        failures.append(f"max |dlogit| {result['max_abs_logit_diff']:.3g} > {thresholds.max_abs_logit:g}")
+    if thresholds.max_rel_logit is not None and not result["max_rel_logit_diff"] <= thresholds.max_rel_logit:
+        failures.append(f"max |dlogit| {result['max_abs_logit_diff']:.3g} is {result['max_rel_logit_diff']:.3g} of the "
+                        f"logit range {result['logit_range']:.3g} > {thresholds.max_rel_logit:g}")
     if not result["mean_kl"] <= thresholds.max_mean_kl:
         failures.append(f"mean KL {result['mean_kl']:.3g} > {thresholds.max_mean_kl:g}")
     if not result["top1_agreement"] >= thresholds.min_top1:

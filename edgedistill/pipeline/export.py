@@ -15,7 +15,7 @@ from edgedistill.artifacts import Artifact, record_files
 OUTPUTS = ("onnx", "gguf")
 
 
-def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg) -> tuple[str, dict]:
+def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg, calibration) -> tuple[str, dict]:
     from edgedistill.exporters.onnx import export_onnx
 
     rel = f"onnx/{quantization}"
@@ -24,23 +24,45 @@ def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg) -
                             fp32_source=fp32 if (fp32 / "model.onnx").is_file() else None)
 
 
-def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg) -> tuple[str, dict]:
+def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg, calibration) -> tuple[str, dict]:
+    from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
     from edgedistill.exporters.gguf import export_gguf
 
     rel = f"gguf/student-{quantization}.gguf"
-    return rel, export_gguf(student_dir, root / rel, quantization)
+    if not GGUF_QUANTIZATIONS[quantization].importance:
+        return rel, export_gguf(student_dir, root / rel, quantization)
+    importance, tokens = calibration.measured()
+    facts = export_gguf(student_dir, root / rel, quantization, importance)
+    return rel, {**facts, "importance_matrix": {"text": calibration.spec, "tokens": tokens}}
 
 
-# format -> exporter(student_dir, build_root, quantization, ExportConfig) -> (relative path, facts)
-EXPORTERS: dict[str, Callable[[Path, Path, str, object], tuple[str, dict]]] = {"onnx": _export_onnx, "gguf": _export_gguf}
+class Calibration:
+    """The importance matrix of the student on the calibration text, measured on first use
+    and shared by every GGUF type of the stage."""
+
+    def __init__(self, student_dir: Path, spec: str):
+        self.student_dir, self.spec, self._measured = student_dir, spec, None
+
+    def measured(self) -> tuple[dict, int]:
+        if self._measured is None:
+            from edgedistill.exporters.importance_matrix import measure
+
+            self._measured = measure(self.student_dir, self.spec)
+        return self._measured
+
+
+# format -> exporter(student_dir, build_root, quantization, ExportConfig, Calibration) -> (relative path, facts)
+EXPORTERS: dict[str, Callable[[Path, Path, str, object, Calibration], tuple[str, dict]]] = {
+    "onnx": _export_onnx, "gguf": _export_gguf}
 
 
 def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
-    """cfg: {"export": ExportConfig}."""
+    """cfg: {"export": ExportConfig, "calibration": data spec of the importance-matrix text}."""
     exports = []
+    calibration = Calibration(inp.model_dir, cfg.get("calibration") or "builtin:tiny-corpus")
     for fmt, exporter in EXPORTERS.items():
         for quantization in getattr(cfg["export"], fmt):
-            rel, facts = exporter(inp.model_dir, out_dir, quantization, cfg["export"])
+            rel, facts = exporter(inp.model_dir, out_dir, quantization, cfg["export"], calibration)
             exports.append({"name": f"{fmt}-{quantization}", "format": fmt, "quantization": quantization, "path": rel, "facts": facts})
     present = [name for name in OUTPUTS if (out_dir / name).exists()]
     return Artifact("export", out_dir, record_files(out_dir, present), {"exports": exports}, {}, inp)

@@ -1,8 +1,10 @@
 """Teacher stage: materialize the teacher as an HF folder and count its parameters.
 
-``builtin:<name>`` builds a seeded tiny teacher into the build folder; a local folder is
-used in place (never copied or written to); a hub id is fetched into the Hugging Face
-cache first (on a connected machine).
+``builtin:<name>`` builds a seeded tiny teacher into the build folder, or names a real
+model shipped in a registry package (``REAL_MODEL_BUILTINS``); a local folder is used in
+place (never copied or written to); a ``.gguf`` file (and a real builtin, which is one) is
+dequantized once into a cached HF folder (``gguf_teacher``); a hub id is fetched into the
+Hugging Face cache first (on a connected machine).
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ def resolve_source(spec: str) -> dict:
     """
     from edgedistill.demo.tiny import TINY_TEACHERS
     from edgedistill.hf import check_architecture
+    from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS, import_gguf
 
-    if spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX):] in BUILTIN_FOLDERS:
+    name = spec[len(BUILTIN_PREFIX):] if spec.startswith(BUILTIN_PREFIX) else None
+    if name in REAL_MODEL_BUILTINS:
+        spec = str(import_gguf(REAL_MODEL_BUILTINS[name].locate()))
+    elif spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX):] in BUILTIN_FOLDERS:
         folder = BUILTIN_FOLDERS[spec[len(BUILTIN_PREFIX):]]
         if not (folder / "model.safetensors").is_file():
             raise UserError(f"the demo teacher is missing from {folder}; restore it from git or run python -m edgedistill.demo.train_teacher")
@@ -40,16 +46,18 @@ def resolve_source(spec: str) -> dict:
     elif spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
         if name not in TINY_TEACHERS:
-            allowed = ", ".join(BUILTIN_PREFIX + n for n in [*TINY_TEACHERS, *BUILTIN_FOLDERS])
+            allowed = ", ".join(BUILTIN_PREFIX + n for n in [*TINY_TEACHERS, *BUILTIN_FOLDERS, *REAL_MODEL_BUILTINS])
             raise UserError(f"teacher '{spec}' is not a builtin teacher; builtin: {allowed}")
         return {"kind": "builtin", "name": name}
     path = Path(spec).expanduser()
     if not path.exists() and _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         path = _download(spec)
-    if path.is_file():
-        raise UserError(f"teacher path '{spec}' is a file; give the HF model folder that holds config.json")
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        path = import_gguf(path)
+    elif path.is_file():
+        raise UserError(f"teacher path '{spec}' is a file; give the HF model folder that holds config.json, or a .gguf file")
     if not path.is_dir():
-        raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a hub id, or builtin:tiny-llama")
+        raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a .gguf file, a hub id, or builtin:tiny-llama")
     check_architecture(path)
     _check_loadable(path)
     files = [[f.path, f.sha256, f.bytes] for f in _model_files(path)]

@@ -48,7 +48,7 @@ def test_f32_gguf_reads_back_and_matches_torch_in_llama_cpp(fixture, arch, reque
     reader = GGUFReader(path)
     for key in REQUIRED_KEYS:
         assert key.format(arch=arch) in reader.fields, key
-    assert facts == {"gguf_arch": arch, "tensor_types": {"f32": len(reader.tensors)}}
+    assert facts == {"gguf_arch": arch, "tensor_types": {"f32": len(reader.tensors)}, "fallbacks": []}
     torch_model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     runtime_model = load(path)
     ids = list(range(3, 60))

@@ -15,7 +15,7 @@ from edgedistill.config import VerifyConfig
 from edgedistill.exporters.verify import check_artifact
 from edgedistill.hf import load_model, load_tokenizer
 
-ONNX = ("fp32", "int8", "int8_nbits", "int4")
+ONNX = ("fp32", "int8", "int4", "int8_dynamic")
 GGUF = ("f16", "q8_0", "q4_0")
 STEPS = 300
 

@@ -15,33 +15,35 @@ def test_compare_logits_golden():
 
     kl_first_row = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)  # KL(p || q); second row is 0
     assert measured["max_abs_logit_diff"] == np.log(3.0)
+    assert measured["logit_range"] == np.log(3.0)  # max - min of the reference
+    assert measured["max_rel_logit_diff"] == 1.0
     assert measured["top1_agreement"] == 0.5  # row 0: argmax 1 vs 0 (tie -> first); row 1 agrees
     assert np.isclose(measured["mean_kl"], kl_first_row / 2)
 
 
 def test_judge_lists_every_failed_threshold():
-    thresholds = ParityThresholds(max_abs_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
-    result = {"max_abs_logit_diff": 0.5, "mean_kl": 0.01, "top1_agreement": 0.9, "greedy_match": False, "tokenizer_match": False}
+    thresholds = ParityThresholds(max_rel_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
+    result = {"max_abs_logit_diff": 0.5, "logit_range": 50.0, "max_rel_logit_diff": 0.01, "mean_kl": 0.01, "top1_agreement": 0.9, "greedy_match": False, "tokenizer_match": False}
 
     failures = judge(result, thresholds)
 
     assert failures == [
-        "max |dlogit| 0.5 > 0.001", "mean KL 0.01 > 0.0001", "top-1 agreement 0.9000 < 0.99",
+        "max |dlogit| 0.5 is 0.01 of the logit range 50 > 0.001", "mean KL 0.01 > 0.0001", "top-1 agreement 0.9000 < 0.99",
         "greedy continuation differs from the PyTorch student", "runtime tokenizer ids differ from the HF tokenizer",
     ]
-    assert judge({**result, "max_abs_logit_diff": 0, "mean_kl": 0, "top1_agreement": 1, "greedy_match": True,
+    assert judge({**result, "max_abs_logit_diff": 0, "max_rel_logit_diff": 0, "mean_kl": 0, "top1_agreement": 1, "greedy_match": True,
                   "tokenizer_match": True}, thresholds) == []
 
 
 def test_nan_never_passes_the_gate():
-    thresholds = ParityThresholds(max_abs_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
+    thresholds = ParityThresholds(max_rel_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
     nan = float("nan")
-    result = {"max_abs_logit_diff": nan, "mean_kl": nan, "top1_agreement": 1.0, "greedy_match": True, "tokenizer_match": True}
+    result = {"max_abs_logit_diff": nan, "logit_range": 10.0, "max_rel_logit_diff": nan, "mean_kl": nan, "top1_agreement": 1.0, "greedy_match": True, "tokenizer_match": True}
 
     failures = judge(result, thresholds)
 
     assert failures[0] == "non-finite logits or metrics (NaN/inf) from the artifact"
-    assert "max |dlogit| nan > 0.001" in failures and "mean KL nan > 0.0001" in failures
+    assert "max |dlogit| nan is nan of the logit range 10 > 0.001" in failures and "mean KL nan > 0.0001" in failures
 
 
 def test_every_format_has_thresholds():
@@ -63,4 +65,4 @@ def test_gate_passes_the_right_model_and_rejects_another(tiny_llama_dir, tiny_qw
     assert right["device_ready"] and right["failures"] == [] and right["greedy_match"]
     assert not wrong["device_ready"]
     assert any(f.startswith("max |dlogit|") for f in wrong["failures"])
-    assert wrong["thresholds"]["max_abs_logit"] == 1e-3
+    assert wrong["thresholds"]["max_rel_logit"] == 1e-4
