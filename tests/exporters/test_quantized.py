@@ -139,3 +139,57 @@ def test_quantizing_an_existing_fp32_export_equals_exporting_from_scratch(tiny_l
     assert reused == fresh
     assert (tmp_path / "from-fp32" / "model.onnx").read_bytes() == (tmp_path / "fresh" / "model.onnx").read_bytes()
     assert sorted(p.name for p in (tmp_path / "fp32").iterdir()) == fp32_files  # the source is left as it was
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """SmolLM2-135M-Instruct as an HF folder (real weights, 576-wide rows), with its model and tokenizer."""
+    from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS, import_gguf
+
+    try:
+        folder = import_gguf(REAL_MODEL_BUILTINS["smollm2-135m-instruct"].locate())
+    except UserError as exc:
+        pytest.skip(str(exc))  # the real-models extra is not installed (CI installs it)
+    return folder, load_model(folder), load_tokenizer(folder)
+
+
+@pytest.mark.slow
+def test_real_weights_pass_the_4_bit_gguf_gates_only_with_the_importance_matrix_and_mix(smollm2, tmp_path):
+    import dataclasses
+
+    from edgedistill.exporters.formats import TensorMix
+    from edgedistill.exporters.gguf import export_gguf
+    from edgedistill.exporters.importance_matrix import measure
+
+    folder, model, tokenizer = smollm2
+    importance, tokens = measure(folder, "builtin:pydocs")
+    results = {}
+    for quantization in ("q4_k_m", "q4_0"):
+        facts = export_gguf(folder, tmp_path / f"{quantization}.gguf", quantization, importance)
+        results[quantization] = check_artifact(model, tokenizer, tmp_path / f"{quantization}.gguf", "gguf", quantization,
+                                               VerifyConfig())
+        assert results[quantization]["device_ready"], results[quantization]["failures"]
+    assert tokens == 8192
+    assert {f["actual"] for f in facts["fallbacks"]} == {"q8_0"}  # q4_0's Q6_K output on 576-wide rows
+    # plain rounding with every tensor at Q4_0 (the old export) is what the gate must catch
+    plain = dataclasses.replace(GGUF_QUANTIZATIONS["q4_0"], mix=TensorMix("Q4_0", output="Q6_K"), importance=False)
+    GGUF_QUANTIZATIONS["q4_0"], saved = plain, GGUF_QUANTIZATIONS["q4_0"]
+    try:
+        export_gguf(folder, tmp_path / "plain.gguf", "q4_0")
+        broken = check_artifact(model, tokenizer, tmp_path / "plain.gguf", "gguf", "q4_0", VerifyConfig())
+    finally:
+        GGUF_QUANTIZATIONS["q4_0"] = saved
+    assert not broken["device_ready"] and broken["mean_kl"] > 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_real_weights_pass_the_weight_only_onnx_gates(quantization, smollm2, tmp_path):
+    from edgedistill.exporters.onnx import export_onnx
+
+    folder, model, tokenizer = smollm2
+    export_onnx(folder, tmp_path / quantization, quantization)
+
+    result = check_artifact(model, tokenizer, tmp_path / quantization, "onnx", quantization, VerifyConfig())
+
+    assert result["device_ready"], result["failures"]

@@ -64,6 +64,7 @@ def trained_models(tmp_path_factory, tiny_llama_dir, tiny_mistral_dir, tiny_qwen
 @pytest.mark.parametrize("name", ["llama-tied", "mistral-untied", "qwen2-bias", "llama-pruned"])
 def test_every_format_of_a_trained_tiny_model_passes_its_gate(name, trained_models, tmp_path):
     from edgedistill.exporters.gguf import export_gguf
+    from edgedistill.exporters.importance_matrix import measure
     from edgedistill.exporters.onnx import export_onnx
 
     model_dir = trained_models[name]
@@ -73,9 +74,10 @@ def test_every_format_of_a_trained_tiny_model_passes_its_gate(name, trained_mode
     for quantization in ONNX:
         export_onnx(model_dir, tmp_path / quantization, quantization)
         results[f"onnx-{quantization}"] = check_artifact(model, tokenizer, tmp_path / quantization, "onnx", quantization, config)
+    importance, _ = measure(model_dir, "builtin:tiny-corpus")  # as the export stage does
     for quantization in GGUF:
         path = tmp_path / f"{quantization}.gguf"
-        export_gguf(model_dir, path, quantization)
+        export_gguf(model_dir, path, quantization, importance)
         results[f"gguf-{quantization}"] = check_artifact(model, tokenizer, path, "gguf", quantization, config)
 
     failed = {artifact: r["failures"] for artifact, r in results.items() if not r["device_ready"]}
