@@ -82,17 +82,37 @@ def _exit_code(manifest: dict) -> int:
     return 0 if manifest["status"] == "complete" else 1
 
 
+def fallback_lines(artifacts: list[dict]) -> list[str]:
+    """One line per GGUF artifact some of whose tensors got another type than its mix asked
+    for (rows that cannot hold the type's blocks), so "q4_k_m" is never silently mostly Q5_0."""
+    from collections import Counter
+
+    lines = []
+    for art in artifacts:
+        fallbacks = (art.get("facts") or {}).get("fallbacks") or []
+        if fallbacks:
+            kinds = Counter(f"{f['wanted']}->{f['actual']}" for f in fallbacks)
+            detail = ", ".join(f"{kind} x{count}" for kind, count in sorted(kinds.items()))
+            lines.append(f"{art['name']}: {len(fallbacks)} tensors fell back ({detail}) because their rows do not "
+                         "hold the type's blocks; each is listed in the manifest (facts.fallbacks)")
+    return lines
+
+
 def print_summary(manifest: dict, out_dir: Path) -> None:
     metrics = manifest["metrics"]
-    table = Table("artifact", "path", "bytes", "device ready", "top-1 vs torch", "max |dlogit|", "decode tok/s", title="artifacts")
+    table = Table("artifact", "path", "bytes", "device ready", "mean KL", "top-1 vs torch", "max |dlogit|", "decode tok/s",
+                  title="artifacts")
     for art in manifest["artifacts"]:
         parity = art["parity"] or {}
         table.add_row(
             art["name"], art["path"], f"{art['bytes']:,}", "yes" if art["device_ready"] else f"NO: {art['reason']}",
+            f"{parity.get('mean_kl', float('nan')):.2e}",
             f"{parity.get('top1_agreement', float('nan')):.4f}", f"{parity.get('max_abs_logit_diff', float('nan')):.2e}",
             f"{art['decode_tokens_per_s'] or 0:.0f}",
         )
     console.print(table)
+    for line in fallback_lines(manifest["artifacts"]):
+        console.print(line, highlight=False)
     console.print(quality_table(metrics))
     results_file = out_dir / "bench" / "results.json"
     if "bench" in manifest["stages"] and results_file.is_file():

@@ -21,7 +21,7 @@ def cli(*args, cwd=None):
         (["build", "--set", "distill.steps=many"], "recipe key 'distill.steps' must be int, got str 'many'"),
         (["build", "--set", "teacher=/no/such/teacher"], "teacher path '/no/such/teacher' does not exist"),
         (["build", "--set", "data.path=/no/such/text.txt"], "data.path '/no/such/text.txt' does not exist"),
-        (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (docs-assistant, tiny) nor a YAML file"),
+        (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (docs-assistant, smollm2-quantized, tiny) nor a YAML file"),
         (["build", "--set", "verify.positions=600"], "verify.positions needs 600 tokens of context but the teacher's context is 512"),
         (["build", "--set", "distill.learning_rate=.nan"], "recipe key 'distill.learning_rate' must be a finite number"),
         (["build", "--frobnicate"], "No such option: --frobnicate"),
@@ -214,3 +214,20 @@ def test_serve_on_a_taken_port_exits_2_with_one_line(tiny_llama_dir, tmp_path):
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use); pick another --port" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fallen_back_gguf_tensors_get_a_summary_line_each_artifact():
+    from edgedistill.cli import fallback_lines
+
+    artifacts = [
+        {"name": "gguf-q4_k_m", "facts": {"fallbacks": [
+            {"tensor": "blk.0.attn_q.weight", "wanted": "q4_k", "actual": "q5_0", "row": 576},
+            {"tensor": "blk.1.attn_q.weight", "wanted": "q4_k", "actual": "q5_0", "row": 576},
+            {"tensor": "token_embd.weight", "wanted": "q6_k", "actual": "q8_0", "row": 576}]}},
+        {"name": "gguf-f16", "facts": {"fallbacks": []}},
+        {"name": "onnx-fp32", "facts": {}},
+    ]
+
+    assert fallback_lines(artifacts) == [
+        "gguf-q4_k_m: 3 tensors fell back (q4_k->q5_0 x2, q6_k->q8_0 x1) because their rows do not hold the type's "
+        "blocks; each is listed in the manifest (facts.fallbacks)"]
