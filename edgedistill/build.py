@@ -63,10 +63,11 @@ def preflight(recipe: Recipe) -> dict:
     content hashes of the data files (so edited data is never mistaken for cached data).
     """
     from edgedistill.pipeline.data import data_files
-    from edgedistill.pipeline.teacher import check_sequence_budget, resolve_source
+    from edgedistill.pipeline.teacher import check_sequence_budget, check_stage_support, resolve_source
 
     source = resolve_source(recipe.teacher)
     check_sequence_budget(recipe, source)
+    check_stage_support(recipe, source)
     calibration = recipe.export.calibration or recipe.data.path
     return {"teacher_source": source, "data_content": _content(data_files(recipe.data.path)),
             "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe)),

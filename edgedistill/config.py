@@ -202,7 +202,7 @@ class BenchConfig:
 class Recipe:
     name: str = knob("custom", "label recorded in the manifest and the model card")
     description: str = knob("", "one line shown by `edgedistill recipes`")
-    teacher: str = knob("builtin:tiny-llama", "local HF folder, hub id, or builtin:tiny-llama / tiny-mistral / tiny-qwen2")
+    teacher: str = knob("builtin:tiny-llama", "local HF folder, .gguf file, hub id, or a builtin (builtin:tiny-llama, tiny-gemma3, smollm2-135m-instruct, ...)")
     seed: int = knob(0, "seed for data order, initialisation and sampling")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgedistill.architectures import ARCHITECTURES, architecture, head_dim_of  # noqa: F401 (head_dim_of re-exported)
 from edgedistill.errors import UserError
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 
 def read_config(model_dir: Path) -> dict:
@@ -22,22 +23,20 @@ def read_config(model_dir: Path) -> dict:
 
 def check_architecture(model_dir: Path) -> str:
     model_type = read_config(model_dir).get("model_type", "")
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise UserError(
-            f"unsupported architecture '{model_type}' in {model_dir}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
+    try:
+        architecture(model_type)
+    except UserError as exc:
+        raise UserError(f"{exc} (in {model_dir})") from None
     return model_type
 
 
-def head_dim_of(config) -> int:
-    """Per-head width from an HF config object or config.json dict; explicit when pruned."""
-    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
-    return get("head_dim") or get("hidden_size") // get("num_attention_heads")
-
-
 def rms_norms(model) -> list:
-    """Every RMSNorm module of a Llama-layout model (per layer and final)."""
-    return [m for name, m in model.named_modules() if name.endswith("norm") and hasattr(m, "weight")]
+    """Every RMSNorm over the hidden size (per layer and final); per-head q/k norms
+    (Qwen3, Gemma 3) run over head_dim and are not hidden channels."""
+    hidden = model.config.hidden_size
+    return [m for name, m in model.named_modules()
+            if name.endswith("norm") and ".self_attn." not in name and getattr(m, "weight", None) is not None
+            and tuple(m.weight.shape) == (hidden,)]
 
 
 def save_model_folder(model, tokenizer, model_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tiny random teachers (Llama and Qwen2 with GQA) and their BPE tokenizer.
+"""Tiny random teachers, one per architecture-table row (GQA everywhere), and their BPE tokenizer.
 
 They exist so the whole chain runs offline in seconds and tests have real, standard HF
 models to work on. The tokenizer is a byte-level BPE trained on the shipped corpus with
@@ -34,7 +34,47 @@ TINY_TEACHERS: dict[str, dict] = {
         "tie_word_embeddings": False, "max_position_embeddings": 512,
         "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
     },
+    # Llama 3.x: rope_scaling llama3 (original context 64, so the parity texts reach the
+    # rescaled low frequencies) and a large rope_theta
+    "tiny-llama3": {
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "tie_word_embeddings": True, "max_position_embeddings": 512,
+        "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 64},
+    },
+    # Qwen3: q/k RMSNorms per head, head_dim independent of hidden / heads (4 x 32 != 64)
+    "tiny-qwen3": {
+        "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 32, "tie_word_embeddings": True, "max_position_embeddings": 512,
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+    },
+    # Gemma 3 text: (1 + w) RMSNorms with pre/post-FFW norms, q/k norms, embedding scale
+    # sqrt(hidden), GeGLU, head_dim 32 independent of hidden, sliding-window layers (window
+    # 16, shorter than the parity texts) interleaved with full-attention ones
+    "tiny-gemma3": {
+        "model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 32, "query_pre_attn_scalar": 32, "tie_word_embeddings": True,
+        "max_position_embeddings": 512, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "rms_norm_eps": 1e-6, "sliding_window": 16, "hidden_activation": "gelu_pytorch_tanh",
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+    },
+    # Phi-3: fused qkv_proj and gate_up_proj
+    "tiny-phi3": {
+        "model_type": "phi3", "hidden_size": 64, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "tie_word_embeddings": False, "max_position_embeddings": 512, "original_max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": None,
+    },
 }
+
+
+# rows whose norms carry facts an exporter must keep (Gemma's 1 + w, per-head q/k norms); the
+# older rows keep the initialisation their tests were tuned on
+PERTURBED_NORMS = ("tiny-qwen3", "tiny-gemma3")
 
 
 def train_tokenizer(text: str | list[str], vocab_size: int = TOKENIZER_VOCAB_SIZE):
@@ -85,6 +125,10 @@ def build_tiny_teacher(name: str, out_dir: Path, seed: int = 0) -> Path:
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.bias is not None:
                 module.bias.normal_(0.0, 0.5)
+        if name in PERTURBED_NORMS:  # norms start at 1 (Gemma: 0 for 1 + w); perturbed, so an exporter
+            for param_name, param in model.named_parameters():  # that drops a norm or its offset cannot pass
+                if "norm" in param_name:
+                    param.add_(torch.randn_like(param) * 0.1)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

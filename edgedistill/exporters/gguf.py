@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.architectures import GGUFLayout, architecture, gguf_layout, gguf_tensor_name, head_dim_of, rope_type
 from edgedistill.errors import UserError
-from edgedistill.exporters.arch import ArchSpec, arch_spec, gguf_tensor_name
 from edgedistill.exporters.formats import GGML_FALLBACK, GGUF_QUANTIZATIONS
-from edgedistill.hf import head_dim_of
+from edgedistill.exporters.pretokenizers import llama_cpp_pre_tokenizer
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -55,9 +55,11 @@ class StudentGGUFWriter:
         self.quant = GGUF_QUANTIZATIONS[quantization]
         self.importance = importance or {}
         self.config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-        self.spec: ArchSpec = arch_spec(self.config.get("model_type", ""), self.config)
+        self.row = architecture(self.config.get("model_type", ""))
+        self.spec: GGUFLayout = gguf_layout(self.config)
+        check_gguf_config(self.config)
         self.tied = bool(self.config.get("tie_word_embeddings"))
-        self.writer = gguf.GGUFWriter(self.out_path, self.spec.gguf_arch)
+        self.writer = gguf.GGUFWriter(self.out_path, self.spec.arch)
         self.tensor_types: Counter[str] = Counter()
         self.fallbacks: list[dict] = []
         self.state = "new"
@@ -77,10 +79,6 @@ class StudentGGUFWriter:
         self._advance("new", "metadata")
         cfg, w = self.config, self.writer
         scaling = cfg.get("rope_scaling") or {}
-        scaling_type = scaling.get("rope_type", scaling.get("type"))
-        if scaling and scaling_type != "linear":
-            raise UserError(f"GGUF export supports linear rope_scaling only, not {scaling}; use a model without it or with "
-                            "{'rope_type': 'linear', 'factor': F}")
         w.add_name(self.model_dir.name)
         w.add_context_length(cfg["max_position_embeddings"])
         w.add_embedding_length(cfg["hidden_size"])
@@ -90,11 +88,18 @@ class StudentGGUFWriter:
         w.add_head_count_kv(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
         w.add_key_length(self.head_dim)
         w.add_value_length(self.head_dim)
-        w.add_rope_dimension_count(self.head_dim)
+        w.add_rope_dimension_count(int(self.head_dim * cfg.get("partial_rotary_factor", 1.0)))
         w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
-        if scaling:  # positions divided by the factor, as HF's linear scaling does
+        if rope_type(cfg) == "linear":  # positions divided by the factor, as HF's linear scaling does
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(scaling["factor"]))
+        # llama3 scaling is a per-frequency divisor, written as the rope_freqs tensor (add_tensors)
+        if self.spec.sliding_window:  # per-layer pattern: llama.cpp's built-in period would not survive depth pruning
+            w.add_sliding_window(int(cfg["sliding_window"]))
+            w.add_sliding_window_pattern([kind == "sliding_attention" for kind in cfg["layer_types"]])
+            w.add_rope_freq_base_swa(float(cfg.get("rope_local_base_freq", 10000.0)))
+        elif isinstance(cfg.get("sliding_window"), int):
+            w.add_sliding_window(int(cfg["sliding_window"]))
         w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
         w.add_vocab_size(cfg["vocab_size"])
         w.add_file_type(getattr(gguf.LlamaFileType, self.quant.file_type))
@@ -107,10 +112,7 @@ class StudentGGUFWriter:
         byte fallback (Llama/Mistral ``tokenizer.json``) as its ``llama`` model with scores."""
         self._advance("metadata", "tokenizer")
         data = json.loads((self.model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-        kind = tokenizer_kind(data)
-        if kind is None:
-            raise UserError("GGUF export supports byte-level BPE (GPT-2 style) and SentencePiece-style BPE with byte "
-                            f"fallback (Llama style) tokenizers; {self.model_dir / 'tokenizer.json'} is neither")
+        kind = check_gguf_tokenizer(data, self.model_dir / "tokenizer.json")
         TOKENIZER_KINDS[kind](self, data)
         self._add_special_ids()
 
@@ -129,22 +131,32 @@ class StudentGGUFWriter:
         return tokens, scores, types
 
     def _add_gpt2_bpe(self, data: dict) -> None:
+        """Byte-level BPE with the llama.cpp pre-tokenizer that splits text as the
+        tokenizer.json's does (``pretokenizers.PRE_TOKENIZERS``)."""
+        pre = llama_cpp_pre_tokenizer(data.get("pre_tokenizer"), str(self.model_dir / "tokenizer.json"))
         tokens, _, types = self._vocab_table(data, lambda index: 0.0)
         merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
         w = self.writer
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("gpt-2")
+        w.add_tokenizer_pre(pre)
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
 
     def _add_sentencepiece_bpe(self, data: dict) -> None:
         """llama.cpp's SPM tokenizer merges the adjacent pair whose merged piece scores
-        highest; BPE merge order is vocabulary order here, so score = -id reproduces it.
-        Byte-fallback pieces ``<0xNN>`` are typed BYTE."""
+        highest; BPE merges the pair of lowest rank, so a piece scores minus the rank of
+        the first merge that makes it (pieces no merge makes score below every merge).
+        Byte-fallback pieces ``<0xNN>`` are typed BYTE. The space prefix is the
+        normalizer's (Llama 2 prepends "▁", Gemma does not)."""
         import gguf
 
-        tokens, scores, types = self._vocab_table(data, lambda index: -float(index))
+        vocab, ranks = data["model"]["vocab"], {}
+        for rank, merge in enumerate(data["model"]["merges"]):
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            ranks.setdefault(vocab.get(left + right), rank)
+        unmerged = -float(len(ranks) + 1)
+        tokens, scores, types = self._vocab_table(data, lambda index: -float(ranks[index]) if index in ranks else unmerged)
         for index, token in enumerate(tokens):
             if len(token) == 6 and token.startswith("<0x") and token.endswith(">") and types[index] != gguf.TokenType.UNUSED:
                 types[index] = gguf.TokenType.BYTE
@@ -154,7 +166,7 @@ class StudentGGUFWriter:
         w.add_token_list(tokens)
         w.add_token_scores(scores)
         w.add_token_types(types)
-        w.add_add_space_prefix(True)
+        w.add_add_space_prefix(_prepends_space(data))
         unk = data["model"].get("unk_token")
         if unk in data["model"]["vocab"]:
             w.add_unk_token_id(data["model"]["vocab"][unk])
@@ -164,11 +176,19 @@ class StudentGGUFWriter:
         for key, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id)):
             if isinstance(self.config.get(key), int):
                 add(self.config[key])
-        w.add_add_bos_token(False)  # the HF tokenizer adds no BOS either: same ids everywhere
+        # what the tokenizer does for other llama.cpp programs; edgedistill's runtime and
+        # pipeline never add special tokens implicitly (same ids everywhere)
+        w.add_add_bos_token(self._tokenizer_adds_bos())
         w.add_add_eos_token(False)
         template = self._chat_template()
         if template:
             w.add_chat_template(template)
+
+    def _tokenizer_adds_bos(self) -> bool:
+        config_path = self.model_dir / "tokenizer_config.json"
+        if not config_path.is_file():
+            return False
+        return json.loads(config_path.read_text(encoding="utf-8")).get("add_bos_token") is True
 
     def _chat_template(self) -> str | None:
         """The tokenizer's chat template (tokenizer_config.json or chat_template.jinja), if any."""
@@ -195,6 +215,9 @@ class StudentGGUFWriter:
                         continue  # llama.cpp reuses token_embd when output.weight is absent
                     gguf_name = gguf_tensor_name(self.spec, name)
                     self._add_tensor(gguf_name, self._prepared(name, handle.get_tensor(name)), self._importance_of(name))
+        if rope_type(self.config) == "llama3":
+            self.writer.add_tensor("rope_freqs.weight", llama3_rope_factors(self.config))
+            self.tensor_types["f32"] += 1
 
     def _importance_of(self, hf_name: str):
         if not self.quant.importance:
@@ -205,6 +228,8 @@ class StudentGGUFWriter:
 
     def _prepared(self, hf_name: str, tensor) -> np.ndarray:
         array = tensor.float().numpy()
+        if self.spec.norm_offset and hf_name.endswith("norm.weight"):
+            array = array + np.float32(self.spec.norm_offset)
         if self.spec.permute_qk and ".self_attn.q_proj." in hf_name:
             array = permute_for_llama_rope(array, self.config["num_attention_heads"], self.head_dim)
         elif self.spec.permute_qk and ".self_attn.k_proj." in hf_name:
@@ -250,18 +275,78 @@ class StudentGGUFWriter:
         self.writer.write_kv_data_to_file()
         self.writer.write_tensors_to_file()
         self.writer.close()
-        return {"gguf_arch": self.spec.gguf_arch, "tensor_types": dict(sorted(self.tensor_types.items())),
+        return {"gguf_arch": self.spec.arch, "tensor_types": dict(sorted(self.tensor_types.items())),
                 "fallbacks": self.fallbacks}
 
 
+def llama3_rope_factors(config: dict) -> np.ndarray:
+    """(rotary_dim / 2,) f32 divisors of the default RoPE frequencies that give HF's
+    llama3-scaled ones (llama.cpp's ``rope_freqs`` tensor: theta_i / factor_i). Taken from
+    transformers' own RoPE initialisation, so the GGUF rotates as the torch model does."""
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    hf_config = AutoConfig.for_model(**config)
+    scaled, attention_factor = ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
+    default, _ = ROPE_INIT_FUNCTIONS["default"](hf_config, "cpu")
+    if attention_factor != 1.0:
+        raise UserError(f"llama3 rope_scaling with attention factor {attention_factor} has no GGUF form")
+    return (default / scaled).float().numpy().astype(np.float32)
+
+
+def check_gguf_config(config: dict) -> None:
+    """Refuse (UserError, one line) a config whose GGUF file llama.cpp would compute
+    differently from the torch model; called by preflight and by the writer."""
+    row = architecture(config.get("model_type", ""))
+    kind = rope_type(config)
+    if kind not in row.rope_scaling:
+        supported = ", ".join("none" if k is None else k for k in row.rope_scaling)
+        raise UserError(f"GGUF export of {row.model_type} does not reproduce rope_scaling type '{kind}' "
+                        f"(supported: {supported}); export ONNX only (export.gguf=[])")
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if config.get(key) is not None:
+            raise UserError(f"GGUF export of {row.model_type} does not write {key}={config[key]}; export ONNX only (export.gguf=[])")
+    scalar = config.get("query_pre_attn_scalar")
+    if row.model_type == "gemma3_text" and scalar is not None and scalar != head_dim_of(config):
+        raise UserError(f"llama.cpp scales Gemma 3 attention by 1/sqrt(head_dim={head_dim_of(config)}), this model by "
+                        f"1/sqrt(query_pre_attn_scalar={scalar}); export ONNX only (export.gguf=[])")
+    if row.gguf.sliding_window and not config.get("layer_types"):
+        raise UserError(f"{row.model_type} config has no layer_types; save it with transformers >= 4.53 to export GGUF")
+
+
+def check_gguf_tokenizer(data: dict, path) -> str:
+    """The tokenizer kind of a tokenizer.json that llama.cpp can reproduce (``TOKENIZER_KINDS``);
+    UserError naming what it cannot (the kind, or the pre-tokenizer part)."""
+    kind = tokenizer_kind(data)
+    if kind is None:
+        raise UserError("GGUF export supports byte-level BPE (GPT-2 style) and SentencePiece-style BPE with byte "
+                        f"fallback (Llama / Gemma style) tokenizers; {path} is neither; export ONNX only (export.gguf=[])")
+    if kind == "gpt2":
+        llama_cpp_pre_tokenizer(data.get("pre_tokenizer"), str(path))
+    return kind
+
+
+def _prepends_space(data: dict) -> bool:
+    """Whether the tokenizer puts "▁" before the text (a Prepend normalizer or a Metaspace
+    pre-tokenizer that prepends), as llama.cpp's add_space_prefix does."""
+    normalizer, pre = data.get("normalizer") or {}, data.get("pre_tokenizer") or {}
+    parts = normalizer.get("normalizers", [normalizer]) if normalizer.get("type") == "Sequence" else [normalizer]
+    if any(part.get("type") == "Prepend" for part in parts):
+        return True
+    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return any(p.get("type") == "Metaspace" and (p.get("prepend_scheme", "always") != "never" and p.get("add_prefix_space", True))
+               for p in pres)
+
+
 def tokenizer_kind(data: dict) -> str | None:
-    """``gpt2`` (byte-level BPE), ``llama`` (SentencePiece-style BPE with byte fallback and
+    """``gpt2`` (byte-level BPE, alone or after a Split / Digits step), ``llama`` (SentencePiece-style BPE with byte fallback and
     the metaspace ▁), or None for kinds we cannot describe to llama.cpp."""
     model, pre, normalizer = data.get("model") or {}, data.get("pre_tokenizer") or {}, data.get("normalizer") or {}
     if model.get("type") != "BPE":
         return None
-    if pre.get("type") == "ByteLevel":
-        return "gpt2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if any(step.get("type") == "ByteLevel" for step in steps):
+        return "gpt2"  # which regex splits the text first is the pre-tokenizer's (pretokenizers.py)
     metaspace = pre.get("type") == "Metaspace" or "▁" in json.dumps(normalizer, ensure_ascii=False)
     return "llama" if model.get("byte_fallback") and metaspace else None
 

@@ -28,6 +28,9 @@ GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral", 
 # model it fills and the safetensors write buffer (measured: Gemma 3 270M, 1.07 GB of fp32
 # weights, peaked at 3.4 GB RSS).
 _IMPORT_PEAK_FACTOR = 3.5
+# part of the cache folder's name: a new version re-imports files imported by an older one
+# (v2: byte-level vocabularies get the pre-tokenizer the file names)
+IMPORT_VERSION = "v2"
 
 
 def _smollm2_file() -> Path:
@@ -83,6 +86,8 @@ class GGUFHeader:
     architecture: str
     tensor_types: tuple[str, ...]
     parameters: int
+    tokenizer_model: str = ""
+    pre_tokenizer: str = ""
 
 
 def read_header(path: Path) -> GGUFHeader:
@@ -93,11 +98,14 @@ def read_header(path: Path) -> GGUFHeader:
         reader = GGUFReader(path)
     except Exception as exc:  # a truncated or foreign file: gguf-py raises ValueError, struct errors...
         raise UserError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}); give a complete .gguf file") from None
-    field = reader.fields.get("general.architecture")
-    architecture = bytes(field.parts[field.data[0]]).decode() if field else ""
+    def text(key: str) -> str:
+        field = reader.fields.get(key)
+        return bytes(field.parts[field.data[0]]).decode() if field else ""
+
     types = tuple(sorted({tensor.tensor_type.name for tensor in reader.tensors}))
     parameters = sum(int(tensor.n_elements) for tensor in reader.tensors)
-    return GGUFHeader(architecture, types, parameters)
+    return GGUFHeader(text("general.architecture"), types, parameters, text("tokenizer.ggml.model"),
+                      text("tokenizer.ggml.pre") or "default")
 
 
 def check_importable(path: Path, header: GGUFHeader) -> None:
@@ -108,6 +116,12 @@ def check_importable(path: Path, header: GGUFHeader) -> None:
         raise UserError(f"{path.name}: GGUF architecture '{header.architecture}' is not supported; supported: "
                         f"{', '.join(GGUF_ARCHITECTURES)} (or give an HF model folder)")
     from gguf import GGMLQuantizationType
+
+    from edgedistill.exporters.pretokenizers import PRE_TOKENIZERS
+
+    if header.tokenizer_model == "gpt2" and header.pre_tokenizer not in PRE_TOKENIZERS:
+        raise UserError(f"{path.name}: llama.cpp pre-tokenizer '{header.pre_tokenizer}' has no tokenizer.json form here "
+                        f"(known: {', '.join(PRE_TOKENIZERS)}); give the original HF model folder instead")
 
     plain = {"F32", "F16", "BF16"}
     unreadable = [name for name in header.tensor_types if name not in plain and GGMLQuantizationType[name] not in _type_traits]
@@ -137,7 +151,7 @@ def import_gguf(path: Path) -> Path:
     path = Path(path).expanduser().resolve()
     header = read_header(path)
     check_importable(path, header)
-    target = _cache_root() / "gguf-teachers" / sha256_file_cached(path)[:16]
+    target = _cache_root() / "gguf-teachers" / f"{sha256_file_cached(path)[:16]}-{IMPORT_VERSION}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,12 +170,12 @@ def _dequantize_into(path: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from edgedistill.hf import save_model_folder
-    from edgedistill.pipeline.gguf_tokenizer import fix_sentencepiece_tokenizer
+    from edgedistill.pipeline.gguf_tokenizer import fix_tokenizer
 
     print(f"importing {path.name}: dequantizing into an HF folder (once per file)", flush=True)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     folder.mkdir(parents=True)
     save_model_folder(model, tokenizer, folder)
-    fix_sentencepiece_tokenizer(path, folder)
+    fix_tokenizer(path, folder)
     (folder / "SOURCE").write_text(f"dequantized from {path}\n", encoding="utf-8")

@@ -78,15 +78,22 @@ def sentencepiece_tokenizer_json(reader, post_processor: dict | None) -> dict:
     }
 
 
-def fix_sentencepiece_tokenizer(gguf_path: Path, folder: Path) -> None:
-    """Replace the folder's tokenizer.json when the GGUF vocabulary is SentencePiece
-    (``tokenizer.ggml.model == "llama"``); byte-level BPE vocabularies convert faithfully."""
+def fix_tokenizer(gguf_path: Path, folder: Path) -> None:
+    """Make the folder's tokenizer.json split text as llama.cpp does on the GGUF file: a
+    SentencePiece vocabulary (``tokenizer.ggml.model == "llama"``) is rebuilt as BPE; a
+    byte-level one gets the pre-tokenizer that ``tokenizer.ggml.pre`` names (transformers
+    writes the GPT-2 one whatever the file says)."""
     from gguf import GGUFReader
 
+    from edgedistill.exporters.pretokenizers import hf_pre_tokenizer
+
     reader = GGUFReader(gguf_path)
-    if _field(reader, "tokenizer.ggml.model") != "llama":
-        return
     path = folder / "tokenizer.json"
     current = json.loads(path.read_text(encoding="utf-8"))
-    rebuilt = sentencepiece_tokenizer_json(reader, current.get("post_processor"))
+    if _field(reader, "tokenizer.ggml.model") == "llama":
+        rebuilt = sentencepiece_tokenizer_json(reader, current.get("post_processor"))
+    elif _field(reader, "tokenizer.ggml.model") == "gpt2":
+        rebuilt = {**current, "pre_tokenizer": hf_pre_tokenizer(_field(reader, "tokenizer.ggml.pre", "default"))}
+    else:
+        return
     path.write_text(json.dumps(rebuilt, ensure_ascii=False), encoding="utf-8")

@@ -96,21 +96,27 @@ def block_influence(model, calibration) -> torch.Tensor:
 
 
 def _structure_sums(model, per_element) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """Sum ``per_element(param)`` over each MLP channel, KV group and hidden channel."""
-    from edgedistill.pipeline.slicing import _GLOBAL_HIDDEN_DIM, _HIDDEN_DIM
+    """Sum ``per_element(param)`` over each MLP channel, KV group and hidden channel (MLP
+    channels and KV groups only where the architecture row prunes them: Phi-3's fused
+    projections are not)."""
+    from edgedistill.architectures import architecture
+    from edgedistill.pipeline.slicing import _GLOBAL_HIDDEN_DIM
 
     config = model.config
+    row = architecture(config.model_type)
     heads_per_group, head_dim = config.num_attention_heads // config.num_key_value_heads, head_dim_of(config)
     hidden = torch.zeros(config.hidden_size)
     mlp, groups = [], []
     named = dict(model.named_parameters(remove_duplicate=False))
     for name, param in named.items():
         suffix = name.split(".", 3)[-1] if name.startswith("model.layers.") else name
-        dim = _HIDDEN_DIM.get(suffix, _GLOBAL_HIDDEN_DIM.get(name))
+        dim = row.hidden_slices.get(suffix, _GLOBAL_HIDDEN_DIM.get(name))
         if dim is not None and param.dim() > dim and not (name == "lm_head.weight" and config.tie_word_embeddings):
             values = per_element(param).detach().float()
             hidden += values.sum(dim=1 - dim) if values.dim() == 2 else values
     for index, layer in enumerate(model.model.layers):
+        if "mlp" not in row.prune or "heads" not in row.prune:
+            break
         mlp_values = [per_element(layer.mlp.gate_proj.weight).sum(1), per_element(layer.mlp.up_proj.weight).sum(1),
                       per_element(layer.mlp.down_proj.weight).sum(0)]
         mlp.append(sum(v.detach().float() for v in mlp_values))

@@ -54,7 +54,9 @@ def prune_mlp_channels(model, importance, kept: int, example_input) -> list[list
         return [list(range(model.config.intermediate_size)) for _ in model.model.layers]
     model.config.use_cache = False  # torch-pruning traces a plain forward
     # RMSNorm weights are bare parameters: tell the graph they follow the hidden dim (0).
-    norms = [(m.weight, 0) for m in rms_norms(model)]
+    # Per-head q/k norms (Qwen3, Gemma 3) too: no MLP group reaches them, said explicitly.
+    head_norms = [m for name, m in model.named_modules() if name.endswith(("q_norm", "k_norm"))]
+    norms = [(m.weight, 0) for m in [*rms_norms(model), *head_norms]]
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=example_input, output_transform=lambda out: out.logits, unwrapped_parameters=norms
     )
@@ -98,7 +100,7 @@ def prune_model(teacher, shape, calibration, importance: str = "activation"):
     from edgedistill.pipeline.importance import IMPORTANCE_METRICS
     from edgedistill.pipeline.slicing import apply_slices, check_supported
 
-    check_supported(teacher.config)
+    check_supported(teacher.config, ["mlp"] if shape.intermediate_size < teacher.config.intermediate_size else [])
     mlp_scores, group_scores, hidden_scores = IMPORTANCE_METRICS[importance](teacher, calibration)
     plan = slice_plan(teacher, shape, calibration, group_scores, hidden_scores)
     student = copy.deepcopy(teacher)

@@ -104,6 +104,18 @@ def _ratio_shape(base: PruneShape, prune_cfg) -> PruneShape:
     )
 
 
+def requested_dimensions(prune_cfg) -> list[str]:
+    """The dimensions (``architectures.PRUNE_DIMENSIONS``) a prune config may cut, known
+    before any model is loaded (preflight checks them against the architecture row)."""
+    cuts = {
+        "heads": prune_cfg.kv_heads_keep < 1.0,
+        "mlp": prune_cfg.strategy in ("mlp", "width") or (prune_cfg.strategy == "ratios" and prune_cfg.mlp_keep < 1.0),
+        "hidden": prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.hidden_keep < 1.0),
+        "depth": prune_cfg.strategy == "depth" or (prune_cfg.strategy == "ratios" and prune_cfg.layers_keep < 1.0),
+    }
+    return [dimension for dimension, cut in cuts.items() if cut]
+
+
 @dataclass(frozen=True)
 class Strategy:
     """Candidate shapes, largest first; ``uses_budget``: pick the largest within target_params."""

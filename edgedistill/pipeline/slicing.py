@@ -1,4 +1,4 @@
-"""Explicit structural slicing of Llama-family models: KV groups, hidden channels, layers.
+"""Explicit structural slicing of decoder models: KV groups, hidden channels, layers.
 
 torch-pruning 1.6.1 handles MLP channels (see prune.py) but hangs on GQA attention
 heads and cannot keep a tied embedding tied through hidden-size pruning, so those cuts
@@ -6,7 +6,12 @@ are made here by slicing the state dict and loading it into a model built from t
 rewritten, standard HF config (``hidden_size``, ``num_attention_heads``,
 ``num_key_value_heads``, explicit ``head_dim``, ``num_hidden_layers``). Query heads are
 removed together with their KV head (whole GQA groups), so ``head_dim`` and RoPE stay
-intact. Layer-indexed config lists (``layer_types``) follow the kept layers.
+intact. Layer-indexed config lists (``layer_types``) follow the kept layers. Which
+per-layer tensors run over the hidden size is the architecture table's
+(``architectures.Architecture.hidden_slices``); per-head q/k norms (Qwen3, Gemma 3) run over
+head_dim and are kept whole. Gemma multiplies embeddings by sqrt(hidden_size), so a
+hidden cut rescales the kept embedding (and, tied, the final norm) to compute the same
+function on the kept channels.
 """
 
 from __future__ import annotations
@@ -17,16 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+from edgedistill.architectures import architecture
 from edgedistill.hf import head_dim_of
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-# tensor suffix -> (dimension sliced by kept hidden channels: 0 rows, 1 columns, None)
-_HIDDEN_DIM = {
-    "input_layernorm.weight": 0, "post_attention_layernorm.weight": 0,
-    "self_attn.q_proj.weight": 1, "self_attn.k_proj.weight": 1, "self_attn.v_proj.weight": 1,
-    "self_attn.o_proj.weight": 0, "self_attn.o_proj.bias": 0,
-    "mlp.gate_proj.weight": 1, "mlp.up_proj.weight": 1, "mlp.down_proj.weight": 0, "mlp.down_proj.bias": 0,
-}
 _GLOBAL_HIDDEN_DIM = {"model.embed_tokens.weight": 1, "model.norm.weight": 0, "lm_head.weight": 1}
 # tensor suffix -> (which head index set, dimension)
 _HEAD_DIM = {
@@ -79,6 +78,7 @@ def slice_state_dict(state: dict[str, torch.Tensor], config, plan: SlicePlan) ->
     layers = plan.kept_layers if plan.kept_layers is not None else tuple(range(config.num_hidden_layers))
     new_index = {old: new for new, old in enumerate(layers)}
     hidden = None if plan.kept_hidden is None else torch.tensor(plan.kept_hidden)
+    hidden_dims = architecture(config.model_type).hidden_slices
     heads_per_group, head_dim = config.num_attention_heads // config.num_key_value_heads, head_dim_of(config)
     out = {}
     for name, tensor in state.items():
@@ -94,27 +94,40 @@ def slice_state_dict(state: dict[str, torch.Tensor], config, plan: SlicePlan) ->
             kind, dim = _HEAD_DIM[suffix]
             rows = _head_rows(plan.kept_groups[layer], heads_per_group, head_dim, kind == "query")
             tensor = tensor.index_select(dim, rows)
-        if hidden is not None and suffix in _HIDDEN_DIM and tensor.dim() > _HIDDEN_DIM[suffix]:
-            tensor = tensor.index_select(_HIDDEN_DIM[suffix], hidden)
+        if hidden is not None and suffix in hidden_dims and tensor.dim() > hidden_dims[suffix]:
+            tensor = tensor.index_select(hidden_dims[suffix], hidden)
         out[f"model.layers.{new_index[layer]}.{suffix}"] = tensor
+    if hidden is not None and architecture(config.model_type).embedding_scale:
+        _keep_embedding_scale(out, config, len(plan.kept_hidden))
     return out
 
 
-def check_supported(config) -> None:
-    """Only the Llama layout is sliced (Gemma's embedding scale, Qwen3's q/k norms and MoE
-    experts would be cut wrongly)."""
-    from edgedistill.errors import UserError
-    from edgedistill.hf import SUPPORTED_ARCHITECTURES
+def _keep_embedding_scale(state: dict, config, new_hidden: int) -> None:
+    """Gemma's embedding output is E * sqrt(hidden_size): with c = sqrt(old / new), the
+    kept E * c gives the same residual stream under the new, smaller scale. A tied lm_head
+    then sees E * c too, so the final norm's effective weight (1 + w) is divided by c."""
+    c = (config.hidden_size / new_hidden) ** 0.5
+    state["model.embed_tokens.weight"] = state["model.embed_tokens.weight"] * c
+    if config.tie_word_embeddings:  # (an untied lm_head is not scaled: nothing to undo)
+        state["model.norm.weight"] = (1.0 + state["model.norm.weight"]) / c - 1.0
 
-    if config.model_type not in SUPPORTED_ARCHITECTURES:
-        raise UserError(f"pruning does not support architecture '{config.model_type}'; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+
+def check_supported(config, dimensions=()) -> None:
+    """The architecture is in the table and its row may cut every one of ``dimensions``."""
+    from edgedistill.architectures import refused_dimensions
+    from edgedistill.errors import UserError
+
+    refused = refused_dimensions(architecture(config.model_type), dimensions)
+    if refused:
+        raise UserError(refused)
 
 
 def apply_slices(model, plan: SlicePlan):
     """A new model (standard HF class and config) holding the kept parts of ``model``."""
     from transformers import AutoModelForCausalLM
 
-    check_supported(model.config)
+    cut = {"depth": plan.kept_layers, "heads": plan.kept_groups, "hidden": plan.kept_hidden}
+    check_supported(model.config, [dimension for dimension, kept in cut.items() if kept is not None])
     config = sliced_config(model.config, plan)
     state = slice_state_dict(model.state_dict(), model.config, plan)
     student = AutoModelForCausalLM.from_config(config, dtype=next(model.parameters()).dtype)

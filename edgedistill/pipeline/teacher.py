@@ -86,14 +86,47 @@ def _model_files(path: Path):
     return record_files(path, names, cached=True)
 
 
-def context_length(source: dict) -> int:
-    """The teacher's trained context (max_position_embeddings); the student inherits it."""
+def teacher_config(source: dict) -> dict:
+    """The teacher's config.json (for a tiny builtin: the facts it is built from)."""
     from edgedistill.demo.tiny import TINY_TEACHERS
     from edgedistill.hf import read_config
 
     if source["kind"] == "builtin":
-        return TINY_TEACHERS[source["name"]]["max_position_embeddings"]
-    return read_config(Path(source["path"]))["max_position_embeddings"]
+        return dict(TINY_TEACHERS[source["name"]])
+    return read_config(Path(source["path"]))
+
+
+def context_length(source: dict) -> int:
+    """The teacher's trained context (max_position_embeddings); the student inherits it."""
+    return teacher_config(source)["max_position_embeddings"]
+
+
+def check_stage_support(recipe, source: dict) -> None:
+    """What the stages will ask of the teacher's architecture row, checked before anything
+    runs: the prune dimensions the recipe cuts, and for GGUF export the RoPE type, the
+    attention details llama.cpp reproduces and the tokenizer kind and pre-tokenizer."""
+    import json
+
+    from edgedistill.architectures import architecture, refused_dimensions
+    from edgedistill.pipeline.prune_targets import requested_dimensions
+
+    config = teacher_config(source)
+    row = architecture(config.get("model_type", ""))
+    refused = refused_dimensions(row, requested_dimensions(recipe.prune))
+    if refused:
+        raise UserError(refused)
+    if not recipe.export.gguf:
+        return
+    from edgedistill.exporters.gguf import check_gguf_config, check_gguf_tokenizer
+
+    check_gguf_config(config)
+    if source["kind"] == "local" and (Path(source["path"]) / "tokenizer.json").is_file():
+        path = Path(source["path"]) / "tokenizer.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); regenerate it with save_pretrained") from None
+        check_gguf_tokenizer(data, path)
 
 
 def check_sequence_budget(recipe, source: dict) -> None:

@@ -4,7 +4,7 @@ import torch
 from gguf import GGUFReader
 
 from edgedistill.errors import UserError
-from edgedistill.exporters.arch import ARCHITECTURES, gguf_tensor_name
+from edgedistill.architectures import ARCHITECTURES, gguf_tensor_name
 from edgedistill.exporters.gguf import StudentGGUFWriter, export_gguf, permute_for_llama_rope
 from edgedistill.exporters.verify import TOKENIZER_TEXTS, compare_logits, torch_logits
 from edgedistill.hf import load_model, load_tokenizer
@@ -30,12 +30,14 @@ def test_llama_rope_permutation_interleaves_halves():
 
 
 def test_tensor_names_come_from_the_table():
-    spec = ARCHITECTURES["qwen2"]
+    spec = ARCHITECTURES["qwen2"].gguf
 
     assert gguf_tensor_name(spec, "model.layers.11.self_attn.k_proj.bias") == "blk.11.attn_k.bias"
     assert gguf_tensor_name(spec, "model.embed_tokens.weight") == "token_embd.weight"
+    assert gguf_tensor_name(ARCHITECTURES["gemma3_text"].gguf, "model.layers.2.pre_feedforward_layernorm.weight") == \
+        "blk.2.ffn_norm.weight"
     with pytest.raises(UserError, match="has no GGUF name"):
-        gguf_tensor_name(ARCHITECTURES["llama"], "model.layers.0.self_attn.q_proj.bias")
+        gguf_tensor_name(ARCHITECTURES["llama"].gguf, "model.layers.0.self_attn.q_proj.bias")
 
 
 @pytest.mark.parametrize(("fixture", "arch"), [("tiny_llama_dir", "llama"), ("tiny_qwen2_dir", "qwen2")])
@@ -95,7 +97,7 @@ def test_unknown_quantization_and_architecture_are_user_errors(tiny_llama_dir, t
 
     with pytest.raises(UserError, match="unknown GGUF quantization 'q3_k'; supported: f32, f16, q8_0, q4_0"):
         export_gguf(tiny_llama_dir, tmp_path / "x.gguf", "q3_k")
-    with pytest.raises(UserError, match="does not support architecture 'gpt2'; supported: llama, mistral, qwen2"):
+    with pytest.raises(UserError, match="unsupported architecture 'gpt2'; supported: llama, mistral, qwen2, qwen3, gemma3_text, phi3"):
         export_gguf(odd, tmp_path / "y.gguf", "f16")
 
 
@@ -214,5 +216,5 @@ def test_linear_rope_scaling_matches_in_llama_cpp_and_other_scalings_are_refused
 
     config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
     (model_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match="supports linear rope_scaling only"):
+    with pytest.raises(UserError, match="does not reproduce rope_scaling type .yarn. \(supported: none, linear, llama3\)"):
         export_gguf(model_dir, tmp_path / "yarn.gguf", "f32")

@@ -125,7 +125,7 @@ def test_unsupported_architectures_are_refused_by_the_slicer():
         "gemma", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, head_dim=16))
 
-    with pytest.raises(UserError, match="pruning does not support architecture 'gemma'; supported: llama, qwen2, mistral"):
+    with pytest.raises(UserError, match="unsupported architecture 'gemma'; supported: llama, mistral, qwen2, qwen3, gemma3_text, phi3"):
         apply_slices(gemma, SlicePlan(kept_hidden=tuple(range(16))))
 
 

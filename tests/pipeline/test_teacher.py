@@ -66,7 +66,7 @@ def test_unsupported_architecture_is_named(tiny_llama_dir, tmp_path):
     config = (odd / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "bert"')
     (odd / "config.json").write_text(config)
 
-    with pytest.raises(UserError, match="unsupported architecture 'bert' .* supported: llama, qwen2, mistral"):
+    with pytest.raises(UserError, match="unsupported architecture 'bert'; supported: llama, mistral, qwen2, qwen3, gemma3_text, phi3 \\(in "):
         teacher.resolve_source(str(odd))
 
 

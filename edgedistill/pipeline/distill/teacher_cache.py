@@ -55,7 +55,7 @@ def teacher_topk(teacher, ids: torch.Tensor, k: int, temperature: float, vocab_s
     ``ids`` (B, L); the lm_head is applied ``row_chunk`` positions at a time in the head's
     dtype. ``bf16`` autocasts the transformer body, as the online trainer does."""
     with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = teacher.base_model(ids).last_hidden_state[:, :-1]  # (B, L-1, H)
+        hidden = teacher.get_decoder()(ids).last_hidden_state[:, :-1]  # (B, L-1, H)
     head = teacher.get_output_embeddings()
     rows = hidden.reshape(-1, hidden.shape[-1]).to(head.weight.dtype)
     top_ids, top_logprobs = [], []

@@ -76,14 +76,16 @@ def use_bf16(precision: str, device_type: str) -> bool:
 class StudentBody(torch.nn.Module):
     """The student (and feature-KD projections) as one module whose forward returns final
     hidden states, not logits: DDP needs the trained parameters behind one forward call,
-    and the fused loss needs the hidden states (it applies the lm_head chunk by chunk)."""
+    and the fused loss needs the hidden states (it applies the lm_head chunk by chunk).
+    ``get_decoder()`` is the body under every family (``base_model`` is the whole model
+    for Gemma 3, whose base_model_prefix names a multimodal wrapper)."""
 
     def __init__(self, student, feature_loss: torch.nn.Module | None):
         super().__init__()
         self.student, self.feature_loss = student, feature_loss
 
     def forward(self, ids: torch.Tensor):
-        out = self.student.base_model(ids, output_hidden_states=self.feature_loss is not None)
+        out = self.student.get_decoder()(ids, output_hidden_states=self.feature_loss is not None)
         return out.last_hidden_state, out.hidden_states
 
 
@@ -156,7 +158,7 @@ class Trainer:
             return {"teacher_topk_ids": top_ids.view(-1, k).to(ids.device),
                     "teacher_topk_logprobs": top_logprobs.view(-1, k).to(ids.device)}, None
         with torch.no_grad():
-            out = self.teacher.base_model(ids, output_hidden_states=want_states)
+            out = self.teacher.get_decoder()(ids, output_hidden_states=want_states)
         head = self.teacher.get_output_embeddings()
         hidden = out.last_hidden_state[:, :-1].reshape(-1, out.last_hidden_state.shape[-1])
         return {"teacher_hidden": hidden.to(head.weight.dtype), "teacher_weight": head.weight[:self.vocab_size].detach(),

@@ -1,0 +1,70 @@
+"""Every row of the architecture table builds end to end from its tiny random teacher:
+pruned along every dimension the row allows, distilled, exported to ONNX and GGUF, loaded
+by onnxruntime and llama.cpp and gated against torch. Rows a recipe asks too much of are
+refused at preflight, before anything is written."""
+
+import pytest
+
+from edgedistill.architectures import ARCHITECTURES, PRUNE_DIMENSIONS, supported_models_table
+from edgedistill.build import build
+from edgedistill.config import load_recipe
+from edgedistill.demo.tiny import TINY_TEACHERS
+from edgedistill.errors import UserError
+
+FAST = ["distill.steps=20", "bench.enabled=false", "export.onnx=[fp32,int8]", "export.gguf=[f16,q8_0]"]
+# a ratio per dimension: 2 of 4 layers, 1 of 2 KV groups, 32 of 64 hidden, 128 of 256 MLP channels
+CUTS = {"heads": "prune.kv_heads_keep=0.5", "hidden": "prune.hidden_keep=0.5", "depth": "prune.layers_keep=0.5",
+        "mlp": "prune.mlp_keep=0.5"}
+ROWS = {"tiny-llama3": "llama", "tiny-qwen3": "qwen3", "tiny-gemma3": "gemma3", "tiny-phi3": "phi3"}
+
+
+def test_every_row_has_a_tiny_teacher_and_a_line_in_the_supported_models_table():
+    assert {facts["model_type"] for facts in TINY_TEACHERS.values()} == set(ARCHITECTURES)
+    table = supported_models_table()
+    for row in ARCHITECTURES.values():
+        assert f"| `{row.model_type}` | {row.family} |" in table
+        assert set(row.prune) <= set(PRUNE_DIMENSIONS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("teacher", ROWS)
+def test_a_tiny_teacher_of_each_row_is_pruned_exported_and_gated_end_to_end(teacher, tmp_path):
+    row = ARCHITECTURES[TINY_TEACHERS[teacher]["model_type"]]
+    cuts = [CUTS[dimension] for dimension in row.prune]
+    manifest = build(load_recipe("tiny", FAST + [f"teacher=builtin:{teacher}", "prune.strategy=ratios", *cuts]), tmp_path)
+
+    assert manifest["status"] == "complete", [(a["name"], a["parity"]["failures"]) for a in manifest["artifacts"]]
+    entries = {a["name"]: a for a in manifest["artifacts"]}
+    assert set(entries) == {"onnx-fp32", "onnx-int8", "gguf-f16", "gguf-q8_0"}
+    assert all(a["parity"]["device_ready"] for a in manifest["artifacts"])
+    assert entries["gguf-f16"]["facts"]["gguf_arch"] == ROWS[teacher]
+    metrics = manifest["metrics"]
+    assert metrics["pruned_num_hidden_layers"] == (TINY_TEACHERS[teacher]["num_hidden_layers"] // 2 if "depth" in row.prune else 4)
+    if "hidden" in row.prune:
+        assert metrics["pruned_hidden_size"] == 32 and metrics["pruned_num_key_value_heads"] == 1
+
+
+def test_a_dimension_the_row_cannot_prune_is_refused_at_preflight(tmp_path):
+    recipe = load_recipe("tiny", FAST + ["teacher=builtin:tiny-phi3", "prune.strategy=mlp"])
+
+    with pytest.raises(UserError, match=r"pruning mlp of phi3 \(Phi-3\) is not supported .* it prunes depth"):
+        build(recipe, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_rope_scaling_gguf_cannot_reproduce_is_refused_at_preflight(tmp_path):
+    import json
+    import shutil
+
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    teacher = build_tiny_teacher("tiny-qwen3", tmp_path / "teacher")
+    config = json.loads((teacher / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}
+    (teacher / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+
+    with pytest.raises(UserError, match="GGUF export of qwen3 does not reproduce rope_scaling type 'yarn'"):
+        build(load_recipe("tiny", FAST + [f"teacher={teacher}"]), out)
+    assert not out.exists() or not any(out.iterdir())
+    shutil.rmtree(teacher)
