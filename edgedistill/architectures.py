@@ -126,7 +126,7 @@ ARCHITECTURES: dict[str, Architecture] = {row.model_type: row for row in (
     Architecture("llama", "Llama 2, Llama 3.x, SmolLM2", _LLAMA_GGUF, PRUNE_DIMENSIONS, _LLAMA_HIDDEN,
                  notes="rope_scaling llama3 written as llama.cpp's rope_freqs"),
     Architecture("mistral", "Mistral 7B", _LLAMA_GGUF, PRUNE_DIMENSIONS, _LLAMA_HIDDEN,
-                 notes="sliding_window recorded in GGUF; llama.cpp's llama arch attends fully beyond it"),
+                 notes="sliding_window written as llama.attention.sliding_window; parity checked inside the window"),
     Architecture("qwen2", "Qwen2, Qwen2.5", GGUFLayout("qwen2", {**_LLAMA_BLOCK, **_QKV_BIASES},
                                                        when_heads_pruned=_QWEN2_AS_LLAMA),
                  PRUNE_DIMENSIONS, _LLAMA_HIDDEN, rope_scaling=(None, "linear"),

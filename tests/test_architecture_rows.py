@@ -68,3 +68,86 @@ def test_a_rope_scaling_gguf_cannot_reproduce_is_refused_at_preflight(tmp_path):
         build(load_recipe("tiny", FAST + [f"teacher={teacher}"]), out)
     assert not out.exists() or not any(out.iterdir())
     shutil.rmtree(teacher)
+
+
+def test_the_readme_holds_the_current_supported_models_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- supported-models:begin -->\n", 1)[1].split("\n<!-- supported-models:end -->", 1)[0]
+
+    assert block == supported_models_table(), "run python -m edgedistill.architectures and paste its table into README.md"
+
+
+def _teacher_with_tokenizer(tmp_path, edit):
+    import json
+
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    teacher = build_tiny_teacher("tiny-llama", tmp_path / "teacher")
+    data = json.loads((teacher / "tokenizer.json").read_text())
+    edit(data)
+    (teacher / "tokenizer.json").write_text(json.dumps(data))
+    return teacher
+
+
+def test_a_tokenizer_gguf_cannot_reproduce_is_refused_at_preflight(tmp_path):
+    split = {"type": "Split", "pattern": {"Regex": r"\p{N}{1,5}"}, "behavior": "Isolated", "invert": False}
+    teacher = _teacher_with_tokenizer(tmp_path, lambda data: data.update(pre_tokenizer={
+        "type": "Sequence", "pretokenizers": [split, {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}))
+    out = tmp_path / "out"
+
+    with pytest.raises(UserError, match=r"pre-tokenizer part Split\(regex .* has no llama.cpp equivalent"):
+        build(load_recipe("tiny", FAST + [f"teacher={teacher}"]), out)
+    assert not out.exists() or not any(out.iterdir())
+    # ONNX carries the tokenizer.json itself: without GGUF the same teacher is accepted
+    from edgedistill.build import preflight
+
+    preflight(load_recipe("tiny", FAST + [f"teacher={teacher}", "export.gguf=[]"]))
+
+
+def test_a_token_id_beyond_the_embedding_is_refused_at_preflight(tmp_path):
+    teacher = _teacher_with_tokenizer(tmp_path, lambda data: data["added_tokens"].append(
+        {"id": 600, "content": "<|extra|>", "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True}))
+
+    with pytest.raises(UserError, match="token id 600 has no embedding row \\(vocab_size 512\\)"):
+        build(load_recipe("tiny", FAST + [f"teacher={teacher}"]), tmp_path / "out")
+
+
+def test_a_bos_tokenizer_opens_every_window_and_every_text_prompt_with_bos(tmp_path):
+    """Llama 3 / Gemma tokenizers put BOS before a text and their models degrade without it
+    (Gemma 3 270M: perplexity 26 with, 189 without): training windows open with BOS, and
+    a text prompt gets it in every runtime, as the HF tokenizer (and llama.cpp) give it."""
+    import json
+
+    from edgedistill.config import DataConfig
+    from edgedistill.demo.tiny import build_tiny_teacher
+    from edgedistill.exporters.gguf import export_gguf
+    from edgedistill.exporters.onnx import export_onnx
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.runtime import load
+
+    teacher = build_tiny_teacher("tiny-llama3", tmp_path / "teacher")
+    data = json.loads((teacher / "tokenizer.json").read_text())
+    bos = {"SpecialToken": {"id": "<|bos|>", "type_id": 0}}
+    data["post_processor"] = {"type": "TemplateProcessing", "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos, {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {"<|bos|>": {"id": "<|bos|>", "ids": [0], "tokens": ["<|bos|>"]}}}
+    (teacher / "tokenizer.json").write_text(json.dumps(data))
+    tokenizer = load_tokenizer(teacher)
+    text = "The json module exposes an API."
+    expected = tokenizer(text)["input_ids"]
+    assert expected[0] == tokenizer.bos_token_id == 0
+
+    train, _ = packed_examples(DataConfig(seq_len=32, max_tokens=4000), tokenizer, seed=0)
+    assert (train.ids[:, 0] == 0).all() and not train.targets[:, 0].any()
+    assert (train.ids[:, 1:] != 0).any(dim=1).all()  # the rest is text
+
+    export_gguf(teacher, tmp_path / "m.gguf", "f16")
+    export_onnx(teacher, tmp_path / "onnx", "fp32")
+    for path, backend in ((tmp_path / "m.gguf", None), (tmp_path / "onnx", None), (teacher, "hf")):
+        model = load(path, backend=backend)
+        assert list(model.prepare(text).ids) == expected, path
+        assert model.encode(text) == expected[1:]  # encode itself adds nothing

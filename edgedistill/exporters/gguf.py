@@ -112,7 +112,7 @@ class StudentGGUFWriter:
         byte fallback (Llama/Mistral ``tokenizer.json``) as its ``llama`` model with scores."""
         self._advance("metadata", "tokenizer")
         data = json.loads((self.model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-        kind = check_gguf_tokenizer(data, self.model_dir / "tokenizer.json")
+        kind = check_gguf_tokenizer(data, self.model_dir / "tokenizer.json", self.config["vocab_size"])
         TOKENIZER_KINDS[kind](self, data)
         self._add_special_ids()
 
@@ -185,10 +185,7 @@ class StudentGGUFWriter:
             w.add_chat_template(template)
 
     def _tokenizer_adds_bos(self) -> bool:
-        config_path = self.model_dir / "tokenizer_config.json"
-        if not config_path.is_file():
-            return False
-        return json.loads(config_path.read_text(encoding="utf-8")).get("add_bos_token") is True
+        return tokenizer_adds_bos(self.model_dir)
 
     def _chat_template(self) -> str | None:
         """The tokenizer's chat template (tokenizer_config.json or chat_template.jinja), if any."""
@@ -314,9 +311,30 @@ def check_gguf_config(config: dict) -> None:
         raise UserError(f"{row.model_type} config has no layer_types; save it with transformers >= 4.53 to export GGUF")
 
 
-def check_gguf_tokenizer(data: dict, path) -> str:
+def tokenizer_adds_bos(model_dir: Path) -> bool:
+    """Whether the HF tokenizer puts BOS before a text: tokenizer_config's ``add_bos_token``
+    when it says, else a post-processor template that opens with a special token (Llama 3's
+    <|begin_of_text|>, Gemma's <bos>)."""
+    config_path = Path(model_dir) / "tokenizer_config.json"
+    if config_path.is_file():
+        said = json.loads(config_path.read_text(encoding="utf-8")).get("add_bos_token")
+        if isinstance(said, bool):
+            return said
+    data = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+    post = data.get("post_processor") or {}
+    templates = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
+    return any(t.get("type") == "TemplateProcessing" and t.get("single") and "SpecialToken" in t["single"][0]
+               for t in templates)
+
+
+def check_gguf_tokenizer(data: dict, path, vocab_size: int | None = None) -> str:
     """The tokenizer kind of a tokenizer.json that llama.cpp can reproduce (``TOKENIZER_KINDS``);
-    UserError naming what it cannot (the kind, or the pre-tokenizer part)."""
+    UserError naming what it cannot (the kind, the pre-tokenizer part, or an id beyond the
+    model's ``vocab_size`` embedding rows)."""
+    ids = [*(data.get("model") or {}).get("vocab", {}).values(), *(t["id"] for t in data.get("added_tokens", []))]
+    if vocab_size is not None and ids and max(ids) >= vocab_size:
+        raise UserError(f"{path}: token id {max(ids)} has no embedding row (vocab_size {vocab_size}); resize the "
+                        "model's embeddings to the tokenizer (resize_token_embeddings) and save it again")
     kind = tokenizer_kind(data)
     if kind is None:
         raise UserError("GGUF export supports byte-level BPE (GPT-2 style) and SentencePiece-style BPE with byte "

@@ -21,7 +21,7 @@ def calibration_windows(data_spec: str, tokenizer, tokens: int = CALIBRATION_TOK
                         seq_len: int = CALIBRATION_SEQ_LEN) -> list[list[int]]:
     """Up to ``tokens`` tokens of ``data_spec`` (same forms as data.path) as windows of ``seq_len``,
     drawn from documents spread evenly over the data (not just its first pages)."""
-    from edgedistill.pipeline.data import load_documents, token_stream, windows
+    from edgedistill.pipeline.data import load_documents, token_stream, window_bos, windows
 
     documents = load_documents(data_spec, key="export.calibration")
     spread = documents[:: max(1, len(documents) // CALIBRATION_DOCUMENTS)]
@@ -31,7 +31,8 @@ def calibration_windows(data_spec: str, tokenizer, tokens: int = CALIBRATION_TOK
 
         raise UserError(f"export.calibration '{data_spec}' holds no text to calibrate the GGUF quantizer on; give a text "
                         "or JSONL file")
-    return [window.tolist() for window in windows(stream, seq_len)] or [stream]
+    bos = window_bos(tokenizer)  # windows open as the model was trained to see text (BOS first where it has one)
+    return [window.tolist() for window in windows(stream, seq_len, prefix=bos)] or [stream]
 
 
 def importance_matrix(model, token_windows: list[list[int]]) -> dict[str, np.ndarray]:

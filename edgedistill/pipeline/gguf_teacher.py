@@ -29,8 +29,9 @@ GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral", 
 # weights, peaked at 3.4 GB RSS).
 _IMPORT_PEAK_FACTOR = 3.5
 # part of the cache folder's name: a new version re-imports files imported by an older one
-# (v2: byte-level vocabularies get the pre-tokenizer the file names)
-IMPORT_VERSION = "v2"
+# (v2: byte-level vocabularies get the pre-tokenizer the file names; v3: special tokens and BOS
+# as the file says)
+IMPORT_VERSION = "v3"
 
 
 def _smollm2_file() -> Path:

@@ -96,4 +96,45 @@ def fix_tokenizer(gguf_path: Path, folder: Path) -> None:
         rebuilt = {**current, "pre_tokenizer": hf_pre_tokenizer(_field(reader, "tokenizer.ggml.pre", "default"))}
     else:
         return
+    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    special = _special_tokens(reader, tokens)
+    bos = special.get("bos_token")
+    if _field(reader, "tokenizer.ggml.add_bos_token", False) and bos is not None:
+        rebuilt["post_processor"] = {"type": "TemplateProcessing",
+                                     "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                                     "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                              {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                                     "special_tokens": {bos: {"id": bos, "ids": [tokens.index(bos)], "tokens": [bos]}}}
+    elif (rebuilt.get("post_processor") or {}).get("type") == "TemplateProcessing":
+        rebuilt["post_processor"] = None  # the file adds no BOS: neither may the HF tokenizer
     path.write_text(json.dumps(rebuilt, ensure_ascii=False), encoding="utf-8")
+    _write_special_tokens(folder, special, bool(_field(reader, "tokenizer.ggml.add_bos_token", False)))
+
+
+_SPECIAL_IDS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokenizer.ggml.eos_token_id",
+                "unk_token": "tokenizer.ggml.unknown_token_id", "pad_token": "tokenizer.ggml.padding_token_id"}
+
+
+def _special_tokens(reader, tokens: list[str]) -> dict[str, str]:
+    """{bos_token: text, ...} as the GGUF header names them (ids in range only)."""
+    found = {}
+    for name, key in _SPECIAL_IDS.items():
+        index = _field(reader, key)
+        if isinstance(index, int) and 0 <= index < len(tokens):
+            found[name] = tokens[index]
+    return found
+
+
+def _write_special_tokens(folder: Path, special: dict[str, str], add_bos: bool) -> None:
+    """tokenizer_config.json and special_tokens_map.json with the GGUF header's special
+    tokens: transformers' GGUF conversion names SmolLM2's <|im_start|> as both BOS and EOS
+    (the file says EOS is <|im_end|>), so documents would end with the wrong token."""
+    config_path, map_path = folder / "tokenizer_config.json", folder / "special_tokens_map.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config.update(special, add_bos_token=add_bos, add_eos_token=False)
+    for name in _SPECIAL_IDS:
+        config.pop(f"{name}_id", None)  # derived from the token texts on load
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    mapping = json.loads(map_path.read_text(encoding="utf-8")) if map_path.is_file() else {}
+    mapping.update(special)
+    map_path.write_text(json.dumps(mapping, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -110,6 +110,8 @@ def _keep_embedding_scale(state: dict, config, new_hidden: int) -> None:
     state["model.embed_tokens.weight"] = state["model.embed_tokens.weight"] * c
     if config.tie_word_embeddings:  # (an untied lm_head is not scaled: nothing to undo)
         state["model.norm.weight"] = (1.0 + state["model.norm.weight"]) / c - 1.0
+        if "lm_head.weight" in state:  # the same storage once loaded: it must not bring the unscaled copy back
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
 
 
 def check_supported(config, dimensions=()) -> None:

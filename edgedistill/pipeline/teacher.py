@@ -126,7 +126,7 @@ def check_stage_support(recipe, source: dict) -> None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is not valid JSON ({exc}); regenerate it with save_pretrained") from None
-        check_gguf_tokenizer(data, path)
+        check_gguf_tokenizer(data, path, config.get("vocab_size"))
 
 
 def check_sequence_budget(recipe, source: dict) -> None:

@@ -92,6 +92,9 @@ class Model(ABC):
     chat_template: ChatTemplate | None = None  # from the artifact; None when it has none
     bos_token: str = ""  # special-token texts a chat template may refer to
     eos_token: str = ""
+    # ids a text prompt opens with: BOS for models whose tokenizer adds one (Gemma, Llama 3),
+    # as their HF tokenizer and llama.cpp do; a chat template writes its own
+    bos_prefix: tuple[int, ...] = ()
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -133,7 +136,7 @@ class Model(ABC):
         if isinstance(prompt, PreparedPrompt):
             return prompt
         if isinstance(prompt, str):
-            return PreparedPrompt(self.encode(prompt))
+            return PreparedPrompt([*self.bos_prefix, *self.encode(prompt)])
         items = list(prompt)
         if items and all(isinstance(item, dict) for item in items):
             turn_end = self.require_chat_template().turn_end

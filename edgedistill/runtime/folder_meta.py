@@ -67,3 +67,9 @@ class TokenizerJsonText:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def special_prefix(self) -> tuple[int, ...]:
+        """The ids the tokenizer's post-processor puts before a text (BOS, or nothing)."""
+        plain = self.tokenizer.encode("a", add_special_tokens=False).ids
+        full = self.tokenizer.encode("a", add_special_tokens=True).ids
+        return tuple(full[: len(full) - len(plain)]) if full[len(full) - len(plain):] == plain else ()

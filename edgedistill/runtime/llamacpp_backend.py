@@ -47,6 +47,8 @@ class LlamaCppModel(Model):
         self.end_token_ids = frozenset(t for t in (self.eos_token_id, end_of_turn) if t >= 0)
         self.context_length = self.llm.n_ctx()
         self.bos_token, self.eos_token = self._token_text(self.llm.token_bos()), self._token_text(self.eos_token_id)
+        if self.llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" and self.llm.token_bos() >= 0:
+            self.bos_prefix = (self.llm.token_bos(),)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if template:
             self.chat_template = ChatTemplate(template, self.bos_token, self.eos_token)

@@ -47,6 +47,7 @@ class OnnxModel(TokenizerJsonText, Model):
         self.cache_dtype = _ORT_TO_NUMPY[inputs["past_key_values.0.key"].type]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.bos_prefix = self.special_prefix()
         self.reset()
 
     def reset(self) -> None:

@@ -52,6 +52,7 @@ class TorchModel(TokenizerJsonText, Model):
         # logits_to_keep=1 spares the (T, V) lm_head product over a prompt when only its last row is sampled
         self.can_keep_last_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.bos_prefix = self.special_prefix()
         self.reset()
 
     def reset(self) -> None:

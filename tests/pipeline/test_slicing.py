@@ -150,3 +150,37 @@ def test_magnitude_of_a_kv_group_is_the_norm_of_its_weights(tiny_llama_dir):
              attention.o_proj.weight[:, :32]]
     expected = torch.sqrt(sum((p.detach() ** 2).sum() for p in parts))
     torch.testing.assert_close(groups[0][0], expected)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen3", "tiny-gemma3", "tiny-phi3"])
+def test_keeping_everything_changes_nothing_in_every_row(name, tmp_path):
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    teacher = load_model(build_tiny_teacher(name, tmp_path / "model"))
+    layers = tuple(range(teacher.config.num_hidden_layers))
+    hidden = None if name == "tiny-phi3" else tuple(range(64))  # the phi3 row prunes depth only
+    plan = SlicePlan(kept_layers=layers, kept_hidden=hidden)
+    ids = torch.randint(0, 512, (1, 40))  # longer than tiny-gemma3's 16-token sliding window
+
+    with torch.no_grad():
+        torch.testing.assert_close(apply_slices(teacher, plan)(ids).logits, teacher(ids).logits)
+
+
+def test_gemma_hidden_cut_keeps_the_embedding_scale_and_the_tied_logit_scale(tmp_path):
+    """Gemma multiplies embeddings by sqrt(hidden_size): the kept channels must enter the
+    residual stream unchanged under sqrt(32) instead of sqrt(64), and the tied lm_head
+    (the same rescaled matrix) must still see (1 + w_final) * E on the kept channels."""
+    from edgedistill.demo.tiny import build_tiny_teacher
+
+    teacher = load_model(build_tiny_teacher("tiny-gemma3", tmp_path / "model"))
+    kept = tuple(range(1, 64, 2))
+    student = apply_slices(teacher, SlicePlan(kept_hidden=kept))
+    ids = torch.randint(0, 512, (2, 9))
+    index = torch.tensor(kept)
+
+    with torch.no_grad():
+        torch.testing.assert_close(student.model.embed_tokens(ids), teacher.model.embed_tokens(ids)[..., index])
+        old = teacher.lm_head.weight[:, index] * (1 + teacher.model.norm.weight[index])
+        new = student.lm_head.weight * (1 + student.model.norm.weight)
+        torch.testing.assert_close(new, old)
+    assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()  # still tied
