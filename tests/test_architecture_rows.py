@@ -151,3 +151,26 @@ def test_a_bos_tokenizer_opens_every_window_and_every_text_prompt_with_bos(tmp_p
         model = load(path, backend=backend)
         assert list(model.prepare(text).ids) == expected, path
         assert model.encode(text) == expected[1:]  # encode itself adds nothing
+
+
+@pytest.mark.slow
+def test_real_gemma3_pruned_in_width_and_depth_builds_and_loads_in_both_runtimes(tmp_path):
+    """builtin:gemma3-270m through the gemma3-270m-smoke recipe on a smaller budget: the
+    pruned student (hidden 512, MLP 1024, 12 layers) loads in onnxruntime and llama.cpp
+    and is measured against torch (the README has the full recipe's numbers)."""
+    from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS
+
+    try:
+        REAL_MODEL_BUILTINS["gemma3-270m"].locate()
+    except UserError as exc:
+        pytest.skip(str(exc))  # the real-models extra is not installed (CI installs it)
+    recipe = load_recipe("gemma3-270m-smoke", ["distill.steps=2", "export.onnx=[fp32]", "export.gguf=[q8_0]"])
+
+    manifest = build(recipe, tmp_path)
+
+    entries = {a["name"]: a for a in manifest["artifacts"]}
+    assert manifest["metrics"]["pruned_hidden_size"] == 512 and manifest["metrics"]["pruned_num_hidden_layers"] == 12
+    assert entries["onnx-fp32"]["parity"]["device_ready"], entries["onnx-fp32"]["parity"]["failures"]
+    assert entries["onnx-fp32"]["parity"]["tokenizer_match"] and entries["gguf-q8_0"]["parity"]["tokenizer_match"]
+    assert entries["gguf-q8_0"]["facts"]["gguf_arch"] == "gemma3"
+    assert entries["gguf-q8_0"]["parity"]["mean_kl"] < 0.05

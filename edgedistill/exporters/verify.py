@@ -28,12 +28,22 @@ TOKENIZER_TEXTS = PARITY_TEXTS + ("Unicode: café, naïve, 東京 — tabs\tand 
 GREEDY_PROMPT_TOKENS = 8
 
 
+def _opening(tokenizer) -> list[int]:
+    """BOS where the tokenizer adds one: the model is checked on text as it runs it (Gemma
+    without BOS at position 0 is another, far less stable model)."""
+    from edgedistill.pipeline.data import window_bos
+
+    bos = window_bos(tokenizer)
+    return [] if bos is None else [bos]
+
+
 def parity_token_ids(tokenizer, positions: int) -> list[list[int]]:
-    """One id list of exactly ``positions`` tokens per parity text (the text repeated)."""
+    """One id list of exactly ``positions`` tokens per parity text (BOS where the tokenizer
+    adds one, then the text repeated)."""
     sequences = []
     for text in PARITY_TEXTS:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        sequences.append((ids * (positions // len(ids) + 1))[:positions])
+        sequences.append((_opening(tokenizer) + ids * (positions // len(ids) + 1))[:positions])
     return sequences
 
 
@@ -104,7 +114,7 @@ def check_artifact(student, tokenizer, path: Path, fmt: str, quantization: str, 
     }
     eos = tokenizer.eos_token_id
     for text in PARITY_TEXTS:
-        prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:GREEDY_PROMPT_TOKENS]
+        prompt = (_opening(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"])[:GREEDY_PROMPT_TOKENS]
         expected = torch_greedy(student, prompt, verify_cfg.greedy_tokens, eos)
         got = runtime_model.generate(prompt, max_tokens=verify_cfg.greedy_tokens).tokens
         result["greedy_match"] = result["greedy_match"] and got == expected
