@@ -67,7 +67,10 @@ def _nbits(bits: int, hqq: bool = False):
             algo = HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits) if hqq else None
             quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=bits, block_size=block_size, is_symmetric=not hqq,
                                              algo_config=algo)
-            quantizer.process()
+            with warnings.catch_warnings():
+                # HQQ wraps onnx's read-only numpy weights in torch tensors it only reads
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                quantizer.process()
             quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
 
     return quantize

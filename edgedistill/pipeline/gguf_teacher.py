@@ -130,13 +130,13 @@ def check_importable(path: Path, header: GGUFHeader) -> None:
         raise UserError(f"{path.name}: tensor type(s) {', '.join(unreadable)} cannot be dequantized by gguf-py; "
                         "re-export the model as f16 or a k-quant")
     needed = int(header.parameters * 4 * _IMPORT_PEAK_FACTOR)
-    available = _available_memory()
+    available = available_memory()
     if available is not None and needed > available:
         raise UserError(f"{path.name}: importing {header.parameters / 1e6:.0f}M parameters as fp32 needs about "
                         f"{needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available; use a machine with more memory")
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             fields = dict(line.split(":", 1) for line in handle)

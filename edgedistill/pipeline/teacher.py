@@ -60,6 +60,7 @@ def resolve_source(spec: str) -> dict:
         raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a .gguf file, a hub id, or builtin:tiny-llama")
     check_architecture(path)
     _check_loadable(path)
+    _check_fits_memory(path)
     files = [[f.path, f.sha256, f.bytes] for f in _model_files(path)]
     return {"kind": "local", "path": str(path.resolve()), "files": files}
 
@@ -69,6 +70,29 @@ def _check_loadable(path: Path) -> None:
         raise UserError(f"teacher folder {path} has no weights (*.safetensors or *.bin); save it with save_pretrained")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
         raise UserError(f"teacher folder {path} has no tokenizer (tokenizer.json or tokenizer.model); save the tokenizer beside it")
+
+
+# The build holds the teacher and a student of at most its size in fp32 at once (prune and
+# distill), whatever dtype the checkpoint is stored in: the floor of what it needs.
+_BUILD_COPIES_FP32 = 2
+
+
+def _check_fits_memory(path: Path) -> None:
+    """Refuse before loading a teacher whose fp32 weights, twice (teacher and student),
+    cannot fit in the memory available now; counted from safetensors headers, or from
+    the size of pickled ``*.bin`` weights read as fp32."""
+    from edgedistill.hf import count_parameters_on_disk
+    from edgedistill.pipeline.gguf_teacher import available_memory
+
+    parameters = count_parameters_on_disk(path)
+    if parameters is None:
+        parameters = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
+    needed = parameters * 4 * _BUILD_COPIES_FP32
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"teacher {path.name} has {parameters / 1e6:,.0f}M parameters: teacher and student in fp32 need "
+                        f"at least {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available; "
+                        "use a machine with more memory or a smaller teacher")
 
 
 def _download(repo_id: str) -> Path:

@@ -103,7 +103,7 @@ def test_an_unsupported_gguf_architecture_names_the_supported_ones(tmp_path):
 
 def test_a_checkpoint_too_large_for_memory_is_refused_before_loading(tmp_path, monkeypatch):
     path = _tiny_gguf(tmp_path / "llama.gguf", "llama", rows=1024)
-    monkeypatch.setattr(gguf_teacher, "_available_memory", lambda: 64 * 1024)
+    monkeypatch.setattr(gguf_teacher, "available_memory", lambda: 64 * 1024)
 
     with pytest.raises(UserError, match=r"importing 0M parameters as fp32 needs about 0.0 GiB but 0.0 GiB is available"):
         gguf_teacher.import_gguf(path)

@@ -60,6 +60,19 @@ def test_a_folder_without_weights_or_tokenizer_is_rejected_up_front(tiny_llama_d
         teacher.resolve_source(str(tmp_path / "c"))
 
 
+def test_a_teacher_too_large_for_the_memory_is_refused_before_loading(tiny_llama_dir, monkeypatch):
+    from edgedistill.pipeline import gguf_teacher
+
+    parameters = count_parameters_on_disk(tiny_llama_dir)
+    monkeypatch.setattr(gguf_teacher, "available_memory", lambda: parameters * 8 - 1)
+    with pytest.raises(UserError, match=r"teacher .* parameters: teacher and student in fp32 need at least .* GiB but "
+                                        r".* GiB is available; use a machine with more memory or a smaller teacher"):
+        teacher.resolve_source(str(tiny_llama_dir))
+
+    monkeypatch.setattr(gguf_teacher, "available_memory", lambda: parameters * 8)
+    assert teacher.resolve_source(str(tiny_llama_dir))["kind"] == "local"
+
+
 def test_unsupported_architecture_is_named(tiny_llama_dir, tmp_path):
     odd = tmp_path / "odd"
     shutil.copytree(tiny_llama_dir, odd)
