@@ -39,8 +39,12 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "edgedistill.pipeline.teacher",
           lambda r, pre: {"teacher": r.teacher, "seed": r.seed, "source": pre["teacher_source"]}),
+    Stage("student", "edgedistill.pipeline.student",
+          lambda r, pre: {"student": r.student, "seed": r.seed, "source": pre["student_source"]},
+          lambda r: r.student != "prune"),
     Stage("prune", "edgedistill.pipeline.prune",
-          lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed}),
+          lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed},
+          lambda r: r.student == "prune"),
     Stage("distill", "edgedistill.pipeline.distill",
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
                           "recipe_name": r.name, "prompts_content": pre["prompts_content"]},
@@ -63,13 +67,17 @@ def preflight(recipe: Recipe) -> dict:
     content hashes of the data files (so edited data is never mistaken for cached data).
     """
     from edgedistill.pipeline.data import data_files
-    from edgedistill.pipeline.teacher import check_sequence_budget, check_stage_support, resolve_source
+    from edgedistill.pipeline.teacher import (
+        check_objective_fits_tokenizers, check_sequence_budget, check_stage_support, resolve_source,
+    )
 
     source = resolve_source(recipe.teacher)
-    check_sequence_budget(recipe, source)
-    check_stage_support(recipe, source)
+    student = None if recipe.student == "prune" else resolve_source(recipe.student, role="student")
+    check_sequence_budget(recipe, source, student)
+    check_stage_support(recipe, student or source)
+    check_objective_fits_tokenizers(recipe, source, student)
     calibration = recipe.export.calibration or recipe.data.path
-    return {"teacher_source": source, "data_content": _content(data_files(recipe.data.path)),
+    return {"teacher_source": source, "student_source": student, "data_content": _content(data_files(recipe.data.path)),
             "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe)),
             "calibration_content": _content(data_files(calibration, "export.calibration"))}
 

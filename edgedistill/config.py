@@ -73,8 +73,9 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student)",
-                          choices=registry("edgedistill.pipeline.distill.losses:KD_OBJECTIVES"))
+    objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student); uld / gold compare "
+                          "a teacher of another tokenizer (text-aligned; cross_tokenizer.py)",
+                          choices=lambda: importlib.import_module("edgedistill.pipeline.distill.modes").objectives())
     beta: float = knob(0.5, "jsd only: mixture weight of the teacher (0 = forward KL, 1 = reverse KL)", low=0.0, high=1.0)
     skew_alpha: float = knob(0.1, "skew_kl / skew_reverse_kl only: skew weight a (DistiLLM; 0 = plain KL)", low=0.0, high=1.0)
     alpha: float = knob(0.5, "loss = alpha * KD + (1 - alpha) * CE", low=0.0, high=1.0)
@@ -127,6 +128,8 @@ class DistillConfig:
                            "tasks (Distilling step-by-step)")
     lmbda: float = knob(0.5, "on_policy mode: share of steps on student-generated continuations (GKD's lambda)",
                         low=0.0, high=1.0)
+    min_aligned_share: float = knob(0.5, "cross-tokenizer KD (objective uld/gold): refuse to train when fewer of the "
+                                    "student's target tokens than this align with the teacher's by text", low=0.0, high=1.0)
     teacher_topk: int = knob(0, "train from an offline top-k teacher cache with this k (0 = online teacher); the cache is "
                              "built once (or by `edgedistill cache-teacher`) and training never loads the teacher", low=0)
 
@@ -203,6 +206,9 @@ class Recipe:
     name: str = knob("custom", "label recorded in the manifest and the model card")
     description: str = knob("", "one line shown by `edgedistill recipes`")
     teacher: str = knob("builtin:tiny-llama", "local HF folder, .gguf file, hub id, or a builtin (builtin:tiny-llama, tiny-gemma3, smollm2-135m-instruct, ...)")
+    student: str = knob("prune", "prune (the student is the pruned teacher), or an independent model in the same forms as "
+                        "teacher (another family or tokenizer: distill.objective uld or gold, or distill.mode sequence); "
+                        "the prune stage is then skipped")
     seed: int = knob(0, "seed for data order, initialisation and sampling")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})

@@ -11,6 +11,7 @@ a no-op, and nothing distributed is imported.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -40,3 +41,15 @@ def current() -> Processes:
 
     state = PartialState(cpu=not torch.cuda.is_available())
     return Processes(state.process_index, state.num_processes)
+
+
+@contextmanager
+def main_process_first(procs: Processes | None = None):
+    """The main process runs the block first (it writes a shared file: a teacher cache,
+    responses, scores), the others wait at a barrier and then run it (reading that file)."""
+    procs = procs or current()
+    if not procs.main:
+        procs.barrier()
+    yield
+    if procs.main:
+        procs.barrier()

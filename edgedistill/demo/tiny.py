@@ -104,12 +104,13 @@ def train_tokenizer(text: str | list[str], vocab_size: int = TOKENIZER_VOCAB_SIZ
     )
 
 
-def build_tiny_teacher(name: str, out_dir: Path, seed: int = 0) -> Path:
-    """Write a seeded random ``name`` teacher (config, safetensors, tokenizer) to ``out_dir``."""
+def build_tiny_teacher(name: str, out_dir: Path, seed: int = 0, tokenizer_vocab: int | None = None) -> Path:
+    """Write a seeded random ``name`` teacher (config, safetensors, tokenizer) to ``out_dir``;
+    ``tokenizer_vocab``: another BPE vocabulary size (a model of another tokenizer)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    tokenizer = train_tokenizer(TINY_CORPUS.read_text(encoding="utf-8"))
+    tokenizer = train_tokenizer(TINY_CORPUS.read_text(encoding="utf-8"), tokenizer_vocab or TOKENIZER_VOCAB_SIZE)
     facts = dict(TINY_TEACHERS[name])
     config = AutoConfig.for_model(
         facts.pop("model_type"),

@@ -23,7 +23,7 @@ _MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
 BUILTIN_FOLDERS = {"pydocs-teacher": Path(__file__).parents[1] / "demo" / "teacher"}
 
 
-def resolve_source(spec: str) -> dict:
+def resolve_source(spec: str, role: str = "teacher") -> dict:
     """Preflight (before any output is written): where the teacher comes from.
 
     Returns ``{"kind": "builtin", "name": ...}`` or ``{"kind": "local", "path": ...,
@@ -47,7 +47,7 @@ def resolve_source(spec: str) -> dict:
         name = spec[len(BUILTIN_PREFIX):]
         if name not in TINY_TEACHERS:
             allowed = ", ".join(BUILTIN_PREFIX + n for n in [*TINY_TEACHERS, *BUILTIN_FOLDERS, *REAL_MODEL_BUILTINS])
-            raise UserError(f"teacher '{spec}' is not a builtin teacher; builtin: {allowed}")
+            raise UserError(f"{role} '{spec}' is not a builtin {role}; builtin: {allowed}")
         return {"kind": "builtin", "name": name}
     path = Path(spec).expanduser()
     if not path.exists() and _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
@@ -55,21 +55,21 @@ def resolve_source(spec: str) -> dict:
     if path.is_file() and path.suffix.lower() == ".gguf":
         path = import_gguf(path)
     elif path.is_file():
-        raise UserError(f"teacher path '{spec}' is a file; give the HF model folder that holds config.json, or a .gguf file")
+        raise UserError(f"{role} path '{spec}' is a file; give the HF model folder that holds config.json, or a .gguf file")
     if not path.is_dir():
-        raise UserError(f"teacher path '{spec}' does not exist; give a local HF model folder, a .gguf file, a hub id, or builtin:tiny-llama")
+        raise UserError(f"{role} path '{spec}' does not exist; give a local HF model folder, a .gguf file, a hub id, or builtin:tiny-llama")
     check_architecture(path)
-    _check_loadable(path)
+    _check_loadable(path, role)
     _check_fits_memory(path)
     files = [[f.path, f.sha256, f.bytes] for f in _model_files(path)]
     return {"kind": "local", "path": str(path.resolve()), "files": files}
 
 
-def _check_loadable(path: Path) -> None:
+def _check_loadable(path: Path, role: str = "teacher") -> None:
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise UserError(f"teacher folder {path} has no weights (*.safetensors or *.bin); save it with save_pretrained")
+        raise UserError(f"{role} folder {path} has no weights (*.safetensors or *.bin); save it with save_pretrained")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
-        raise UserError(f"teacher folder {path} has no tokenizer (tokenizer.json or tokenizer.model); save the tokenizer beside it")
+        raise UserError(f"{role} folder {path} has no tokenizer (tokenizer.json or tokenizer.model); save the tokenizer beside it")
 
 
 # The build holds the teacher and a student of at most its size in fp32 at once (prune and
@@ -136,7 +136,7 @@ def check_stage_support(recipe, source: dict) -> None:
 
     config = teacher_config(source)
     row = architecture(config.get("model_type", ""))
-    refused = refused_dimensions(row, requested_dimensions(recipe.prune))
+    refused = refused_dimensions(row, requested_dimensions(recipe.prune)) if recipe.student == "prune" else None
     if refused:
         raise UserError(refused)
     if not recipe.export.gguf:
@@ -153,12 +153,13 @@ def check_stage_support(recipe, source: dict) -> None:
         check_gguf_tokenizer(data, path, config.get("vocab_size"))
 
 
-def check_sequence_budget(recipe, source: dict) -> None:
-    """Every sequence the build will run must fit the model's context: fail before writing."""
+def check_sequence_budget(recipe, source: dict, student: dict | None = None) -> None:
+    """Every sequence the build will run must fit the model's context (the teacher's, and
+    an independent student's): fail before writing."""
     from edgedistill.benchmarks.decode import BENCH_PROMPT_TOKENS_MAX
     from edgedistill.exporters.verify import GREEDY_PROMPT_TOKENS
 
-    limit = context_length(source)
+    limit = context_length(source) if student is None else min(context_length(source), context_length(student))
     needs = {
         "data.seq_len": recipe.data.seq_len,
         "verify.positions": recipe.verify.positions,
@@ -174,22 +175,55 @@ def check_sequence_budget(recipe, source: dict) -> None:
         needs["distill.response_tokens"] = distill.prompt_tokens + distill.response_tokens
     for key, tokens in needs.items():
         if tokens > limit:
-            raise UserError(f"{key} needs {tokens} tokens of context but the teacher's context is {limit}; lower {key}")
+            raise UserError(f"{key} needs {tokens} tokens of context but the {'teacher' if student is None else 'models'}' "
+                            f"context is {limit}; lower {key}")
+
+
+def materialize(source: dict, out_dir: Path, seed: int, name: str) -> tuple[Path, Path, str, tuple]:
+    """A resolved model source as an HF folder: (model dir, artifact root, model dir relative
+    to it, file records). A tiny builtin is built into ``out_dir / name``; a local folder is
+    used in place (hashed in preflight)."""
+    if source["kind"] == "builtin":
+        from edgedistill.demo.tiny import build_tiny_teacher
+
+        model_dir = build_tiny_teacher(source["name"], out_dir / name, seed=seed)
+        return model_dir, out_dir, name, record_files(out_dir, [name])
+    model_dir = Path(source["path"])
+    return model_dir, model_dir, ".", tuple(FileRecord(*record) for record in source["files"])
 
 
 def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
     """cfg: {"teacher": spec, "seed": int, "source": resolve_source(spec)}."""
     from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
 
-    source = cfg["source"]
-    if source["kind"] == "builtin":
-        from edgedistill.demo.tiny import build_tiny_teacher
-
-        model_dir = build_tiny_teacher(source["name"], out_dir / "teacher", seed=cfg["seed"])
-        root, rel = out_dir, "teacher"
-        files = record_files(out_dir, ["teacher"])
-    else:
-        model_dir = root = Path(source["path"])
-        rel, files = ".", tuple(FileRecord(*record) for record in source["files"])  # hashed in preflight
+    model_dir, root, rel, files = materialize(cfg["source"], out_dir, cfg["seed"], "teacher")
     params = count_parameters_on_disk(model_dir) or count_parameters(load_model(model_dir))
     return Artifact("teacher", root, files, payload={"model_dir": rel}, metrics={"teacher_params": params})
+
+
+def source_vocabulary(source: dict) -> dict:
+    """A source's tokenizer vocabulary (text -> id); the tiny builtins all share the
+    tokenizer trained on the shipped corpus, trained again here (milliseconds)."""
+    if source["kind"] == "builtin":
+        from edgedistill.demo.tiny import TINY_CORPUS, train_tokenizer
+
+        return train_tokenizer(TINY_CORPUS.read_text(encoding="utf-8")).get_vocab()
+    from edgedistill.hf import load_tokenizer
+
+    return load_tokenizer(Path(source["path"])).get_vocab()
+
+
+def check_objective_fits_tokenizers(recipe, teacher: dict, student: dict | None) -> None:
+    """An independent student of another tokenizer needs an objective that compares
+    across vocabularies (uld, gold) or the sequence mode (teacher text re-tokenized):
+    refused at load, never a silent CE fallback."""
+    from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
+
+    if student is None or source_vocabulary(teacher) == source_vocabulary(student):
+        return
+    if recipe.bench.enabled:
+        raise UserError("teacher and student tokenizers differ and the bench compares them token by token in one "
+                        "vocabulary: set bench.enabled=false (a cross-tokenizer bench is not built yet)")
+    if recipe.distill.objective not in CROSS_OBJECTIVES and recipe.distill.mode != "sequence":
+        raise UserError(f"teacher and student tokenizers differ and distill.objective={recipe.distill.objective} compares "
+                        "logits token by token: set distill.objective=uld or gold (text-aligned), or distill.mode=sequence")

@@ -52,11 +52,9 @@ def test_the_trainer_micro_loss_equals_the_reference_on_materialized_logits(tiny
 
 
 def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
-    import pytest
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from edgedistill.errors import UserError
     from edgedistill.hf import load_tokenizer
     from edgedistill.pipeline.distill.stage import shared_vocab_size
 
@@ -69,8 +67,7 @@ def test_vocab_sharing_rules(tiny_llama_dir, tiny_qwen2_dir):
     rows = llama.get_output_embeddings().out_features, qwen2.get_output_embeddings().out_features
     assert rows == (576, 512)
     assert shared_vocab_size(*rows, tokenizer, load_tokenizer(tiny_qwen2_dir)) == 512
-    with pytest.raises(UserError, match="tokenizers differ"):
-        shared_vocab_size(*rows, tokenizer, other)
+    assert shared_vocab_size(*rows, tokenizer, other) is None  # no shared rows: the cross-tokenizer signal aligns by text
 
 
 def test_learning_rate_schedule():

@@ -6,6 +6,15 @@ from __future__ import annotations
 from edgedistill.errors import UserError
 
 MODES = ("logit", "sequence", "on_policy")
+# objectives that compare a teacher and a student of different vocabularies (cross_tokenizer.py)
+CROSS_OBJECTIVES = ("uld", "gold")
+
+
+def objectives() -> tuple[str, ...]:
+    """Every ``distill.objective``: the same-vocabulary divergences, then the cross-tokenizer ones."""
+    from edgedistill.pipeline.distill.losses import KD_OBJECTIVES
+
+    return (*KD_OBJECTIVES, *CROSS_OBJECTIVES)
 
 
 def check_mode(distill, data) -> None:
@@ -20,6 +29,11 @@ def check_mode(distill, data) -> None:
                             "set distill.teacher_topk to 1-20 (APIs return at most 20 alternatives)")
         if distill.temperature != 1.0:
             raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with distill.teacher_api")
+    if distill.objective in CROSS_OBJECTIVES and (distill.mode != "logit" or distill.teacher_api or distill.teacher_topk
+                                                  or distill.feature_weight):
+        raise UserError(f"distill.objective={distill.objective} aligns an online local teacher's logits with the "
+                        "student's by text: set distill.mode=logit, distill.teacher_topk=0, distill.feature_weight=0 "
+                        "and no distill.teacher_api (sequence mode distills across tokenizers by text already)")
     if (distill.template or distill.cot_tasks) and distill.mode != "sequence":
         raise UserError("distill.template and distill.cot_tasks shape the teacher's responses: set distill.mode=sequence")
     if distill.cot_tasks and not distill.template:

@@ -94,8 +94,11 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
     return path, {"teacher_response_prompts": progress.total, "teacher_responses_generated": progress.answered}
 
 
-def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder: Path):
-    """(train Packed, held-out Packed, SparseTeacher, metrics) of the sequence mode."""
+def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder: Path, same_vocabulary: bool = True):
+    """(train Packed, held-out Packed, SparseTeacher, metrics) of the sequence mode. A
+    local teacher of another vocabulary (``same_vocabulary=False``) is distilled by text:
+    its responses are re-tokenized by the student and its token ids are dropped (one-hot
+    targets, i.e. CE on the teacher's text)."""
     from edgedistill.pipeline.distill.sequence_data import TokenMap, cot_examples, pack, response_example
 
     distill_cfg, seed = cfg["distill"], cfg["seed"]
@@ -116,6 +119,8 @@ def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder:
     token_map = TokenMap(tokenizer) if distill_cfg.teacher_api else None
     examples = []
     for row in kept:
+        if not same_vocabulary and not distill_cfg.teacher_api:
+            row = {**row, "logprobs": []}  # ids of the teacher's vocabulary mean nothing to the student
         examples.append(response_example(row, tokenizer, token_map))
         if distill_cfg.cot_tasks:
             examples.extend(cot_examples(row, tokenizer))

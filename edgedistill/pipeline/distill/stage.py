@@ -1,8 +1,10 @@
-"""Distill stage: train the pruned student on teacher logits (logit KD mixed with CE).
+"""Distill stage: train the student (pruned, or independent) on the teacher's signal.
 
 The loop lives in ``trainer.py`` (Accelerate, accumulation, checkpoints, evaluation);
-this module wires it to the build: data, the online teacher or its top-k cache, the
-student folder with its training log, loss curve and model card.
+this module wires it to the build: data, the teacher signal (``TEACHER_SIGNALS``: online
+local teacher, offline top-k cache, API scores, sequence responses, cross-tokenizer
+alignment; each prepared once, the main process first where it writes a shared file),
+and the student folder with its training log, loss curve and model card.
 """
 
 from __future__ import annotations
@@ -10,23 +12,23 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from edgedistill.artifacts import Artifact, record_files
 from edgedistill.config import to_dict
-from edgedistill.processes import current
 
 OUTPUTS = ("student",)
 RESUMABLE = True  # keeps checkpoints in the state folder the orchestrator passes
 
 
-def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, student_tokenizer) -> int:
+def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, student_tokenizer) -> int | None:
     """Logit rows both models share. Equal tokenizers with padded embedding rows -> the
-    narrower width (padding rows are never targets); different tokenizers -> UserError."""
-    from edgedistill.errors import UserError
-
+    narrower width (padding rows are never targets); different tokenizers -> None (the
+    cross-tokenizer signal compares by text; preflight refused every other objective)."""
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
-        raise UserError("teacher and student tokenizers differ; cross-tokenizer distillation is not supported yet")
+        return None
     return min(teacher_rows, student_rows)
 
 
@@ -43,16 +45,165 @@ def train(student, teacher, windows, distill_cfg, seed: int, vocab_size: int | N
     return Trainer(student, packed, packed[:1], distill_cfg, seed=seed, teacher=teacher, vocab_size=vocab_size).fit().log
 
 
+@dataclass
+class SignalInputs:
+    """What every teacher signal is prepared from."""
+
+    cfg: dict  # the stage config
+    teacher_artifact: Artifact | None
+    tokenizer: object  # the student's
+    train: object  # Packed windows of the data
+    heldout: object
+    vocab_size: int | None  # shared logit rows (None: the vocabularies differ)
+    folder: Path  # the build folder: shared caches live here
+
+    @property
+    def distill(self):
+        return self.cfg["distill"]
+
+
+@dataclass
+class Signal:
+    """A prepared teacher signal: the windows the student trains on, the teacher the
+    trainer reads (online model, or rows of sparse top-k), the trainer class and what it
+    needs beyond the common arguments, and metrics of the preparation."""
+
+    train: object
+    heldout: object
+    teacher: object = None
+    cache: object = None
+    trainer_class: type | None = None
+    trainer_kwargs: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    # held-out metrics at the end: the trainer's own, or (sequence mode) renamed and joined by
+    # the full local teacher's on the data's held-out windows
+    final_quality: Callable | None = None
+
+
+def _online(inputs: SignalInputs) -> Signal:
+    from edgedistill.hf import load_model
+
+    return Signal(inputs.train, inputs.heldout, teacher=load_model(inputs.teacher_artifact.model_dir))
+
+
+def _topk_cache(inputs: SignalInputs) -> Signal:
+    cache = ensure_teacher_cache(inputs.teacher_artifact, inputs.train, inputs.heldout, inputs.distill, inputs.vocab_size,
+                                 inputs.folder / CACHE_FOLDER)
+    return Signal(inputs.train, inputs.heldout, cache=cache)
+
+
+def _api_scores(inputs: SignalInputs) -> Signal:
+    import torch
+
+    from edgedistill.pipeline.distill.api_teacher import scored_windows
+
+    cache = scored_windows(inputs.distill, torch.cat([inputs.train.ids, inputs.heldout.ids]), inputs.tokenizer,
+                           inputs.folder)
+    extra = {}
+    if inputs.distill.mode == "on_policy":  # samples are scored through the API when drawn
+        from edgedistill.pipeline.distill.sequence_data import TokenMap
+
+        extra["token_map"] = TokenMap(inputs.tokenizer)
+    return Signal(inputs.train, inputs.heldout, cache=cache, trainer_kwargs=extra,
+                  metrics={"teacher_topk_aligned_share": cache.aligned_share})
+
+
+def _sequence(inputs: SignalInputs) -> Signal:
+    from edgedistill.pipeline.distill.sequence import sequence_windows
+
+    train, heldout, cache, metrics = sequence_windows(inputs.cfg, inputs.teacher_artifact, inputs.tokenizer, inputs.train,
+                                                      inputs.folder, same_vocabulary=inputs.vocab_size is not None)
+    data_heldout, local = inputs.heldout, not inputs.distill.teacher_api
+
+    def final_quality(trainer) -> dict:
+        quality = {f"sequence_{name}": value for name, value in trainer.heldout_metrics(autocast=False).items()}
+        if local and inputs.vocab_size is not None:  # comparable with the other modes: the data's windows, full teacher
+            quality.update(heldout_against_teacher(trainer.student, inputs.teacher_artifact, data_heldout,
+                                                   inputs.vocab_size))
+        return quality
+
+    return Signal(train, heldout, cache=cache, metrics=metrics, final_quality=final_quality)
+
+
+def _cross_tokenizer(inputs: SignalInputs) -> Signal:
+    import torch
+
+    from edgedistill.hf import load_model, load_tokenizer
+    from edgedistill.pipeline.data import Packed, window_bos
+    from edgedistill.pipeline.distill.cross_tokenizer import CrossTokenizerTrainer, CrossTokenizerWindows, VocabMatch
+
+    teacher_tokenizer = load_tokenizer(inputs.teacher_artifact.model_dir)
+    both = Packed(torch.cat([inputs.train.ids, inputs.heldout.ids]), torch.cat([inputs.train.targets, inputs.heldout.targets]))
+    aligned = CrossTokenizerWindows(both, inputs.tokenizer, teacher_tokenizer, window_bos(teacher_tokenizer))
+    floor = inputs.distill.min_aligned_share
+    if aligned.aligned_share < floor:
+        from edgedistill.errors import UserError
+
+        raise UserError(f"only {aligned.aligned_share:.0%} of the student's target tokens align with the teacher's by "
+                        f"text (distill.min_aligned_share={floor:g}); check the tokenizers or lower the floor")
+    match = VocabMatch(teacher_tokenizer, inputs.tokenizer)
+    return Signal(inputs.train, inputs.heldout, teacher=load_model(inputs.teacher_artifact.model_dir),
+                  trainer_class=CrossTokenizerTrainer, trainer_kwargs={"aligned": aligned, "match": match},
+                  metrics={"cross_tokenizer_aligned_share": aligned.aligned_share,
+                           "cross_tokenizer_one_to_one_share": aligned.one_to_one_share,
+                           "cross_tokenizer_shared_texts": match.matched})
+
+
+@dataclass(frozen=True)
+class TeacherSignal:
+    """One way of reading the teacher: when it applies (from the stage config and whether
+    the vocabularies match), whether preparing it writes a shared file (the main process
+    then goes first), and how it is prepared."""
+
+    applies: Callable[[object, bool], bool]  # (distill config, same vocabulary) -> bool
+    prepare: Callable[[SignalInputs], Signal]
+    writes_shared_files: bool = False
+
+
+def _is_cross(distill) -> bool:
+    from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
+
+    return distill.objective in CROSS_OBJECTIVES
+
+
+# The teacher signals, first match wins (the recipe's checks make at most one of the first
+# four apply; the online same-vocabulary teacher is what remains).
+TEACHER_SIGNALS: dict[str, TeacherSignal] = {
+    "sequence": TeacherSignal(lambda d, same: d.mode == "sequence", _sequence, writes_shared_files=True),
+    "api_scores": TeacherSignal(lambda d, same: bool(d.teacher_api), _api_scores, writes_shared_files=True),
+    "topk_cache": TeacherSignal(lambda d, same: d.teacher_topk > 0, _topk_cache, writes_shared_files=True),
+    "cross_tokenizer": TeacherSignal(lambda d, same: _is_cross(d), _cross_tokenizer),
+    "online": TeacherSignal(lambda d, same: True, _online),
+}
+
+
+def pick_signal(distill_cfg, same_vocabulary: bool) -> str:
+    return next(name for name, signal in TEACHER_SIGNALS.items() if signal.applies(distill_cfg, same_vocabulary))
+
+
+def _mode_trainer(distill_cfg, tokenizer) -> tuple[type, dict]:
+    """The trainer of ``distill.mode`` and its mode-specific arguments."""
+    from edgedistill.pipeline.distill.trainer import Trainer
+
+    if distill_cfg.mode == "on_policy":
+        from edgedistill.pipeline.distill.on_policy import OnPolicyTrainer
+
+        return OnPolicyTrainer, {"eos_token_id": tokenizer.eos_token_id}
+    return Trainer, {}
+
+
 def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, build_dir: Path | None = None) -> Artifact:
     """cfg: {"distill": DistillConfig, "data": DataConfig, "seed": int, "recipe_name": str,
     "checkpoint": CheckpointConfig (not in the stage key)}.
 
     ``state_dir`` keeps checkpoints and the live training log between runs of the same
-    stage key (a killed build resumes there); ``build_dir`` holds the teacher cache.
+    stage key (a killed build resumes there); ``build_dir`` holds the teacher cache,
+    responses and scores (``TEACHER_SIGNALS``).
     """
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
     from edgedistill.pipeline.data import packed_examples
-    from edgedistill.pipeline.distill.trainer import Trainer, plot_loss_curve
+    from edgedistill.pipeline.distill.trainer import plot_loss_curve
+    from edgedistill.processes import main_process_first
     from edgedistill.runtime.chat import CHAT_TEMPLATES
 
     import torch
@@ -64,63 +215,32 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student.get_output_embeddings().out_features,
                                    load_tokenizer(teacher_artifact.model_dir), tokenizer)
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
-    data_heldout, mode_metrics = heldout, {}
-    teacher, cache = None, None
-    if distill_cfg.mode == "sequence":
-        from edgedistill.pipeline.distill.sequence import sequence_windows
-
-        procs = current()  # the main process has the teacher answer; the others then read its file
-        if not procs.main:
-            procs.barrier()
-        train_windows, heldout, cache, mode_metrics = sequence_windows(cfg, teacher_artifact, tokenizer, train_windows,
-                                                                       build_dir or out_dir)
-        if procs.main:
-            procs.barrier()
-    elif distill_cfg.teacher_api:  # logit or on_policy KD from the API's top-k over the windows
-        from edgedistill.pipeline.distill.api_teacher import scored_windows
-
-        procs = current()
-        if not procs.main:
-            procs.barrier()
-        cache = scored_windows(distill_cfg, torch.cat([train_windows.ids, heldout.ids]), tokenizer, build_dir or out_dir)
-        mode_metrics = {"teacher_topk_aligned_share": cache.aligned_share}
-        if procs.main:
-            procs.barrier()
-    elif distill_cfg.teacher_topk:
-        procs = current()  # under a multi-process launch the main process builds the cache, the others then open it
-        if not procs.main:
-            procs.barrier()
-        cache = ensure_teacher_cache(teacher_artifact, train_windows, heldout, distill_cfg, vocab_size,
-                                     (build_dir or out_dir) / CACHE_FOLDER)
-        if procs.main:
-            procs.barrier()
+    inputs = SignalInputs(cfg, teacher_artifact, tokenizer, train_windows, heldout, vocab_size, build_dir or out_dir)
+    signal_name = pick_signal(distill_cfg, vocab_size is not None)
+    chosen = TEACHER_SIGNALS[signal_name]
+    if chosen.writes_shared_files:  # under a multi-process launch the main process writes, the others then read
+        with main_process_first():
+            signal = chosen.prepare(inputs)
     else:
-        teacher = load_model(teacher_artifact.model_dir)
+        signal = chosen.prepare(inputs)
+    trainer_class, extra = _mode_trainer(distill_cfg, tokenizer)
+    trainer_class = signal.trainer_class or trainer_class
     checkpoint = cfg.get("checkpoint")
-    log_path = (state_dir or out_dir) / "train_log.jsonl"
-    trainer_class, extra = Trainer, {}
-    if distill_cfg.mode == "on_policy":
-        from edgedistill.pipeline.distill.on_policy import OnPolicyTrainer
-
-        trainer_class, extra = OnPolicyTrainer, {"eos_token_id": tokenizer.eos_token_id}
-        if distill_cfg.teacher_api:
-            from edgedistill.pipeline.distill.sequence_data import TokenMap
-
-            extra["token_map"] = TokenMap(tokenizer)
-    trainer = trainer_class(student, train_windows, heldout, distill_cfg, seed=seed, teacher=teacher, cache=cache,
-                            vocab_size=vocab_size, state_dir=state_dir, log_path=log_path,
+    trainer = trainer_class(student, signal.train, signal.heldout, distill_cfg, seed=seed, teacher=signal.teacher,
+                            cache=signal.cache, vocab_size=vocab_size or student.get_output_embeddings().out_features,
+                            state_dir=state_dir, log_path=(state_dir or out_dir) / "train_log.jsonl",
                             checkpoint_every=checkpoint.every if checkpoint and state_dir else 0,
-                            keep_checkpoints=checkpoint.keep if checkpoint else 2, **extra)
+                            keep_checkpoints=checkpoint.keep if checkpoint else 2, **extra, **signal.trainer_kwargs)
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
     steps_run = len(result.log) - result.resumed_from
-    tokens = steps_run * distill_cfg.batch_size * (train_windows.ids.shape[1] - 1)
-    quality = trainer.heldout_metrics(autocast=False)  # every held-out window, in fp32
-    if distill_cfg.mode == "sequence":
-        quality = {f"sequence_{name}": value for name, value in quality.items()}  # on held-out teacher responses
-        if not distill_cfg.teacher_api:  # comparable with the other modes: the data's held-out windows, full teacher
-            quality.update(heldout_against_teacher(trainer.student, teacher_artifact, data_heldout, vocab_size))
+    tokens = steps_run * distill_cfg.batch_size * (signal.train.ids.shape[1] - 1)
+    if signal.final_quality is not None:
+        quality = signal.final_quality(trainer)
+    else:
+        quality = trainer.heldout_metrics(autocast=False)  # every held-out window, in fp32
+    mode_metrics = dict(signal.metrics)
     if distill_cfg.mode == "on_policy":
         from edgedistill.pipeline.distill.on_policy import on_policy_metrics
 
@@ -137,9 +257,9 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         **quality,
         **mode_metrics,
     }
-    if cache is not None:
-        metrics["teacher_cache_bytes_per_token"] = cache.bytes_per_token
-        metrics["teacher_cache_tail_mass"] = cache.mean_tail_mass()
+    if signal.cache is not None:
+        metrics["teacher_cache_bytes_per_token"] = signal.cache.bytes_per_token
+        metrics["teacher_cache_tail_mass"] = signal.cache.mean_tail_mass()
 
     model_dir = out_dir / "student"
     if cfg["data"].chat_template:  # the student answers in the format it was trained on: ship that template
