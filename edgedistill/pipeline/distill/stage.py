@@ -130,7 +130,8 @@ def _cross_tokenizer(inputs: SignalInputs) -> Signal:
 
     from edgedistill.hf import load_model, load_tokenizer
     from edgedistill.pipeline.data import Packed, window_bos
-    from edgedistill.pipeline.distill.cross_tokenizer import CrossTokenizerTrainer, CrossTokenizerWindows, VocabMatch
+    from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
+    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerTrainer, CrossTokenizerWindows
 
     teacher_tokenizer = load_tokenizer(inputs.teacher_artifact.model_dir)
     both = Packed(torch.cat([inputs.train.ids, inputs.heldout.ids]), torch.cat([inputs.train.targets, inputs.heldout.targets]))
