@@ -25,16 +25,16 @@ def test_rerun_is_cached_and_a_config_change_reruns_only_downstream(tmp_path):
     log.clear()
 
     build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
-    assert log == [(stage.name, "cached") for stage in STAGES]
+    assert log == [(stage.name, "skip" if stage.name == "student" else "cached") for stage in STAGES]
     assert read_manifest(tmp_path)["stages"] == first["stages"]
 
     log.clear()  # checkpoint settings change how a run is saved, not what it produces
     build(load_recipe("tiny", FAST + ["checkpoint.every=3", "checkpoint.keep=5"]), tmp_path, record_stages(log))
-    assert log == [(stage.name, "cached") for stage in STAGES]
+    assert log == [(stage.name, "skip" if stage.name == "student" else "cached") for stage in STAGES]
 
     log.clear()
     build(load_recipe("tiny", FAST + ["distill.alpha=0.9"]), tmp_path, record_stages(log))
-    assert log == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran"), ("export", "ran"),
+    assert log == [("teacher", "cached"), ("student", "skip"), ("prune", "cached"), ("distill", "ran"), ("export", "ran"),
                    ("verify", "ran"), ("bench", "ran")]
 
     log.clear()
@@ -56,7 +56,7 @@ def test_edited_data_is_not_mistaken_for_cached_data(tmp_path):
 
     build(recipe, tmp_path / "out", record_stages(log))
 
-    assert log[:3] == [("teacher", "cached"), ("prune", "ran"), ("distill", "ran")]
+    assert log[:4] == [("teacher", "cached"), ("student", "skip"), ("prune", "ran"), ("distill", "ran")]
 
 
 @pytest.mark.slow
@@ -76,9 +76,10 @@ def test_a_build_killed_mid_stage_resumes_there(tmp_path, monkeypatch):
     monkeypatch.undo()
     log = []
     recipe = load_recipe("tiny", FAST)
-    assert plan(recipe, tmp_path, preflight(recipe))[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "run")]
+    assert plan(recipe, tmp_path, preflight(recipe))[:4] == [("teacher", "cached"), ("student", "skip"), ("prune", "cached"),
+                                                             ("distill", "run")]
     build(load_recipe("tiny", FAST), tmp_path, record_stages(log))
-    assert log[:3] == [("teacher", "cached"), ("prune", "cached"), ("distill", "ran")]
+    assert log[:4] == [("teacher", "cached"), ("student", "skip"), ("prune", "cached"), ("distill", "ran")]
     assert read_manifest(tmp_path)["status"] == "complete"
 
 

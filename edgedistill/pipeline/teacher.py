@@ -175,8 +175,8 @@ def check_sequence_budget(recipe, source: dict, student: dict | None = None) -> 
         needs["distill.response_tokens"] = distill.prompt_tokens + distill.response_tokens
     for key, tokens in needs.items():
         if tokens > limit:
-            raise UserError(f"{key} needs {tokens} tokens of context but the {'teacher' if student is None else 'models'}' "
-                            f"context is {limit}; lower {key}")
+            whose = "teacher's" if student is None else "models'"
+            raise UserError(f"{key} needs {tokens} tokens of context but the {whose} context is {limit}; lower {key}")
 
 
 def materialize(source: dict, out_dir: Path, seed: int, name: str) -> tuple[Path, Path, str, tuple]:
