@@ -21,6 +21,34 @@ def test_compare_logits_golden():
     assert np.isclose(measured["mean_kl"], kl_first_row / 2)
 
 
+def test_a_pick_within_the_tie_margin_agrees_and_is_counted_a_tie():
+    # range 10 per row: margin 0.005 (5e-4 of it) is a tie, 0.02 (2e-3) is not
+    reference = np.array([[10.0, 9.995, 0.0], [10.0, 9.98, 0.0], [10.0, 0.0, 5.0]])
+    candidate = np.array([[9.99, 10.0, 0.0], [9.97, 10.0, 0.0], [10.0, 0.0, 5.0]])
+
+    measured = compare_logits(reference, candidate)
+
+    assert measured["top1_agreement"] == 2 / 3 and measured["top1_ties"] == 1
+
+
+def test_greedy_continuations_that_part_at_a_tie_match_and_elsewhere_differ(monkeypatch):
+    from edgedistill.exporters import verify
+
+    # the reference's next-token logits after prompt + expected[:2]: token 7 best, 3 within 1e-3 of the range, 1 not
+    row = np.zeros(10)
+    row[7], row[3], row[1], row[0] = 10.0, 9.995, 9.9, -10.0
+    seen = []
+    monkeypatch.setattr(verify, "torch_logits", lambda model, ids: seen.append(ids) or np.stack([row] * len(ids)))
+    expected = [4, 5, 7, 2]
+
+    assert verify.greedy_agrees(None, [1, 2], expected, expected, None) == "same" and not seen
+    assert verify.greedy_agrees(None, [1, 2], expected, [4, 5, 3, 8], None) == "tie"
+    assert seen[-1] == [1, 2, 4, 5]  # scored where the two part
+    assert verify.greedy_agrees(None, [1, 2], expected, [4, 5, 1, 8], None) == "differs"
+    assert verify.greedy_agrees(None, [1, 2], expected, [4, 5], 3) == "tie"  # the artifact stopped: EOS (3) there ties
+    assert verify.greedy_agrees(None, [1, 2], expected, [4, 5], None) == "differs"
+
+
 def test_judge_lists_every_failed_threshold():
     thresholds = ParityThresholds(max_rel_logit=1e-3, max_mean_kl=1e-4, min_top1=0.99, greedy_must_match=True)
     result = {"max_abs_logit_diff": 0.5, "logit_range": 50.0, "max_rel_logit_diff": 0.01, "mean_kl": 0.01, "top1_agreement": 0.9, "greedy_match": False, "tokenizer_match": False}
