@@ -21,6 +21,7 @@ from typing import Callable
 from edgedistill.artifacts import MANIFEST_NAME, Artifact, atomic_write_json, is_under, new_manifest, read_manifest, stage_key
 from edgedistill.config import Recipe, to_dict
 from edgedistill.processes import Processes, current
+from edgedistill.stage_context import StageContext
 
 TEMP_PREFIX = ".tmp-"
 STATE_FOLDER = ".state"
@@ -29,7 +30,7 @@ STATE_FOLDER = ".state"
 @dataclass(frozen=True)
 class Stage:
     name: str
-    module: str  # exposes OUTPUTS and run(cfg, inp, out_dir) -> Artifact
+    module: str  # exposes OUTPUTS (and SHARED_FOLDERS) and run(cfg, inp, ctx: StageContext) -> Artifact
     config: Callable[[Recipe, dict], dict]  # everything the stage's output depends on
     enabled: Callable[[Recipe], bool] = lambda recipe: True
     # settings passed to run() that do not change its output, so not in the key (checkpoints)
@@ -38,7 +39,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "edgedistill.pipeline.teacher",
-          lambda r, pre: {"teacher": r.teacher, "seed": r.seed, "source": pre["teacher_source"]}),
+          lambda r, pre: {"teacher": r.teacher, "seed": r.seed, "source": pre["teacher_source"],
+                          **({"teacher_api": r.teacher_api} if r.teacher == "api" else {})}),
     Stage("student", "edgedistill.pipeline.student",
           lambda r, pre: {"student": r.student, "seed": r.seed, "source": pre["student_source"]},
           lambda r: r.student != "prune"),
@@ -47,7 +49,8 @@ STAGES: tuple[Stage, ...] = (
           lambda r: r.student == "prune"),
     Stage("distill", "edgedistill.pipeline.distill",
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
-                          "recipe_name": r.name, "prompts_content": pre["prompts_content"]},
+                          "recipe_name": r.name, "prompts_content": pre["prompts_content"],
+                          "teacher_api": r.teacher_api if r.teacher_api.for_distill else None},
           extras=lambda r: {"checkpoint": r.checkpoint}),
     Stage("export", "edgedistill.pipeline.export",
           lambda r, pre: {"export": r.export, "calibration": r.export.calibration or r.data.path,
@@ -55,6 +58,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("verify", "edgedistill.pipeline.verify", lambda r, pre: {"verify": r.verify}),
     Stage("bench", "edgedistill.pipeline.bench",
           lambda r, pre: {"bench": r.bench, "seq_len": r.data.seq_len, "data": r.data, "seed": r.seed,
+                          "teacher_api": r.teacher_api if r.teacher_api.url else None,
                           "data_content": pre["data_content"], "eval_content": pre["eval_content"], "recipe_name": r.name},
           lambda r: r.bench.enabled),
 )
@@ -91,11 +95,11 @@ def _content(files: list[Path]) -> list:
 
 def _prompt_files(recipe: Recipe) -> list[Path]:
     """The sequence mode's prompts file, checked to parse before anything runs."""
-    if recipe.distill.mode != "sequence" or not recipe.distill.prompts:
+    if recipe.distill.mode != "sequence" or not recipe.distill.sequence.prompts:
         return []
     from edgedistill.pipeline.distill.sequence import read_prompt_rows
 
-    path = Path(recipe.distill.prompts).expanduser()
+    path = Path(recipe.distill.sequence.prompts).expanduser()
     read_prompt_rows(path)
     return [path]
 
@@ -122,13 +126,14 @@ def _eval_files(recipe: Recipe) -> list[Path]:
         from edgedistill.errors import UserError
 
         raise UserError(f"bench.answer_stop has {len(bench.answer_stop)} strings; OpenAI-compatible APIs take at most 4")
-    if bench.teacher_api:
+    if recipe.teacher_api.url:
         from edgedistill.benchmarks.client import check_base_url
 
-        check_base_url(bench.teacher_api)
+        check_base_url(recipe.teacher_api.url, "teacher_api.url")
     load_probes(bench.probe_path)
     files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
-    files.append(Path(load_prices(bench.prices, bench.api_price, bench.hardware).file))
+    cost = bench.cost
+    files.append(Path(load_prices(cost.prices, cost.api_price, cost.hardware).file))
     return files
 
 
@@ -186,11 +191,14 @@ def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key
     temp.mkdir()
     resumable = getattr(module, "RESUMABLE", False)
     state = state_dir(out_dir, stage.name, key)
+    shared = tuple(getattr(module, "SHARED_FOLDERS", ()))
+    before = {entry.name for entry in out_dir.iterdir()}
     try:
-        if resumable:
-            artifact = module.run({**cfg, **extras}, inp, temp, state_dir=state, build_dir=out_dir)
-        else:
-            artifact = module.run(cfg, inp, temp)
+        artifact = module.run(cfg, inp, StageContext(temp, out_dir, state, shared, current(), extras))
+        undeclared = {entry.name for entry in out_dir.iterdir()} - before - set(shared) - {temp.name, STATE_FOLDER}
+        if undeclared:  # a bug in the stage, not the user's input: its outputs must not land
+            raise RuntimeError(f"stage {stage.name} wrote {sorted(undeclared)} into the build folder outside its "
+                               "outputs and SHARED_FOLDERS")
         if not keep_outputs:
             return artifact
         _remove_outputs(module.OUTPUTS, out_dir)
@@ -308,8 +316,8 @@ def cache_teacher(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, f
     from edgedistill.pipeline.data import packed_examples
     from edgedistill.pipeline.distill.stage import CACHE_FOLDER, ensure_teacher_cache, teacher_vocab_rows
 
-    if recipe.distill.teacher_api:
-        raise UserError("distill.teacher_api is set: the build scores the windows through the API itself; "
+    if recipe.teacher_api.for_distill:
+        raise UserError("teacher_api.url is set: the build scores the windows through the API itself; "
                         "run `edgedistill build`")
     if recipe.distill.teacher_topk <= 0:
         raise UserError("distill.teacher_topk is 0 (online teacher); set it, e.g. --set distill.teacher_topk=64")

@@ -54,7 +54,8 @@ def build(
         pre = preflight(resolved)  # hashes a local teacher once for both lines below
         for stage, status in plan(resolved, out_dir, pre):
             console.print(f"  {stage:<8} {status}", highlight=False)
-        console.print(describe_plan(resolved.prune, pre["teacher_source"]), highlight=False)
+        if resolved.student == "prune":
+            console.print(describe_plan(resolved.prune, pre["teacher_source"]), highlight=False)
         return 0
 
     def on_stage(name: str, status: str, seconds: float) -> None:
@@ -72,7 +73,7 @@ def _exit_code(manifest: dict) -> int:
     is wrong or it is down."""
     bench = manifest["stages"].get("bench", {}).get("artifact", {}).get("payload", {})
     if bench.get("teacher_error"):
-        fix = ("fix --teacher-api / bench.teacher_api and rerun `edgedistill bench`" if bench.get("teacher_format") == "api"
+        fix = ("fix --teacher-api / teacher_api.url and rerun `edgedistill bench`" if bench.get("teacher_format") == "api"
                else "see the error; `edgedistill serve` on the teacher folder shows it")
         _fail(f"teacher not measured: {bench['teacher_error']}; the report marks its rows missing ({fix})", 2)
         return 2
@@ -135,7 +136,7 @@ def bench(
                                                            "(default EDGEDISTILL_TEACHER_API_KEY)"),
     teacher_api_mode: Optional[str] = typer.Option(None, "--teacher-api-mode", help="completions (text) or chat"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="price table YAML (default: the shipped assumptions)"),
-    overrides: List[str] = typer.Option([], "--set", help="override a bench key, e.g. --set bench.requests_per_day=5000"),
+    overrides: List[str] = typer.Option([], "--set", help="override a bench key, e.g. --set bench.cost.requests_per_day=5000"),
 ) -> int:
     """Measure the teacher behind an API against every student artifact of a build: latency,
     memory, quality retention, over-distillation checks and cost; writes bench/report.html."""
@@ -154,14 +155,22 @@ def bench(
     if bad:
         raise UserError(f"--set {bad[0]}: `edgedistill bench` takes bench.* keys only; use `edgedistill build --set` "
                         "for the others")
-    options = {"teacher_api": teacher_api, "teacher_model": teacher_model, "teacher_api_key_env": teacher_api_key_env,
-               "teacher_api_mode": teacher_api_mode, "prices": str(prices.resolve()) if prices else None}
+    api_options = {"url": teacher_api, "model": teacher_model, "key_env": teacher_api_key_env, "mode": teacher_api_mode}
     from edgedistill.build import build as run_build
     from edgedistill.config import recipe_with_overrides
 
     recorded = dict(manifest["recipe"])
     # the options are strings as typed (a model named 1.5 stays "1.5"), not YAML like --set values
-    recorded["bench"] = {**recorded.get("bench", {}), **{k: v for k, v in options.items() if v is not None}}
+    api = {**recorded.get("teacher_api", {}), **{k: v for k, v in api_options.items() if v is not None}}
+    if teacher_api is not None:
+        if recorded.get("teacher_api", {}).get("url") and recorded["teacher_api"].get("distill", True):
+            raise UserError("this build distilled from teacher_api.url; its bench measures that API (rerun "
+                            "`edgedistill bench` without --teacher-api, or build again with another teacher_api.url)")
+        api["distill"] = False  # the bench's teacher row only: the student is not retrained
+    recorded["teacher_api"] = api
+    if prices:
+        recorded["bench"] = {**recorded.get("bench", {})}
+        recorded["bench"]["cost"] = {**recorded["bench"].get("cost", {}), "prices": str(prices.resolve())}
     recipe = recipe_with_overrides(recorded, [*overrides, "bench.enabled=true"])
 
     def on_stage(name: str, status: str, seconds: float) -> None:

@@ -18,9 +18,34 @@ from typing import Any, Callable
 
 import yaml
 
+from edgedistill import registry_names as names
 from edgedistill.errors import UserError
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
+
+# Keys of earlier releases -> where they live now; a recipe naming one is refused with the new name.
+MOVED_KEYS = {
+    "distill.teacher_api": "teacher_api.url",
+    "distill.teacher_api_model": "teacher_api.model",
+    "distill.teacher_api_key_env": "teacher_api.key_env",
+    "distill.teacher_api_retries": "teacher_api.retries",
+    "bench.teacher_api": "teacher_api.url",
+    "bench.teacher_model": "teacher_api.model",
+    "bench.teacher_api_key_env": "teacher_api.key_env",
+    "bench.teacher_api_mode": "teacher_api.mode",
+    "distill.prompts": "distill.sequence.prompts",
+    "distill.sequence_prompts": "distill.sequence.windows",
+    "distill.sequence_topk": "distill.sequence.topk",
+    "distill.template": "distill.sequence.template",
+    "distill.cot_tasks": "distill.sequence.cot_tasks",
+    "distill.lmbda": "distill.on_policy.lmbda",
+    "prune.mlp_keep": "prune.ratios.mlp",
+    "prune.hidden_keep": "prune.ratios.hidden",
+    "prune.layers_keep": "prune.ratios.layers",
+    **{f"bench.{name}": f"bench.cost.{name}" for name in (
+        "prices", "api_price", "hardware", "requests_per_day", "input_tokens_per_request", "output_tokens_per_request",
+        "utilization")},
+}
 
 
 def registry(path: str) -> Callable[[], tuple[str, ...]]:
@@ -56,26 +81,48 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PruneRatios:
+    mlp: float = knob(1.0, "fraction of MLP channels kept", low=0.0, high=1.0, low_open=True)
+    hidden: float = knob(1.0, "fraction of hidden channels kept", low=0.0, high=1.0, low_open=True)
+    layers: float = knob(1.0, "fraction of layers kept", low=0.0, high=1.0, low_open=True)
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     target_params: float = knob(0.5, "student size as a fraction of the teacher's parameters", low=0.0, high=1.0, low_open=True)
     strategy: str = knob("mlp", "what shrinks to meet the budget: mlp width, width (hidden + mlp), depth (layers), "
-                         "or ratios (no budget: the *_keep fractions)",
-                         choices=registry("edgedistill.pipeline.prune_targets:STRATEGIES"))
-    mlp_keep: float = knob(1.0, "ratios strategy: fraction of MLP channels kept", low=0.0, high=1.0, low_open=True)
-    hidden_keep: float = knob(1.0, "ratios strategy: fraction of hidden channels kept", low=0.0, high=1.0, low_open=True)
-    layers_keep: float = knob(1.0, "ratios strategy: fraction of layers kept", low=0.0, high=1.0, low_open=True)
+                         "or ratios (no budget: the prune.ratios fractions)",
+                         choices=lambda: names.PRUNE_STRATEGIES)
+    ratios: PruneRatios = field(default_factory=lambda: PruneRatios(), metadata={"doc": "the ratios strategy's kept fractions"})
     importance: str = knob("activation", "channel/head importance: activation (Minitron), magnitude, or taylor",
-                           choices=registry("edgedistill.pipeline.importance:IMPORTANCE_METRICS"))
+                           choices=lambda: names.IMPORTANCE_METRICS)
     kv_heads_keep: float = knob(1.0, "fraction of KV groups (with their query heads) kept in every layer", low=0.0, high=1.0, low_open=True)
     round_to: int = knob(32, "kept MLP channels and hidden size are multiples of this (256 for GGUF k-quants)", low=1)
     calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    prompts: str = knob("", "JSONL of {\"prompt\"} rows for the teacher (\"\" = the openings of training windows)")
+    windows: int = knob(512, "without distill.sequence.prompts: training windows whose opening becomes a prompt", low=1)
+    topk: int = knob(8, "teacher alternatives per response token for sparse KD (0 = CE on the responses only)",
+                     low=0, high=20)
+    template: str = knob("", "chain-of-thought template for the prompts (step-by-step, or a file with {prompt}); "
+                         "responses without an answer line are filtered out")
+    cot_tasks: bool = knob(False, "with distill.sequence.template: also train rationale and answer as separate tasks "
+                           "(Distilling step-by-step)")
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig:
+    lmbda: float = knob(0.5, "share of steps on student-generated continuations (GKD's lambda)", low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     objective: str = knob("forward_kl", "KD divergence; forward_kl = KL(p_teacher || p_student); uld / gold compare "
                           "a teacher of another tokenizer (text-aligned; cross_tokenizer.py)",
-                          choices=lambda: importlib.import_module("edgedistill.pipeline.distill.modes").objectives())
+                          choices=lambda: (*names.KD_OBJECTIVES, *names.CROSS_OBJECTIVES))
     beta: float = knob(0.5, "jsd only: mixture weight of the teacher (0 = forward KL, 1 = reverse KL)", low=0.0, high=1.0)
     skew_alpha: float = knob(0.1, "skew_kl / skew_reverse_kl only: skew weight a (DistiLLM; 0 = plain KL)", low=0.0, high=1.0)
     alpha: float = knob(0.5, "loss = alpha * KD + (1 - alpha) * CE", low=0.0, high=1.0)
@@ -97,41 +144,25 @@ class DistillConfig:
     feature_weight: float = knob(0.0, "weight of feature KD (hidden-state alignment, student layers mapped evenly onto the "
                                  "teacher's, learned projection); 0 = off", low=0.0)
     feature_loss: str = knob("mse", "feature KD distance: mse or cosine",
-                             choices=registry("edgedistill.pipeline.distill.features:FEATURE_LOSSES"))
+                             choices=lambda: names.FEATURE_LOSSES)
     eval_every: int = knob(0, "held-out evaluation every N steps (0 = only after the last step)", low=0)
     eval_windows: int = knob(32, "held-out windows per periodic evaluation (0 = all)", low=0)
     stop_at_retention: float = knob(0.0, "stop early once held-out top-1 retention (student / teacher) reaches this at an "
                                     "evaluation (0 = off)", low=0.0)
     mode: str = knob("logit", "logit: KD on the data's windows; sequence: CE (+ sparse KD on the teacher's top-k "
-                     "logprobs) on the teacher's generated responses; on_policy: GKD, a share lmbda of steps trains on the "
+                     "logprobs) on the teacher's generated responses; on_policy: GKD, a share on_policy.lmbda of steps trains on the "
                      "student's own samples scored by the teacher", choices=registry("edgedistill.pipeline.distill.modes:MODES"))
-    teacher_api: str = knob("", "OpenAI-compatible base URL of the teacher to distill from (\"\" = the recipe's "
-                            "teacher, run here): it writes the responses (sequence) or scores windows and samples "
-                            "with echo + logprobs (logit, on_policy; needs teacher_topk and its tokenizer)")
-    teacher_api_model: str = knob("teacher", "model name sent to distill.teacher_api")
-    teacher_api_key_env: str = knob("EDGEDISTILL_TEACHER_API_KEY", "environment variable holding distill.teacher_api's key")
-    teacher_api_retries: int = knob(5, "retries per distill.teacher_api request on connection errors, 429 and 5xx "
-                                    "(exponential backoff from 0.5 s)", low=0)
-    prompts: str = knob("", "sequence mode: JSONL of {\"prompt\"} rows for the teacher (\"\" = the openings of "
-                        "training windows)")
-    sequence_prompts: int = knob(512, "sequence mode without distill.prompts: training windows whose opening becomes a "
-                                 "prompt", low=1)
     prompt_tokens: int = knob(64, "tokens of a training window used as a prompt (sequence and on_policy modes)", low=1)
     response_tokens: int = knob(128, "longest teacher response (sequence) or student continuation (on_policy)", low=1)
     sample_temperature: float = knob(1.0, "sampling temperature of teacher responses (sequence; 0 = greedy) and of "
                                      "the student's on-policy samples", low=0.0)
-    sequence_topk: int = knob(8, "sequence mode: teacher alternatives per response token for sparse KD (0 = CE on the "
-                              "responses only)", low=0, high=20)
-    template: str = knob("", "sequence mode: chain-of-thought template for the prompts (step-by-step, or a file with "
-                         "{prompt}); responses without an answer line are filtered out")
-    cot_tasks: bool = knob(False, "sequence mode with distill.template: also train rationale and answer as separate "
-                           "tasks (Distilling step-by-step)")
-    lmbda: float = knob(0.5, "on_policy mode: share of steps on student-generated continuations (GKD's lambda)",
-                        low=0.0, high=1.0)
-    min_aligned_share: float = knob(0.5, "cross-tokenizer KD (objective uld/gold): refuse to train when fewer of the "
-                                    "student's target tokens than this align with the teacher's by text", low=0.0, high=1.0)
+    min_aligned_share: float = knob(0.9, "refuse to train when fewer of the student's target tokens than this align with "
+                                    "the teacher's: by text (objective uld/gold) or by token (teacher_api scores)",
+                                    low=0.0, high=1.0)
     teacher_topk: int = knob(0, "train from an offline top-k teacher cache with this k (0 = online teacher); the cache is "
                              "built once (or by `edgedistill cache-teacher`) and training never loads the teacher", low=0)
+    sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(), metadata={"doc": "mode sequence: prompts and responses"})
+    on_policy: OnPolicyConfig = field(default_factory=lambda: OnPolicyConfig(), metadata={"doc": "mode on_policy (GKD)"})
 
 
 @dataclass(frozen=True)
@@ -184,12 +215,11 @@ class BenchConfig:
     artifact_eval_windows: int = knob(16, "held-out windows every artifact and the teacher are scored on through the "
                                       "runtime (eval_path, else the training data's held-out windows)", low=1)
     artifact_qa_pairs: int = knob(64, "QA pairs every artifact is scored on through the runtime (0 = none)", low=0)
-    teacher_api: str = knob("", "OpenAI-compatible base URL of the teacher (http://host:port/v1); empty = serve the "
-                            "build's teacher on 127.0.0.1 with `edgedistill serve`")
-    teacher_model: str = knob("", "model name sent to teacher_api")
-    teacher_api_key_env: str = knob("EDGEDISTILL_TEACHER_API_KEY", "environment variable holding teacher_api's key")
-    teacher_api_mode: str = knob("completions", "send prompts to /completions as text, or to /chat/completions as "
-                                 "a user message", choices=lambda: ("completions", "chat"))
+    cost: CostConfig = field(default_factory=lambda: CostConfig(), metadata={"doc": "prices and traffic of the cost rows"})
+
+
+@dataclass(frozen=True)
+class CostConfig:
     prices: str = knob("", "price table YAML (API $ per 1M tokens, hardware $ per hour); empty = the shipped "
                        "assumptions (edgedistill/benchmarks/prices.yaml)")
     api_price: str = knob("", "API row of the price table the teacher is billed at (empty = its api_default)")
@@ -202,14 +232,36 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class TeacherApiConfig:
+    url: str = knob("", "OpenAI-compatible base URL of the teacher (http://host:port/v1), used by distill (responses "
+                    "in sequence mode; echo + logprobs scores in logit/on_policy mode, with distill.teacher_topk) and "
+                    "as the bench's teacher row; empty = the recipe's teacher, run here")
+    model: str = knob("teacher", "model name sent to teacher_api.url")
+    key_env: str = knob("EDGEDISTILL_TEACHER_API_KEY", "environment variable holding teacher_api.url's key")
+    retries: int = knob(5, "retries per request on connection errors, 429 and 5xx (exponential backoff from 0.5 s)", low=0)
+    mode: str = knob("completions", "completions: prompts sent as text; chat: as a user message to /chat/completions "
+                     "(a chat teacher), the student then trains on the answers through its own chat template",
+                     choices=lambda: ("completions", "chat"))
+    distill: bool = knob(True, "the distill stage reads the teacher from teacher_api.url; false = only the bench's "
+                         "teacher row is the API (what `edgedistill bench --teacher-api` sets: the student is not retrained)")
+
+    @property
+    def for_distill(self) -> bool:
+        return bool(self.url) and self.distill
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str = knob("custom", "label recorded in the manifest and the model card")
     description: str = knob("", "one line shown by `edgedistill recipes`")
-    teacher: str = knob("builtin:tiny-llama", "local HF folder, .gguf file, hub id, or a builtin (builtin:tiny-llama, tiny-gemma3, smollm2-135m-instruct, ...)")
+    teacher: str = knob("builtin:tiny-llama", "local HF folder, .gguf file, hub id, a builtin (builtin:tiny-llama, "
+                        "tiny-gemma3, smollm2-135m-instruct, ...), or api: only the model behind teacher_api.url (no "
+                        "local teacher; needs an independent student)")
     student: str = knob("prune", "prune (the student is the pruned teacher), or an independent model in the same forms as "
                         "teacher (another family or tokenizer: distill.objective uld or gold, or distill.mode sequence); "
                         "the prune stage is then skipped")
     seed: int = knob(0, "seed for data order, initialisation and sampling")
+    teacher_api: TeacherApiConfig = field(default_factory=TeacherApiConfig, metadata={"doc": "a teacher behind an OpenAI-compatible API"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"doc": "knowledge distillation"})
@@ -227,12 +279,22 @@ class Recipe:
         if self.distill.teacher_topk and self.distill.objective != "forward_kl":
             raise UserError(f"distill.teacher_topk={self.distill.teacher_topk} trains on a top-k cache, which supports "
                             f"objective forward_kl only, not '{self.distill.objective}'; set distill.teacher_topk=0 or the objective")
+        api, teacher = self.teacher_api, self.teacher
+        if teacher == "api" and not api.for_distill:
+            raise UserError("teacher: api distills from teacher_api.url, which is empty or has teacher_api.distill=false; "
+                            "set it (e.g. teacher_api.url=http://127.0.0.1:8000/v1) or name a local teacher")
+        if teacher == "api" and self.student == "prune":
+            raise UserError("teacher: api has no local weights to prune; name an independent student "
+                            "(e.g. student: builtin:smollm2-135m-instruct)")
+        if teacher == "api" and self.bench.enabled:
+            raise UserError("the bench scores every artifact against a local copy of the teacher, which teacher: api "
+                            "does not have; set bench.enabled=false or name a local teacher")
         if self.distill.teacher_topk and self.distill.feature_weight:
             raise UserError("feature KD (distill.feature_weight > 0) needs the online teacher's hidden states; "
                             "set distill.teacher_topk=0 or distill.feature_weight=0")
         from edgedistill.pipeline.distill.modes import check_mode  # what each distill.mode combines with
 
-        check_mode(self.distill, self.data)
+        check_mode(self.distill, self.data, self.teacher_api)
 
 
 
@@ -311,6 +373,9 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in data:
+        moved = MOVED_KEYS.get(f"{prefix}{key}")
+        if moved:
+            raise UserError(f"recipe key '{prefix}{key}' has moved to '{moved}'; rename it in the recipe or --set")
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean '{prefix}{close[0]}'? " if close else ""

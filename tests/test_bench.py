@@ -154,9 +154,9 @@ def test_compare_shows_the_deltas_between_two_builds(built, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "distill.steps=3"], "takes bench.* keys only"),
-    (["--prices", "/no/prices.yaml"], "bench.prices '/no/prices.yaml' is not a file"),
-    (["--teacher-api-mode", "telepathy"], "bench.teacher_api_mode"),
-    (["--teacher-api", "localhost:8000"], "bench.teacher_api 'localhost:8000' is not an http(s) URL with a host"),
+    (["--prices", "/no/prices.yaml"], "bench.cost.prices '/no/prices.yaml' is not a file"),
+    (["--teacher-api-mode", "telepathy"], "teacher_api.mode"),
+    (["--teacher-api", "localhost:8000"], "teacher_api.url 'localhost:8000' is not an http(s) URL with a host"),
     (["--set", "bench.answer_tokens=500"], "bench.answer_tokens needs 595 tokens of context but the teacher's context is 512"),
     (["--set", "bench.answer_stop=[a, b, c, d, e]"], "bench.answer_stop has 5 strings; OpenAI-compatible APIs take at most 4"),
 ])

@@ -109,3 +109,27 @@ def test_yaml_file_recipe_and_its_errors(tmp_path):
         load_recipe(str(broken))
     with pytest.raises(UserError, match="neither a bundled recipe"):
         load_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_registry_names_are_the_keys_of_the_registries_they_name():
+    from edgedistill import registry_names as names
+    from edgedistill.pipeline.distill.features import FEATURE_LOSSES
+    from edgedistill.pipeline.distill.losses import KD_OBJECTIVES
+    from edgedistill.pipeline.importance import IMPORTANCE_METRICS
+    from edgedistill.pipeline.prune_targets import STRATEGIES
+
+    assert names.PRUNE_STRATEGIES == tuple(STRATEGIES)
+    assert names.IMPORTANCE_METRICS == tuple(IMPORTANCE_METRICS)
+    assert names.KD_OBJECTIVES == tuple(KD_OBJECTIVES)
+    assert names.FEATURE_LOSSES == tuple(FEATURE_LOSSES)
+
+
+def test_loading_and_validating_every_bundled_recipe_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgedistill.config import bundled_recipes, load_recipe; "
+            "[load_recipe(name) for name in bundled_recipes()]; "
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'gguf') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ from tests.runtime.server_process import running_server
 from tests.test_datagen import _Proxy
 
 FAST = ["distill.steps=6", "bench.enabled=false", "export.onnx=[]", "distill.temperature=1", "distill.prompt_tokens=16",
-        "distill.response_tokens=24", "distill.sequence_prompts=96"]
+        "distill.response_tokens=24", "distill.sequence.windows=96"]
 
 
 def distill_metrics(out: Path) -> dict:
@@ -59,7 +59,7 @@ def test_sequence_mode_trains_on_teacher_responses_and_reuses_them(tmp_path):
 
 @pytest.mark.slow
 def test_on_policy_mode_mixes_student_samples_into_training(tmp_path):
-    build(load_recipe("tiny", [*FAST, "distill.mode=on_policy", "distill.objective=jsd", "distill.lmbda=0.5"]), tmp_path)
+    build(load_recipe("tiny", [*FAST, "distill.mode=on_policy", "distill.objective=jsd", "distill.on_policy.lmbda=0.5"]), tmp_path)
     metrics = distill_metrics(tmp_path)
     assert 0 < metrics["on_policy_steps"] < 6 and metrics["on_policy_generated_tokens"] > 0
     log = [json.loads(line) for line in (tmp_path / "student" / "train_log.jsonl").read_text().splitlines()]
@@ -69,7 +69,7 @@ def test_on_policy_mode_mixes_student_samples_into_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["logit", "sequence", "on_policy"])
 def test_every_mode_distills_from_a_teacher_behind_an_api(teacher_api, tmp_path, mode):
-    sets = [*FAST, f"distill.mode={mode}", f"distill.teacher_api={teacher_api}", "distill.teacher_api_model=big-teacher",
+    sets = [*FAST, f"distill.mode={mode}", f"teacher_api.url={teacher_api}", "teacher_api.model=big-teacher",
             "data.max_tokens=8000"]
     if mode != "sequence":
         sets.append("distill.teacher_topk=4")
@@ -108,8 +108,8 @@ def test_a_cot_template_trains_rationale_and_answer_tasks_and_edited_prompts_rer
     prompts.write_text("".join(json.dumps({"prompt": f"What is a list ({i})?"}) + "\n" for i in range(60)))
     out = tmp_path / "build"
     with fixed_answer_api(200, COT_ANSWER) as url:
-        sets = [*FAST, "distill.mode=sequence", f"distill.teacher_api={url}", f"distill.prompts={prompts}",
-                "distill.template=step-by-step", "distill.cot_tasks=true", "data.seq_len=32"]
+        sets = [*FAST, "distill.mode=sequence", f"teacher_api.url={url}", f"distill.sequence.prompts={prompts}",
+                "distill.sequence.template=step-by-step", "distill.sequence.cot_tasks=true", "data.seq_len=32"]
         build(load_recipe("tiny", sets), out)
         metrics = distill_metrics(out)
         (responses,) = (out / "teacher-responses").glob("*.jsonl")
@@ -124,23 +124,23 @@ def test_a_cot_template_trains_rationale_and_answer_tasks_and_edited_prompts_rer
         stages.clear()
         build(load_recipe("tiny", sets), out, lambda name, status, _s: stages.append((name, status)))
         assert ("distill", "ran") in stages and distill_metrics(out)["teacher_responses_generated"] == 1
-    without_tasks = [s for s in sets if not s.startswith("distill.cot_tasks")]
+    without_tasks = [s for s in sets if not s.startswith("distill.sequence.cot_tasks")]
     with fixed_answer_api(200, COT_ANSWER) as url:
-        build(load_recipe("tiny", [*without_tasks[:1], *[s if "teacher_api" not in s else f"distill.teacher_api={url}"
+        build(load_recipe("tiny", [*without_tasks[:1], *[s if "teacher_api" not in s else f"teacher_api.url={url}"
                                                           for s in without_tasks[1:]]]), tmp_path / "plain")
     assert distill_metrics(tmp_path / "plain")["sequence_train_windows"] < windows  # the two tasks add windows
 
 
 @pytest.mark.parametrize("sets, needle", [
-    (["distill.teacher_api=http://h/v1"], "distill.teacher_topk to 1-20"),
+    (["teacher_api.url=http://h/v1"], "distill.teacher_topk to 1-20"),
     (["distill.mode=sequence", "distill.temperature=2"], "distill.temperature=1"),
     (["distill.mode=on_policy", "distill.teacher_topk=8"], "no offline cache holds"),
     (["distill.mode=on_policy", "distill.prompt_tokens=64"], "leaves no room to generate"),
     (["distill.mode=ring"], "distill.mode"),
-    (["distill.mode=sequence", "distill.teacher_api=ftp://x"], "not an http(s) URL"),
-    (["distill.mode=sequence", "distill.cot_tasks=true"], "need distill.template"),
-    (["distill.mode=sequence", "distill.template=nope"], "template nope: not a builtin"),
-    (["distill.mode=sequence", "distill.temperature=1", "distill.prompts=/no/such.jsonl"], "does not exist"),
+    (["distill.mode=sequence", "teacher_api.url=ftp://x"], "not an http(s) URL"),
+    (["distill.mode=sequence", "distill.sequence.cot_tasks=true"], "need distill.sequence.template"),
+    (["distill.mode=sequence", "distill.sequence.template=nope"], "template nope: not a builtin"),
+    (["distill.mode=sequence", "distill.temperature=1", "distill.sequence.prompts=/no/such.jsonl"], "does not exist"),
     (["distill.mode=on_policy", "distill.prompt_tokens=16", "distill.response_tokens=600"],
      "distill.response_tokens needs 616 tokens of context"),
 ])
@@ -156,9 +156,9 @@ def test_modes_refuse_what_they_cannot_do(tmp_path, capsys, sets, needle):
 def test_a_failing_teacher_api_stops_the_build_with_one_line_and_exit_2(tmp_path, capsys):
     with fixed_answer_api(503, {"error": {"message": "down"}}) as url:
         code = main(["build", "tiny", "--out", str(tmp_path), *[a for s in FAST for a in ("--set", s)],
-                     "--set", "distill.mode=sequence", "--set", f"distill.teacher_api={url}",
-                     "--set", "distill.teacher_api_retries=1"])
+                     "--set", "distill.mode=sequence", "--set", f"teacher_api.url={url}",
+                     "--set", "teacher_api.retries=1"])
     err = capsys.readouterr().err
-    assert code == 2 and "prompts failed at distill.teacher_api" in err and "Traceback" not in err
+    assert code == 2 and "prompts failed at teacher_api.url" in err and "Traceback" not in err
     assert "HTTP 503" in err  # the first failure is the API's own answer, not "not sent"
     assert "distill" not in read_manifest(tmp_path)["stages"]

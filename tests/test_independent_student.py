@@ -60,7 +60,7 @@ def test_mismatched_tokenizers_are_refused_in_one_line(other_tokenizer_student, 
 @pytest.mark.slow
 def test_the_sequence_mode_distills_a_student_of_another_tokenizer_by_text(other_tokenizer_student, tmp_path):
     sets = [*FAST, f"student={other_tokenizer_student}", "distill.mode=sequence", "distill.prompt_tokens=8",
-            "distill.response_tokens=16", "distill.sequence_prompts=48", "distill.sequence_topk=4"]
+            "distill.response_tokens=16", "distill.sequence.windows=48", "distill.sequence.topk=4"]
     manifest = build(load_recipe("tiny", sets), tmp_path / "build")
     metrics = manifest["stages"]["distill"]["artifact"]["metrics"]
     assert metrics["teacher_responses_kept"] > 0 and metrics["teacher_topk_aligned_share"] == 0.0  # text, not ids

@@ -19,7 +19,7 @@ class TargetError(RuntimeError):
     """The endpoint cannot be measured (unreachable, or it answers with errors)."""
 
 
-def check_base_url(url: str, key: str = "bench.teacher_api") -> None:
+def check_base_url(url: str, key: str = "teacher_api.url") -> None:
     """Refuse what is not an http(s) URL with a host before anything is measured."""
     from edgedistill.errors import UserError
 

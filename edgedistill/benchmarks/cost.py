@@ -71,13 +71,13 @@ def load_prices(path: str = "", api: str = "", hardware: str = "") -> Prices:
 
     file = Path(path).expanduser() if path else DEFAULT_PRICES
     if not file.is_file():
-        raise UserError(f"bench.prices '{path}' is not a file; copy {DEFAULT_PRICES} and edit it")
+        raise UserError(f"bench.cost.prices '{path}' is not a file; copy {DEFAULT_PRICES} and edit it")
     try:
         table = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UserError(f"bench.prices {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"bench.cost.prices {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(table, dict):
-        raise UserError(f"bench.prices {file} must be a mapping with as_of, api and hardware")
+        raise UserError(f"bench.cost.prices {file} must be a mapping with as_of, api and hardware")
     api_row = _row(table, "api", api or table.get("api_default", ""), file)
     hardware_row = _row(table, "hardware", hardware or table.get("hardware_default", ""), file)
     return Prices(str(file), str(table.get("as_of", "unknown")), str(table.get("assumption", "")),
@@ -89,23 +89,23 @@ def load_prices(path: str = "", api: str = "", hardware: str = "") -> Prices:
 def _row(table: dict, section: str, name: str, file: Path) -> dict:
     rows = table.get(section)
     if not isinstance(rows, dict) or not rows:
-        raise UserError(f"bench.prices {file} has no '{section}' rows")
+        raise UserError(f"bench.cost.prices {file} has no '{section}' rows")
     if name not in rows or not isinstance(rows[name], dict):
-        raise UserError(f"bench.prices {file}: no {section} row '{name}'; choose one of: {', '.join(rows)}")
+        raise UserError(f"bench.cost.prices {file}: no {section} row '{name}'; choose one of: {', '.join(rows)}")
     return rows[name]
 
 
 def _price(row: dict, key: str, file: Path) -> float:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise UserError(f"bench.prices {file}: {key} must be a non-negative number, got {value!r}")
+        raise UserError(f"bench.cost.prices {file}: {key} must be a non-negative number, got {value!r}")
     return float(value)
 
 
 def _vcpus(row: dict, file: Path) -> int | None:
     value = row.get("vcpus")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise UserError(f"bench.prices {file}: vcpus must be a positive integer, got {value!r}")
+        raise UserError(f"bench.cost.prices {file}: vcpus must be a positive integer, got {value!r}")
     return value
 
 

@@ -3,7 +3,7 @@
 A template wraps the prompt (``{prompt}``) so the teacher reasons before it answers and
 puts the answer after a marker line; :func:`split_rationale` keeps the two apart, as
 "Distilling step-by-step" (Hsieh et al., 2023) trains on them as separate tasks
-(``distill.cot_tasks``). Without a template the response is kept whole.
+(``distill.sequence.cot_tasks``). Without a template the response is kept whole.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, atomic_write_json, is_under, record_files
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("bench",)
 PASSAGE_TOKENS = 256  # the retrieved passage before a question in half of the latency prompts
@@ -69,8 +70,9 @@ def scoring_qa(bench_cfg, tokenizer, seq_len: int) -> list[tuple[list[int], int]
     return [(ids, first) for ids, first in pairs if first < len(ids)]
 
 
-def targets(inp: Artifact, bench_cfg, student_params: int | None, teacher_params: int | None):
-    """(teacher Target, student Targets in export order)."""
+def targets(inp: Artifact, api_cfg, student_params: int | None, teacher_params: int | None):
+    """(teacher Target, student Targets in export order); ``api_cfg``: the recipe's
+    ``teacher_api`` section when it names a URL (the teacher row is then that API)."""
     from edgedistill.benchmarks.suite import Target
 
     export = inp.find("export")
@@ -79,9 +81,9 @@ def targets(inp: Artifact, bench_cfg, student_params: int | None, teacher_params
         size = sum(f.bytes for f in export.files if is_under(f.path, entry["path"]))
         students.append(Target(entry["name"], "student", entry["format"], entry["quantization"],
                                export.root / entry["path"], size, student_params))
-    if bench_cfg.teacher_api:
-        api = {"url": bench_cfg.teacher_api, "model": bench_cfg.teacher_model or "teacher",
-               "api_key": os.environ.get(bench_cfg.teacher_api_key_env) or None, "mode": bench_cfg.teacher_api_mode}
+    if api_cfg is not None:
+        api = {"url": api_cfg.url, "model": api_cfg.model or "teacher",
+               "api_key": os.environ.get(api_cfg.key_env) or None, "mode": api_cfg.mode}
         teacher = Target("teacher", "teacher", "api", api=api, params=teacher_params)
     else:
         teacher_dir = inp.find("teacher").model_dir
@@ -97,22 +99,24 @@ def folder_bytes(folder: Path) -> int:
                and not f.name.startswith("training_"))
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content", "recipe_name"}."""
+    out_dir = ctx.out_dir
     from edgedistill.benchmarks import cost, overdistill, suite
     from edgedistill.benchmarks.machine import machine_info
 
     bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
-    prices = cost.load_prices(bench_cfg.prices, bench_cfg.api_price, bench_cfg.hardware)
-    traffic = cost.Traffic(bench_cfg.requests_per_day, bench_cfg.input_tokens_per_request,
-                           bench_cfg.output_tokens_per_request, bench_cfg.utilization)
+    costs = bench_cfg.cost
+    prices = cost.load_prices(costs.prices, costs.api_price, costs.hardware)
+    traffic = cost.Traffic(costs.requests_per_day, costs.input_tokens_per_request, costs.output_tokens_per_request,
+                           costs.utilization)
     student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir
     inputs = BenchInputs.prepare(cfg, student_dir)
     settings = suite.Settings(inputs.prompts, inputs.probe_groups, bench_cfg.decode_tokens, bench_cfg.answer_tokens,
                               bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads(),
                               bench_cfg.answer_stop, bench_cfg.student_api_mode)
 
-    teacher, students = targets(inp, bench_cfg, parameter_count(student_dir), parameter_count(teacher_dir))
+    teacher, students = targets(inp, cfg.get("teacher_api"), parameter_count(student_dir), parameter_count(teacher_dir))
     for target in (teacher, *students):
         suite.measure_served(target, settings, log)
     scores = teacher_forced_scores(teacher_dir, students, inputs, settings.threads)
@@ -123,7 +127,7 @@ def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
     torch_quality = evaluate_quality(bench_cfg, seq_len, inp) if (bench_cfg.eval_path or bench_cfg.qa_path) else {}
     results = suite.results_document(
         teacher, students, settings, traffic, prices,
-        build={"dir": str(out_dir.parent), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
+        build={"dir": str(ctx.build_dir), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
         machine=machine_info(), extra_settings=inputs.describe(), warnings=report_warnings(teacher, prices, settings.threads))
     results["quality_torch"] = torch_quality
     write_outputs(out_dir / "bench", results, teacher, students, settings)

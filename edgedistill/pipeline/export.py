@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgedistill.artifacts import Artifact, record_files
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("onnx", "gguf")
 
@@ -56,8 +57,9 @@ EXPORTERS: dict[str, Callable[[Path, Path, str, object, Calibration], tuple[str,
     "onnx": _export_onnx, "gguf": _export_gguf}
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"export": ExportConfig, "calibration": data spec of the importance-matrix text}."""
+    out_dir = ctx.out_dir
     exports = []
     calibration = Calibration(inp.model_dir, cfg.get("calibration") or "builtin:tiny-corpus")
     for fmt, exporter in EXPORTERS.items():

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, record_files
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("pruned",)
 PLAN_FILE = "pruning_plan.json"
@@ -121,8 +122,9 @@ def kept_structures(config, plan, kept_mlp: list[list[int]]) -> dict:
     }
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"prune": PruneConfig, "data": DataConfig, "data_content": [...], "seed": int}."""
+    out_dir = ctx.out_dir
     import dataclasses
 
     import torch

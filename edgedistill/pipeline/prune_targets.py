@@ -5,8 +5,8 @@ Strategies (``prune.strategy``), each keeping the teacher's head_dim and GQA rat
 * ``mlp``: shrink only the MLP width (homogeneous across layers).
 * ``width``: shrink hidden size and MLP width by the same factor (Minitron's width axis).
 * ``depth``: drop whole layers (ShortGPT).
-* ``ratios``: no budget; keep ``prune.mlp_keep`` of the MLP width, ``prune.hidden_keep``
-  of the hidden size and ``prune.layers_keep`` of the layers (rounded down to
+* ``ratios``: no budget; keep ``prune.ratios.mlp`` of the MLP width, ``prune.ratios.hidden``
+  of the hidden size and ``prune.ratios.layers`` of the layers (rounded down to
   ``round_to`` / whole layers, at least one of each).
 
 ``prune.kv_heads_keep`` first removes a fraction of the KV groups (with their query
@@ -98,9 +98,9 @@ def _ratio_shape(base: PruneShape, prune_cfg) -> PruneShape:
 
     return dataclasses.replace(
         base,
-        hidden_size=base.hidden_size if prune_cfg.hidden_keep == 1.0 else rounded(base.hidden_size, prune_cfg.hidden_keep),
-        intermediate_size=rounded(base.intermediate_size, prune_cfg.mlp_keep),
-        num_hidden_layers=max(1, int(base.num_hidden_layers * prune_cfg.layers_keep)),
+        hidden_size=base.hidden_size if prune_cfg.ratios.hidden == 1.0 else rounded(base.hidden_size, prune_cfg.ratios.hidden),
+        intermediate_size=rounded(base.intermediate_size, prune_cfg.ratios.mlp),
+        num_hidden_layers=max(1, int(base.num_hidden_layers * prune_cfg.ratios.layers)),
     )
 
 
@@ -109,9 +109,9 @@ def requested_dimensions(prune_cfg) -> list[str]:
     before any model is loaded (preflight checks them against the architecture row)."""
     cuts = {
         "heads": prune_cfg.kv_heads_keep < 1.0,
-        "mlp": prune_cfg.strategy in ("mlp", "width") or (prune_cfg.strategy == "ratios" and prune_cfg.mlp_keep < 1.0),
-        "hidden": prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.hidden_keep < 1.0),
-        "depth": prune_cfg.strategy == "depth" or (prune_cfg.strategy == "ratios" and prune_cfg.layers_keep < 1.0),
+        "mlp": prune_cfg.strategy in ("mlp", "width") or (prune_cfg.strategy == "ratios" and prune_cfg.ratios.mlp < 1.0),
+        "hidden": prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.ratios.hidden < 1.0),
+        "depth": prune_cfg.strategy == "depth" or (prune_cfg.strategy == "ratios" and prune_cfg.ratios.layers < 1.0),
     }
     return [dimension for dimension, cut in cuts.items() if cut]
 
@@ -138,7 +138,7 @@ def resolve_shape(config, teacher_params: int, prune_cfg) -> PruneShape:
         raise UserError(
             f"prune.round_to={prune_cfg.round_to} exceeds the teacher's intermediate_size {config.intermediate_size}; lower prune.round_to"
         )
-    hidden_cut = prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.hidden_keep < 1.0)
+    hidden_cut = prune_cfg.strategy == "width" or (prune_cfg.strategy == "ratios" and prune_cfg.ratios.hidden < 1.0)
     if hidden_cut and prune_cfg.round_to > config.hidden_size:
         raise UserError(
             f"prune.round_to={prune_cfg.round_to} exceeds the teacher's hidden_size {config.hidden_size}; lower prune.round_to"

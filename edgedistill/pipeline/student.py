@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("student-init",)
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"student": spec, "seed": int, "source": teacher.resolve_source(spec)}."""
+    out_dir = ctx.out_dir
     from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
     from edgedistill.pipeline.teacher import materialize
 

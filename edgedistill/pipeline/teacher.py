@@ -4,7 +4,8 @@
 model shipped in a registry package (``REAL_MODEL_BUILTINS``); a local folder is used in
 place (never copied or written to); a ``.gguf`` file (and a real builtin, which is one) is
 dequantized once into a cached HF folder (``gguf_teacher``); a hub id is fetched into the
-Hugging Face cache first (on a connected machine).
+Hugging Face cache first (on a connected machine). ``teacher: api`` records only the
+``teacher_api`` section: the model behind it is the teacher, no weights are here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from edgedistill.artifacts import Artifact, FileRecord, record_files
 from edgedistill.errors import UserError
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("teacher",)
 BUILTIN_PREFIX = "builtin:"
+API_TEACHER = "api"  # ``teacher: api``
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
 # Committed, trained teachers shipped inside the package (used in place, like a local folder).
@@ -35,6 +38,8 @@ def resolve_source(spec: str, role: str = "teacher") -> dict:
     from edgedistill.hf import check_architecture
     from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS, import_gguf
 
+    if spec == API_TEACHER and role == "teacher":
+        return {"kind": "api"}
     name = spec[len(BUILTIN_PREFIX):] if spec.startswith(BUILTIN_PREFIX) else None
     if name in REAL_MODEL_BUILTINS:
         spec = str(import_gguf(REAL_MODEL_BUILTINS[name].locate()))
@@ -159,7 +164,10 @@ def check_sequence_budget(recipe, source: dict, student: dict | None = None) -> 
     from edgedistill.benchmarks.decode import BENCH_PROMPT_TOKENS_MAX
     from edgedistill.exporters.verify import GREEDY_PROMPT_TOKENS
 
-    limit = context_length(source) if student is None else min(context_length(source), context_length(student))
+    if source["kind"] == "api":  # the API's context is its own business; the student's is ours
+        limit = context_length(student)
+    else:
+        limit = context_length(source) if student is None else min(context_length(source), context_length(student))
     needs = {
         "data.seq_len": recipe.data.seq_len,
         "verify.positions": recipe.verify.positions,
@@ -170,7 +178,7 @@ def check_sequence_budget(recipe, source: dict, student: dict | None = None) -> 
         "bench.answer_tokens": BENCH_PROMPT_TOKENS_MAX + recipe.bench.answer_tokens,
     }
     distill = recipe.distill
-    if distill.mode == "on_policy" or (distill.mode == "sequence" and not distill.prompts):
+    if distill.mode == "on_policy" or (distill.mode == "sequence" and not distill.sequence.prompts):
         # a window's opening and what is generated after it (teacher responses, student samples)
         needs["distill.response_tokens"] = distill.prompt_tokens + distill.response_tokens
     for key, tokens in needs.items():
@@ -192,9 +200,14 @@ def materialize(source: dict, out_dir: Path, seed: int, name: str) -> tuple[Path
     return model_dir, model_dir, ".", tuple(FileRecord(*record) for record in source["files"])
 
 
-def run(cfg: dict, inp: Artifact | None, out_dir: Path) -> Artifact:
-    """cfg: {"teacher": spec, "seed": int, "source": resolve_source(spec)}."""
+def run(cfg: dict, inp: Artifact | None, ctx: StageContext) -> Artifact:
+    """cfg: {"teacher": spec, "seed": int, "source": resolve_source(spec), "teacher_api": section}."""
+    out_dir = ctx.out_dir
     from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
+
+    if cfg["source"]["kind"] == "api":  # nothing to materialize: the record names the API
+        api = cfg["teacher_api"]
+        return Artifact("teacher", out_dir, (), payload={"api": {"url": api.url, "model": api.model}})
 
     model_dir, root, rel, files = materialize(cfg["source"], out_dir, cfg["seed"], "teacher")
     params = count_parameters_on_disk(model_dir) or count_parameters(load_model(model_dir))
@@ -219,8 +232,8 @@ def check_objective_fits_tokenizers(recipe, teacher: dict, student: dict | None)
     refused at load, never a silent CE fallback."""
     from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
 
-    if student is None or source_vocabulary(teacher) == source_vocabulary(student):
-        return
+    if student is None or teacher["kind"] == "api" or source_vocabulary(teacher) == source_vocabulary(student):
+        return  # an API's tokenizer is unknown here: its scores are checked against min_aligned_share when they come
     if recipe.bench.enabled:
         raise UserError("teacher and student tokenizers differ and the bench compares them token by token in one "
                         "vocabulary: set bench.enabled=false (a cross-tokenizer bench is not built yet)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, atomic_write_json, record_files
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("verify",)
 
@@ -22,8 +23,9 @@ def verify_exports(export: Artifact, verify_cfg) -> dict[str, dict]:
     }
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"verify": VerifyConfig}. Failing artifacts are recorded, not raised."""
+    out_dir = ctx.out_dir
     results = verify_exports(inp, cfg["verify"])
     (out_dir / "verify").mkdir(parents=True)
     atomic_write_json(out_dir / "verify" / "parity.json", results)

@@ -3,7 +3,7 @@ them pinned to the plain reference."""
 
 import torch
 
-from edgedistill.config import DistillConfig
+from edgedistill.config import DistillConfig, OnPolicyConfig
 from edgedistill.hf import load_model
 from edgedistill.pipeline.data import Packed
 from edgedistill.pipeline.distill.losses import distillation_loss
@@ -32,7 +32,7 @@ def test_samples_are_targets_up_to_and_including_the_first_eos(tiny_llama_dir):
 
 
 def test_an_on_policy_step_trains_on_student_samples_with_the_reference_loss(tiny_llama_dir):
-    cfg = DistillConfig(mode="on_policy", lmbda=1.0, objective="jsd", beta=0.5, alpha=0.7, temperature=1.0, batch_size=2,
+    cfg = DistillConfig(mode="on_policy", on_policy=OnPolicyConfig(lmbda=1.0), objective="jsd", beta=0.5, alpha=0.7, temperature=1.0, batch_size=2,
                         prompt_tokens=4, response_tokens=6)
     teacher, windows = load_model(tiny_llama_dir), torch.randint(3, 500, (4, 12))
     with torch.no_grad():

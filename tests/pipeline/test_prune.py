@@ -5,11 +5,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgedistill.artifacts import Artifact, record_files
-from edgedistill.config import DataConfig, PruneConfig
+from edgedistill.config import DataConfig, PruneConfig, PruneRatios
 from edgedistill.errors import UserError
 from edgedistill.hf import count_parameters, load_model
 from edgedistill.pipeline import prune
 from edgedistill.pipeline.prune_targets import PruneShape, resolve_shape
+from edgedistill.stage_context import StageContext
 
 
 def analytic_parameters(config) -> int:
@@ -39,7 +40,7 @@ def test_every_strategy_reloads_with_the_analytic_parameter_count(fixture, case,
     prune_cfg = PruneConfig(target_params=target, strategy=strategy, kv_heads_keep=kv_keep, round_to=32)
     cfg = {"prune": prune_cfg, "data": DataConfig(seq_len=32, max_tokens=4000), "seed": 0}
 
-    result = prune.run(cfg, teacher, tmp_path)
+    result = prune.run(cfg, teacher, StageContext.scratch(tmp_path))
 
     student = AutoModelForCausalLM.from_pretrained(result.model_dir)
     teacher_params = count_parameters(load_model(model_dir))
@@ -60,11 +61,11 @@ def test_every_strategy_reloads_with_the_analytic_parameter_count(fixture, case,
 @pytest.mark.parametrize("importance", ["magnitude", "taylor"])
 def test_ratios_strategy_with_weight_based_importance(importance, tiny_qwen2_dir, tmp_path):
     teacher = Artifact("teacher", tiny_qwen2_dir, record_files(tiny_qwen2_dir, ["config.json"]), {"model_dir": "."})
-    prune_cfg = PruneConfig(strategy="ratios", importance=importance, mlp_keep=0.5, hidden_keep=0.75, layers_keep=0.5,
+    prune_cfg = PruneConfig(strategy="ratios", importance=importance, ratios=PruneRatios(mlp=0.5, hidden=0.75, layers=0.5),
                             kv_heads_keep=0.5, round_to=16)
     cfg = {"prune": prune_cfg, "data": DataConfig(seq_len=32, max_tokens=4000), "seed": 0}
 
-    result = prune.run(cfg, teacher, tmp_path)
+    result = prune.run(cfg, teacher, StageContext.scratch(tmp_path))
 
     assert result.payload["shape"] == {"hidden_size": 48, "intermediate_size": 128, "num_key_value_heads": 1,
                                        "num_hidden_layers": 1}
@@ -151,7 +152,7 @@ def test_kept_mlp_channels_follow_importance(tiny_llama_dir):
         (PruneConfig(target_params=0.3, strategy="depth"), "unreachable with prune.strategy=depth"),
         (PruneConfig(target_params=0.5, round_to=100000), "prune.round_to=100000 exceeds the teacher's intermediate_size 256"),
         (PruneConfig(strategy="width", round_to=128), "prune.round_to=128 exceeds the teacher's hidden_size 64"),
-        (PruneConfig(strategy="ratios", hidden_keep=0.5, round_to=128), "prune.round_to=128 exceeds the teacher's hidden_size 64"),
+        (PruneConfig(strategy="ratios", ratios=PruneRatios(hidden=0.5), round_to=128), "prune.round_to=128 exceeds the teacher's hidden_size 64"),
     ],
 )
 def test_unreachable_budgets_are_user_errors(prune_cfg, message, tiny_llama_dir):
@@ -168,7 +169,7 @@ def test_kv_heads_keep_rounds_down_and_ratios_never_grow_a_dimension(tiny_llama_
     params = count_parameters(model)
 
     three_quarters = resolve_shape(model.config, params, PruneConfig(strategy="ratios", kv_heads_keep=0.75))
-    mlp_only = resolve_shape(model.config, params, PruneConfig(strategy="ratios", mlp_keep=0.1, round_to=128))
+    mlp_only = resolve_shape(model.config, params, PruneConfig(strategy="ratios", ratios=PruneRatios(mlp=0.1), round_to=128))
 
     assert three_quarters.num_key_value_heads == 1
     assert mlp_only == PruneShape(64, 128, 2, 2)

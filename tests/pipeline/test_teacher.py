@@ -5,6 +5,7 @@ import pytest
 from edgedistill.errors import UserError
 from edgedistill.hf import count_parameters, count_parameters_on_disk, load_model
 from edgedistill.pipeline import teacher
+from edgedistill.stage_context import StageContext
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_qwen2_dir"])
@@ -19,7 +20,9 @@ def test_local_teacher_is_used_in_place_and_its_content_keys_the_stage(tiny_llam
     shutil.copytree(tiny_llama_dir, local)
     source = teacher.resolve_source(str(local))
 
-    artifact = teacher.run({"teacher": str(local), "seed": 0, "source": source}, None, tmp_path / "build")
+    build = tmp_path / "build"
+    artifact = teacher.run({"teacher": str(local), "seed": 0, "source": source}, None,
+                           StageContext(build, build, build / ".state"))
 
     assert artifact.model_dir == local
     assert not (tmp_path / "build").exists()  # nothing written for a local teacher

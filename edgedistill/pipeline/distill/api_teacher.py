@@ -1,4 +1,4 @@
-"""Logit and on-policy KD from a teacher behind an OpenAI-compatible API (``distill.teacher_api``).
+"""Logit and on-policy KD from a teacher behind an OpenAI-compatible API (``teacher_api.url``).
 
 An API returns no logits, but ``/v1/completions`` with ``echo: true`` and ``logprobs: k``
 (legacy OpenAI, vLLM, ``edgedistill serve``) returns, for every prompt token, its
@@ -40,9 +40,9 @@ from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap, 
 SCORES_FOLDER = "teacher-scores"
 
 
-def api_teacher(distill_cfg) -> api.Teacher:
-    return api.Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
-                       os.environ.get(distill_cfg.teacher_api_key_env) or None)
+def api_teacher(api_cfg) -> api.Teacher:
+    """The recipe's ``teacher_api`` section as a client-side teacher (its key read from the environment)."""
+    return api.Teacher(api_cfg.url, api_cfg.model, os.environ.get(api_cfg.key_env) or None)
 
 
 def topk_from_scores(ids: torch.Tensor, scores: list[list[dict]], k: int, token_map: TokenMap):
@@ -73,18 +73,18 @@ def topk_from_scores(ids: torch.Tensor, scores: list[list[dict]], k: int, token_
     return top_ids, top_lps, aligned
 
 
-def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) -> SparseTeacher:
+def scored_windows(api_cfg, k: int, windows: torch.Tensor, tokenizer, folder: Path) -> SparseTeacher:
     """The API teacher's top-k over every window (train then held-out), resumable in ``folder``."""
-    teacher, k = api_teacher(distill_cfg), distill_cfg.teacher_topk
+    teacher = api_teacher(api_cfg)
     digest = hashlib.sha256(json.dumps([teacher.base_url, teacher.model, k]).encode()
                             + windows.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
     path = folder / SCORES_FOLDER / f"{digest}.jsonl"
     requests = [Request(f"w{i}", {"prompt": row.tolist()}) for i, row in enumerate(windows)]
 
     progress = api.generate(requests, path, teacher, api.Sampling(max_tokens=1, top_logprobs=k, echo=True),
-                            retries=distill_cfg.teacher_api_retries, on_row=progress_printer("teacher API scoring"))
+                            retries=api_cfg.retries, on_row=progress_printer("teacher API scoring"))
     if progress.failed:
-        raise UserError(f"{len(progress.failed)} of {progress.total} windows failed at distill.teacher_api "
+        raise UserError(f"{len(progress.failed)} of {progress.total} windows failed at teacher_api.url "
                         f"(first: {progress.failed[0]}); fix the API and rerun: scored windows are kept")
     by_id = {row["id"]: row["prompt_logprobs"] for row in answered_rows(path)}
     scores = [by_id[f"w{i}"] for i in range(len(windows))]
@@ -92,13 +92,12 @@ def scored_windows(distill_cfg, windows: torch.Tensor, tokenizer, folder: Path) 
     return SparseTeacher(top_ids, top_lps, aligned / max(1, windows.shape[0] * (windows.shape[1] - 1)))
 
 
-def score_live(distill_cfg, ids: torch.Tensor, token_map: TokenMap) -> tuple[torch.Tensor, torch.Tensor, int]:
+def score_live(api_cfg, k: int, ids: torch.Tensor, token_map: TokenMap) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The API teacher's top-k over rows ``ids`` (B, L) now (on-policy samples)."""
     try:
-        scores = api.score(ids.tolist(), api_teacher(distill_cfg), distill_cfg.teacher_topk,
-                           retries=distill_cfg.teacher_api_retries)
+        scores = api.score(ids.tolist(), api_teacher(api_cfg), k, retries=api_cfg.retries)
     except api.Failed as exc:
-        raise UserError(f"distill.teacher_api failed while scoring on-policy samples: {exc}; fix the API and rerun "
+        raise UserError(f"teacher_api.url failed while scoring on-policy samples: {exc}; fix the API and rerun "
                         "(the build resumes from its last checkpoint)") from None
-    top_ids, top_lps, aligned = topk_from_scores(ids, scores, distill_cfg.teacher_topk, token_map)
+    top_ids, top_lps, aligned = topk_from_scores(ids, scores, k, token_map)
     return torch.from_numpy(top_ids.astype(np.int64)), torch.from_numpy(top_lps), aligned

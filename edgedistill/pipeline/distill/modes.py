@@ -4,53 +4,52 @@ when a recipe is loaded, so a bad combination fails before anything runs."""
 from __future__ import annotations
 
 from edgedistill.errors import UserError
+from edgedistill.registry_names import CROSS_OBJECTIVES  # noqa: F401 (re-exported: the cross-tokenizer objectives)
 
 MODES = ("logit", "sequence", "on_policy")
-# objectives that compare a teacher and a student of different vocabularies (cross_tokenizer.py)
-CROSS_OBJECTIVES = ("uld", "gold")
 
 
-def objectives() -> tuple[str, ...]:
-    """Every ``distill.objective``: the same-vocabulary divergences, then the cross-tokenizer ones."""
-    from edgedistill.pipeline.distill.losses import KD_OBJECTIVES
-
-    return (*KD_OBJECTIVES, *CROSS_OBJECTIVES)
-
-
-def check_mode(distill, data) -> None:
-    """What each ``distill.mode`` can be combined with; a UserError naming the fix."""
-    if distill.teacher_api:
+def check_mode(distill, data, api) -> None:
+    """What each ``distill.mode`` can be combined with (``api``: the recipe's ``teacher_api``
+    section); a UserError naming the fix."""
+    sequence = distill.sequence
+    if api.url:
         from edgedistill.benchmarks.client import check_base_url
 
-        check_base_url(distill.teacher_api, "distill.teacher_api")
-    if distill.teacher_api and distill.mode != "sequence":
+        check_base_url(api.url, "teacher_api.url")
+    if api.for_distill and distill.mode != "sequence":
+        if api.mode == "chat":
+            raise UserError(f"distill.mode={distill.mode} scores token windows through /completions (echo + logprobs), "
+                            "which chat endpoints do not offer: set teacher_api.mode=completions or distill.mode=sequence")
         if not 1 <= distill.teacher_topk <= 20:
-            raise UserError(f"distill.teacher_api with distill.mode={distill.mode} trains on the API's top-k logprobs: "
+            raise UserError(f"teacher_api.url with distill.mode={distill.mode} trains on the API's top-k logprobs: "
                             "set distill.teacher_topk to 1-20 (APIs return at most 20 alternatives)")
         if distill.temperature != 1.0:
-            raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with distill.teacher_api")
-    if distill.objective in CROSS_OBJECTIVES and (distill.mode != "logit" or distill.teacher_api or distill.teacher_topk
+            raise UserError("an API's logprobs are at T = 1: set distill.temperature=1 with teacher_api.url")
+    if distill.objective in CROSS_OBJECTIVES and (distill.mode != "logit" or api.for_distill or distill.teacher_topk
                                                   or distill.feature_weight):
         raise UserError(f"distill.objective={distill.objective} aligns an online local teacher's logits with the "
                         "student's by text: set distill.mode=logit, distill.teacher_topk=0, distill.feature_weight=0 "
-                        "and no distill.teacher_api (sequence mode distills across tokenizers by text already)")
-    if (distill.template or distill.cot_tasks) and distill.mode != "sequence":
-        raise UserError("distill.template and distill.cot_tasks shape the teacher's responses: set distill.mode=sequence")
-    if distill.cot_tasks and not distill.template:
-        raise UserError("distill.cot_tasks trains on rationale and answer, which need distill.template (e.g. step-by-step)")
-    if distill.template:
+                        "and no teacher_api.url (sequence mode distills across tokenizers by text already)")
+    if (sequence.template or sequence.cot_tasks) and distill.mode != "sequence":
+        raise UserError("distill.sequence.template and distill.sequence.cot_tasks shape the teacher's responses: "
+                        "set distill.mode=sequence")
+    if sequence.cot_tasks and not sequence.template:
+        raise UserError("distill.sequence.cot_tasks trains on rationale and answer, which need "
+                        "distill.sequence.template (e.g. step-by-step)")
+    if sequence.template:
         from edgedistill.datagen.templates import load_template
 
-        load_template(distill.template)
+        load_template(sequence.template)
     if distill.mode == "sequence":
         if distill.objective != "forward_kl" or distill.temperature != 1.0:
             raise UserError("distill.mode=sequence trains on the teacher's top-k log-probabilities at T = 1 (sparse "
                             "forward KL): set distill.objective=forward_kl and distill.temperature=1")
         if distill.feature_weight or distill.teacher_topk:
             raise UserError("distill.mode=sequence takes its teacher signal from the generated responses: set "
-                            "distill.feature_weight=0 and distill.teacher_topk=0 (distill.sequence_topk sets k)")
+                            "distill.feature_weight=0 and distill.teacher_topk=0 (distill.sequence.topk sets k)")
     if distill.mode == "on_policy":
-        if distill.teacher_topk and not distill.teacher_api:
+        if distill.teacher_topk and not api.for_distill:
             raise UserError("distill.mode=on_policy scores the student's own samples, which no offline cache holds: set "
                             "distill.teacher_topk=0 (a local teacher scores them in full)")
         if distill.prompt_tokens >= data.seq_len:

@@ -67,13 +67,13 @@ def sample_continuations(model, prompts: torch.Tensor, new_tokens: int, temperat
 class OnPolicyTrainer(Trainer):
     """:class:`Trainer` whose batches are, with probability ``lmbda``, student samples.
 
-    The teacher scores them online, or, with ``token_map`` (a teacher behind an API; the
-    data steps then read ``cache``, its scores of the windows), through the API when the
-    batch is drawn (``api_teacher.score_live``)."""
+    The teacher scores them online, or, with ``api`` (the recipe's ``teacher_api`` section)
+    and ``token_map`` (the data steps then read ``cache``, its scores of the windows),
+    through the API when the batch is drawn (``api_teacher.score_live``)."""
 
-    def __init__(self, *args, eos_token_id: int, token_map=None, **kwargs):
+    def __init__(self, *args, eos_token_id: int, api=None, token_map=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.token_map = token_map
+        self.api, self.token_map = api, token_map
         if self.teacher is None and token_map is None:
             raise ValueError("on-policy KD needs the online teacher or an API teacher (it scores new samples)")
         self.eos = eos_token_id
@@ -82,7 +82,7 @@ class OnPolicyTrainer(Trainer):
 
     def batch_for(self, step: int, indices: torch.Tensor, batch: Packed) -> Packed:
         cfg, self._live, self._counts = self.cfg, None, {}
-        if not is_on_policy_step(step, self.seed, cfg.lmbda):
+        if not is_on_policy_step(step, self.seed, cfg.on_policy.lmbda):
             return batch
         ids, targets = sample_continuations(self.student, batch.ids[:, :cfg.prompt_tokens],
                                             min(cfg.response_tokens, batch.ids.shape[1] - cfg.prompt_tokens),
@@ -91,7 +91,7 @@ class OnPolicyTrainer(Trainer):
         if self.token_map is not None:
             from edgedistill.pipeline.distill.api_teacher import score_live
 
-            top_ids, top_lps, aligned = score_live(cfg, ids, self.token_map)
+            top_ids, top_lps, aligned = score_live(self.api, cfg.teacher_topk, ids, self.token_map)
             self._live = {int(w): (top_ids[i], top_lps[i]) for i, w in enumerate(indices)}
             self._counts.update(aligned_positions=aligned, scored_positions=ids.shape[0] * (ids.shape[1] - 1))
         return Packed(ids, targets)
@@ -106,7 +106,7 @@ class OnPolicyTrainer(Trainer):
 
     def step(self, step: int) -> dict:
         row = super().step(step)
-        row["on_policy"] = is_on_policy_step(step, self.seed, self.cfg.lmbda)
+        row["on_policy"] = is_on_policy_step(step, self.seed, self.cfg.on_policy.lmbda)
         row.update(self._counts)
         return row
 

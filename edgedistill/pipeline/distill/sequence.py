@@ -1,11 +1,16 @@
 """The distill stage's sequence mode: prompts -> teacher responses (generate-data, kept in
 the build folder and resumed there) -> packed response windows with sparse KD targets.
 
-Prompts are ``distill.prompts`` (JSONL of ``prompt`` rows) or, by default, the openings
-(``distill.prompt_tokens`` tokens) of ``distill.sequence_prompts`` training windows, so
-the teacher continues the same documents the logit mode trains on. The teacher is the
-recipe's (run here, batched) or ``distill.teacher_api`` (concurrent, retried; a build
+Prompts are ``distill.sequence.prompts`` (JSONL of ``prompt`` rows) or, by default, the
+openings (``distill.prompt_tokens`` tokens) of ``distill.sequence.windows`` training
+windows, so the teacher continues the same documents the logit mode trains on. The teacher
+is the recipe's (run here, batched) or ``teacher_api.url`` (concurrent, retried; a build
 killed or failing midway resumes with the prompts not yet answered).
+
+With ``teacher_api.mode: chat`` each prompt goes to ``/chat/completions`` as one user
+message, and the student trains on the conversation rendered by its own chat template,
+the assistant turn (and its end of turn) being the only targets: a chat teacher's answer
+is learnt as an answer, not as a continuation of the prompt's text.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def window_prompts(train_ids: torch.Tensor, tokenizer, count: int, prompt_tokens
 
 def sampling_of(distill_cfg, seed: int) -> Sampling:
     return Sampling(max_tokens=distill_cfg.response_tokens, temperature=distill_cfg.sample_temperature,
-                    top_logprobs=distill_cfg.sequence_topk, seed=seed)
+                    top_logprobs=distill_cfg.sequence.topk, seed=seed)
 
 
 def responses_file(folder: Path, teacher_id: str, sampling: Sampling) -> Path:
@@ -53,35 +58,36 @@ def content_keyed(requests: list[Request]) -> list[Request]:
 
 
 def read_prompt_rows(path: Path) -> list[Request]:
-    """``distill.prompts``: 'prompt' rows (chat 'messages' are not supported here)."""
+    """``distill.sequence.prompts``: 'prompt' rows (chat 'messages' are not supported here)."""
     requests = read_requests(path)
     if any("prompt" not in r.row for r in requests):
-        raise UserError(f"distill.prompts {path}: sequence mode takes 'prompt' rows (not chat 'messages')")
+        raise UserError(f"distill.sequence.prompts {path}: sequence mode takes 'prompt' rows (not chat 'messages'; "
+                        "teacher_api.mode=chat sends each prompt as a user message)")
     return requests
 
 
-def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests: list[Request], folder: Path,
-                     seed: int) -> tuple[Path, dict]:
+def ensure_responses(distill_cfg, api_cfg, teacher_dir: Path | None, teacher_hash: str, requests: list[Request],
+                     folder: Path, seed: int) -> tuple[Path, dict]:
     """Generate what is missing; returns (file, info). Raises UserError when API prompts
     still fail after retries (the next build retries them)."""
     from edgedistill.datagen import api, local
 
     sampling = sampling_of(distill_cfg, seed)
-    cot = bool(distill_cfg.template)
+    cot = bool(distill_cfg.sequence.template)
     say = progress_printer("teacher responses")
     keep = ResponseFilter(require_answer=cot)
 
     def finish(row: dict) -> dict:
         return finish_row(row, keep, cot=cot)
 
-    if distill_cfg.teacher_api:
-        teacher = Teacher(distill_cfg.teacher_api, distill_cfg.teacher_api_model,
-                          os.environ.get(distill_cfg.teacher_api_key_env) or None)
+    if api_cfg is not None:
+        teacher = Teacher(api_cfg.url, api_cfg.model, os.environ.get(api_cfg.key_env) or None)
+        if api_cfg.mode == "chat":
+            requests = [Request(r.id, as_chat(r.row)) for r in requests]
         path = responses_file(folder, f"api:{teacher.base_url}:{teacher.model}", sampling)
-        progress = api.generate(requests, path, teacher, sampling, retries=distill_cfg.teacher_api_retries, finish=finish,
-                                on_row=say)
+        progress = api.generate(requests, path, teacher, sampling, retries=api_cfg.retries, finish=finish, on_row=say)
         if progress.failed:
-            raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at distill.teacher_api "
+            raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at teacher_api.url "
                             f"(first: {progress.failed[0]}); fix the API and rerun: answered prompts are kept")
     else:
         path = responses_file(folder, f"local:{teacher_hash}", sampling)
@@ -94,6 +100,24 @@ def ensure_responses(distill_cfg, teacher_dir: Path, teacher_hash: str, requests
     return path, {"teacher_response_prompts": progress.total, "teacher_responses_generated": progress.answered}
 
 
+def as_chat(row: dict) -> dict:
+    """A prompt row as a one-turn conversation for ``/chat/completions`` (the prompt is kept
+    to key and read the row)."""
+    return {**row, "messages": [{"role": "user", "content": row["prompt"]}]}
+
+
+def chat_example(row: dict, tokenizer, chat_template: str):
+    """A chat teacher's answer as the student's conversation: the student's chat template over
+    the user turn and the answer, targets on the assistant turn only (no token-level teacher
+    distribution: the template puts the answer's tokens in another context)."""
+    from edgedistill.pipeline.data import encode_row
+    from edgedistill.pipeline.distill.sequence_data import Example
+
+    messages = [*row["messages"], {"role": "assistant", "content": row["response"]}]
+    ids, targets = encode_row({"messages": messages}, tokenizer, chat_template)
+    return Example(ids, targets, [None] * len(ids), False)
+
+
 def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder: Path, same_vocabulary: bool = True):
     """(train Packed, held-out Packed, SparseTeacher, metrics) of the sequence mode. A
     local teacher of another vocabulary (``same_vocabulary=False``) is distilled by text:
@@ -101,30 +125,37 @@ def sequence_windows(cfg: dict, teacher_artifact, tokenizer, data_train, folder:
     targets, i.e. CE on the teacher's text)."""
     from edgedistill.pipeline.distill.sequence_data import TokenMap, cot_examples, pack, response_example
 
-    distill_cfg, seed = cfg["distill"], cfg["seed"]
-    if distill_cfg.prompts:
-        requests = read_prompt_rows(Path(distill_cfg.prompts).expanduser())
+    distill_cfg, seed, api_cfg = cfg["distill"], cfg["seed"], cfg.get("teacher_api")
+    sequence = distill_cfg.sequence
+    if sequence.prompts:
+        requests = read_prompt_rows(Path(sequence.prompts).expanduser())
     else:
-        requests = window_prompts(data_train.ids, tokenizer, distill_cfg.sequence_prompts, distill_cfg.prompt_tokens, seed)
-    template = load_template(distill_cfg.template)
-    if template:  # the teacher reasons, then answers; rows keep the two apart (distill.cot_tasks trains on both)
+        requests = window_prompts(data_train.ids, tokenizer, sequence.windows, distill_cfg.prompt_tokens, seed)
+    template = load_template(sequence.template)
+    if template:  # the teacher reasons, then answers; rows keep the two apart (sequence.cot_tasks trains on both)
         requests = [Request(r.id, apply_template(template, r.row)) for r in requests]
     requests = content_keyed(requests)
-    path, info = ensure_responses(distill_cfg, teacher_artifact.model_dir, teacher_artifact.hash, requests, folder, seed)
+    remote = api_cfg is not None
+    local_dir = None if remote else teacher_artifact.model_dir
+    path, info = ensure_responses(distill_cfg, api_cfg, local_dir, teacher_artifact.hash, requests, folder, seed)
     order = {r.id: index for index, r in enumerate(requests)}  # request order, not completion order: reproducible
     rows = sorted((row for row in answered_rows(path) if row["id"] in order), key=lambda row: order[row["id"]])
     kept = [row for row in rows if row.get("kept", True)]
     if not kept:
         raise UserError(f"the filter kept none of the teacher's {len(rows)} responses ({path}); see their 'filter' field")
-    token_map = TokenMap(tokenizer) if distill_cfg.teacher_api else None
+    token_map = TokenMap(tokenizer) if remote else None
+    chat = remote and api_cfg.mode == "chat"
     examples = []
     for row in kept:
-        if not same_vocabulary and not distill_cfg.teacher_api:
+        if not same_vocabulary and not remote:
             row = {**row, "logprobs": []}  # ids of the teacher's vocabulary mean nothing to the student
-        examples.append(response_example(row, tokenizer, token_map))
-        if distill_cfg.cot_tasks:
+        if chat:
+            examples.append(chat_example(row, tokenizer, cfg["data"].chat_template))
+        else:
+            examples.append(response_example(row, tokenizer, token_map))
+        if sequence.cot_tasks:
             examples.extend(cot_examples(row, tokenizer))
-    k = max(1, distill_cfg.sequence_topk)
+    k = max(1, sequence.topk)
     train, heldout, teacher = pack(examples, cfg["data"].seq_len, k, cfg["data"].validation_fraction, seed)
     info.update({"teacher_responses_kept": len(kept), "teacher_responses_filtered": len(rows) - len(kept),
                  "teacher_response_tokens": sum((r.get("usage") or {}).get("completion_tokens", 0) for r in kept),

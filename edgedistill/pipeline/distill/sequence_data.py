@@ -167,7 +167,7 @@ def pack(examples: list[Example], seq_len: int, k: int, validation_fraction: flo
     count = len(ids) // seq_len
     if count < 2:
         raise UserError(f"the teacher's responses give {len(ids)} tokens: fewer than two windows of data.seq_len={seq_len}; "
-                        "generate more (distill.sequence_prompts) or lower data.seq_len")
+                        "generate more (distill.sequence.windows) or lower data.seq_len")
     top_ids = np.repeat(np.asarray(ids, dtype=np.int32)[:, None], k, axis=1)  # one-hot on the token by default
     top_lps = np.full((len(ids), k), LOGPROB_FLOOR, dtype=np.float32)
     top_lps[:, 0] = 0.0

@@ -18,9 +18,13 @@ from typing import Callable
 
 from edgedistill.artifacts import Artifact, record_files
 from edgedistill.config import to_dict
+from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("student",)
 RESUMABLE = True  # keeps checkpoints in the state folder the orchestrator passes
+CACHE_FOLDER = "teacher-cache"
+# caches in the build folder that outlive a stage key: the top-k cache, API scores, responses
+SHARED_FOLDERS = (CACHE_FOLDER, "teacher-scores", "teacher-responses")
 
 
 def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, student_tokenizer) -> int | None:
@@ -61,6 +65,11 @@ class SignalInputs:
     def distill(self):
         return self.cfg["distill"]
 
+    @property
+    def api(self):
+        """The recipe's ``teacher_api`` section when distill reads the teacher from it, else None."""
+        return self.cfg.get("teacher_api")
+
 
 @dataclass
 class Signal:
@@ -97,13 +106,20 @@ def _api_scores(inputs: SignalInputs) -> Signal:
 
     from edgedistill.pipeline.distill.api_teacher import scored_windows
 
-    cache = scored_windows(inputs.distill, torch.cat([inputs.train.ids, inputs.heldout.ids]), inputs.tokenizer,
-                           inputs.folder)
+    distill = inputs.distill
+    cache = scored_windows(inputs.api, distill.teacher_topk, torch.cat([inputs.train.ids, inputs.heldout.ids]),
+                           inputs.tokenizer, inputs.folder)
+    if cache.aligned_share < distill.min_aligned_share:  # another tokenizer behind the API: the KD term would be CE
+        from edgedistill.errors import UserError
+
+        raise UserError(f"only {cache.aligned_share:.0%} of the windows' tokens came back from teacher_api.url as the "
+                        f"tokens sent (distill.min_aligned_share={distill.min_aligned_share:g}): the API's tokenizer is "
+                        "not the student's; use distill.mode=sequence (by text) or lower the floor")
     extra = {}
-    if inputs.distill.mode == "on_policy":  # samples are scored through the API when drawn
+    if distill.mode == "on_policy":  # samples are scored through the API when drawn
         from edgedistill.pipeline.distill.sequence_data import TokenMap
 
-        extra["token_map"] = TokenMap(inputs.tokenizer)
+        extra.update(api=inputs.api, token_map=TokenMap(inputs.tokenizer))
     return Signal(inputs.train, inputs.heldout, cache=cache, trainer_kwargs=extra,
                   metrics={"teacher_topk_aligned_share": cache.aligned_share})
 
@@ -113,7 +129,7 @@ def _sequence(inputs: SignalInputs) -> Signal:
 
     train, heldout, cache, metrics = sequence_windows(inputs.cfg, inputs.teacher_artifact, inputs.tokenizer, inputs.train,
                                                       inputs.folder, same_vocabulary=inputs.vocab_size is not None)
-    data_heldout, local = inputs.heldout, not inputs.distill.teacher_api
+    data_heldout, local = inputs.heldout, inputs.api is None
 
     def final_quality(trainer) -> dict:
         quality = {f"sequence_{name}": value for name, value in trainer.heldout_metrics(autocast=False).items()}
@@ -156,7 +172,7 @@ class TeacherSignal:
     the vocabularies match), whether preparing it writes a shared file (the main process
     then goes first), and how it is prepared."""
 
-    applies: Callable[[object, bool], bool]  # (distill config, same vocabulary) -> bool
+    applies: Callable[[SignalInputs], bool]
     prepare: Callable[[SignalInputs], Signal]
     writes_shared_files: bool = False
 
@@ -170,16 +186,16 @@ def _is_cross(distill) -> bool:
 # The teacher signals, first match wins (the recipe's checks make at most one of the first
 # four apply; the online same-vocabulary teacher is what remains).
 TEACHER_SIGNALS: dict[str, TeacherSignal] = {
-    "sequence": TeacherSignal(lambda d, same: d.mode == "sequence", _sequence, writes_shared_files=True),
-    "api_scores": TeacherSignal(lambda d, same: bool(d.teacher_api), _api_scores, writes_shared_files=True),
-    "topk_cache": TeacherSignal(lambda d, same: d.teacher_topk > 0, _topk_cache, writes_shared_files=True),
-    "cross_tokenizer": TeacherSignal(lambda d, same: _is_cross(d), _cross_tokenizer),
-    "online": TeacherSignal(lambda d, same: True, _online),
+    "sequence": TeacherSignal(lambda i: i.distill.mode == "sequence", _sequence, writes_shared_files=True),
+    "api_scores": TeacherSignal(lambda i: i.api is not None, _api_scores, writes_shared_files=True),
+    "topk_cache": TeacherSignal(lambda i: i.distill.teacher_topk > 0, _topk_cache, writes_shared_files=True),
+    "cross_tokenizer": TeacherSignal(lambda i: _is_cross(i.distill), _cross_tokenizer),
+    "online": TeacherSignal(lambda i: True, _online),
 }
 
 
-def pick_signal(distill_cfg, same_vocabulary: bool) -> str:
-    return next(name for name, signal in TEACHER_SIGNALS.items() if signal.applies(distill_cfg, same_vocabulary))
+def pick_signal(inputs: SignalInputs) -> str:
+    return next(name for name, signal in TEACHER_SIGNALS.items() if signal.applies(inputs))
 
 
 def _mode_trainer(distill_cfg, tokenizer) -> tuple[type, dict]:
@@ -193,14 +209,16 @@ def _mode_trainer(distill_cfg, tokenizer) -> tuple[type, dict]:
     return Trainer, {}
 
 
-def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, build_dir: Path | None = None) -> Artifact:
+def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"distill": DistillConfig, "data": DataConfig, "seed": int, "recipe_name": str,
-    "checkpoint": CheckpointConfig (not in the stage key)}.
+    "teacher_api": TeacherApiConfig | None}; ``ctx.extras["checkpoint"]``: CheckpointConfig
+    (not in the stage key).
 
-    ``state_dir`` keeps checkpoints and the live training log between runs of the same
-    stage key (a killed build resumes there); ``build_dir`` holds the teacher cache,
-    responses and scores (``TEACHER_SIGNALS``).
+    ``ctx.state_dir`` keeps checkpoints and the live training log between runs of the same
+    stage key (a killed build resumes there); the build folder holds the teacher cache,
+    responses and scores (``SHARED_FOLDERS``, written by ``TEACHER_SIGNALS``).
     """
+    out_dir, state_dir = ctx.out_dir, ctx.state_dir
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
     from edgedistill.pipeline.data import packed_examples
     from edgedistill.pipeline.distill.trainer import plot_loss_curve
@@ -213,11 +231,15 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
     torch.manual_seed(seed)
     teacher_artifact = inp.find("teacher")
     student, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
-    vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student.get_output_embeddings().out_features,
-                                   load_tokenizer(teacher_artifact.model_dir), tokenizer)
+    student_rows = student.get_output_embeddings().out_features
+    if is_api_teacher(teacher_artifact):  # no local teacher: the API's tokens are mapped onto the student's by text
+        vocab_size = student_rows
+    else:
+        vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student_rows,
+                                       load_tokenizer(teacher_artifact.model_dir), tokenizer)
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
-    inputs = SignalInputs(cfg, teacher_artifact, tokenizer, train_windows, heldout, vocab_size, build_dir or out_dir)
-    signal_name = pick_signal(distill_cfg, vocab_size is not None)
+    inputs = SignalInputs(cfg, teacher_artifact, tokenizer, train_windows, heldout, vocab_size, ctx.build_dir)
+    signal_name = pick_signal(inputs)
     chosen = TEACHER_SIGNALS[signal_name]
     if chosen.writes_shared_files:  # under a multi-process launch the main process writes, the others then read
         with main_process_first():
@@ -226,11 +248,11 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         signal = chosen.prepare(inputs)
     trainer_class, extra = _mode_trainer(distill_cfg, tokenizer)
     trainer_class = signal.trainer_class or trainer_class
-    checkpoint = cfg.get("checkpoint")
+    checkpoint = ctx.extras.get("checkpoint")
     trainer = trainer_class(student, signal.train, signal.heldout, distill_cfg, seed=seed, teacher=signal.teacher,
-                            cache=signal.cache, vocab_size=vocab_size or student.get_output_embeddings().out_features,
-                            state_dir=state_dir, log_path=(state_dir or out_dir) / "train_log.jsonl",
-                            checkpoint_every=checkpoint.every if checkpoint and state_dir else 0,
+                            cache=signal.cache, vocab_size=vocab_size or student_rows,
+                            state_dir=state_dir, log_path=state_dir / "train_log.jsonl",
+                            checkpoint_every=checkpoint.every if checkpoint else 0,
                             keep_checkpoints=checkpoint.keep if checkpoint else 2, **extra, **signal.trainer_kwargs)
     started = time.perf_counter()
     result = trainer.fit()
@@ -271,10 +293,14 @@ def run(cfg: dict, inp: Artifact, out_dir: Path, state_dir: Path | None = None, 
         plot_loss_curve(result.log, model_dir / "loss_curve.png",
                         f"{cfg['recipe_name']}: {distill_cfg.alpha:g} x {kd_term(distill_cfg)} + {1 - distill_cfg.alpha:g} x CE")
     (model_dir / "README.md").write_text(model_card(cfg, metrics), encoding="utf-8")
-    return Artifact("distill", out_dir, record_files(out_dir, ["student"]), {"model_dir": "student"}, metrics, inp)
+    payload = {"model_dir": "student", "teacher_signal": signal_name}
+    return Artifact("distill", out_dir, record_files(out_dir, ["student"]), payload, metrics, inp)
 
 
-CACHE_FOLDER = "teacher-cache"
+
+def is_api_teacher(teacher_artifact: Artifact) -> bool:
+    """Whether the teacher stage recorded only an API (``teacher: api``): no weights here."""
+    return "api" in teacher_artifact.payload
 
 
 def heldout_against_teacher(student, teacher_artifact: Artifact, heldout, vocab_size: int) -> dict:
@@ -333,7 +359,7 @@ def kd_term(distill_cfg) -> str:
               "skew_reverse_kl": f"(a={distill_cfg.skew_alpha})"}.get(distill_cfg.objective, "")
     scale = "T^2 * " if distill_cfg.scale_by_t2 else ""
     where = {"logit": "", "sequence": " on teacher responses (sparse top-k)",
-             "on_policy": f" on student samples for lmbda = {distill_cfg.lmbda:g} of steps"}[distill_cfg.mode]
+             "on_policy": f" on student samples for lmbda = {distill_cfg.on_policy.lmbda:g} of steps"}[distill_cfg.mode]
     return f"{scale}{distill_cfg.objective}{params} at T = {distill_cfg.temperature:g}{where}"
 
 
