@@ -46,7 +46,7 @@ STAGES: tuple[Stage, ...] = (
           lambda r: r.student != "prune"),
     Stage("prune", "edgedistill.pipeline.prune",
           lambda r, pre: {"prune": r.prune, "data": r.data, "data_content": pre["data_content"], "seed": r.seed},
-          lambda r: r.student == "prune"),
+          lambda r: r.student == "prune" or r.prune.student),
     Stage("distill", "edgedistill.pipeline.distill",
           lambda r, pre: {"distill": r.distill, "data": r.data, "data_content": pre["data_content"], "seed": r.seed,
                           "recipe_name": r.name, "prompts_content": pre["prompts_content"],

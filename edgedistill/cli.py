@@ -54,8 +54,9 @@ def build(
         pre = preflight(resolved)  # hashes a local teacher once for both lines below
         for stage, status in plan(resolved, out_dir, pre):
             console.print(f"  {stage:<8} {status}", highlight=False)
-        if resolved.student == "prune":
-            console.print(describe_plan(resolved.prune, pre["teacher_source"]), highlight=False)
+        if resolved.student == "prune" or resolved.prune.student:
+            pruned = pre["teacher_source"] if resolved.student == "prune" else pre["student_source"]
+            console.print(describe_plan(resolved.prune, pruned), highlight=False)
         return 0
 
     def on_stage(name: str, status: str, seconds: float) -> None:

@@ -99,6 +99,8 @@ class PruneConfig:
     kv_heads_keep: float = knob(1.0, "fraction of KV groups (with their query heads) kept in every layer", low=0.0, high=1.0, low_open=True)
     round_to: int = knob(32, "kept MLP channels and hidden size are multiples of this (256 for GGUF k-quants)", low=1)
     calibration_sequences: int = knob(8, "sequences of data used to measure channel importance", low=1)
+    student: bool = knob(False, "with an independent student: prune it too (to target_params of its own size) before "
+                         "distilling; false = it trains as it ships")
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,9 @@ class Recipe:
         if self.distill.teacher_topk and self.distill.objective != "forward_kl":
             raise UserError(f"distill.teacher_topk={self.distill.teacher_topk} trains on a top-k cache, which supports "
                             f"objective forward_kl only, not '{self.distill.objective}'; set distill.teacher_topk=0 or the objective")
+        if self.prune.student and self.student == "prune":
+            raise UserError("prune.student prunes an independent student, but student is prune (the pruned teacher); "
+                            "name a student model or set prune.student=false")
         api, teacher = self.teacher_api, self.teacher
         if teacher == "api" and not api.for_distill:
             raise UserError("teacher: api distills from teacher_api.url, which is empty or has teacher_api.distill=false; "

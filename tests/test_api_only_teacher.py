@@ -117,6 +117,7 @@ def test_an_api_of_another_tokenizer_is_refused_by_the_aligned_share_floor(teach
     (["teacher=api", "teacher_api.url=http://127.0.0.1:9/v1", "student=builtin:tiny-llama"], "set bench.enabled=false"),
     (["teacher_api.url=http://127.0.0.1:9/v1", "teacher_api.mode=chat", "distill.teacher_topk=4"],
      "set teacher_api.mode=completions or distill.mode=sequence"),
+    (["prune.student=true"], "prune.student prunes an independent student, but student is prune"),
     (["distill.teacher_api=http://127.0.0.1:9/v1"], "recipe key 'distill.teacher_api' has moved to 'teacher_api.url'"),
     (["bench.teacher_model=x"], "has moved to 'teacher_api.model'"),
     (["distill.sequence_topk=4"], "has moved to 'distill.sequence.topk'"),

@@ -13,7 +13,7 @@ from edgedistill.errors import UserError
 
 FAST = ["distill.steps=20", "bench.enabled=false", "export.onnx=[fp32,int8]", "export.gguf=[f16,q8_0]"]
 # a ratio per dimension: 2 of 4 layers, 1 of 2 KV groups, 32 of 64 hidden, 128 of 256 MLP channels
-CUTS = {"heads": "prune.kv_heads_keep=0.5", "hidden": "prune.hidden_keep=0.5", "depth": "prune.layers_keep=0.5",
+CUTS = {"heads": "prune.kv_heads_keep=0.5", "hidden": "prune.ratios.hidden=0.5", "depth": "prune.ratios.layers=0.5",
         "mlp": "prune.ratios.mlp=0.5"}
 ROWS = {"tiny-llama3": "llama", "tiny-qwen3": "qwen3", "tiny-gemma3": "gemma3", "tiny-phi3": "phi3"}
 

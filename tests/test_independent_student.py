@@ -42,6 +42,18 @@ def test_an_independent_student_of_the_same_tokenizer_skips_pruning(tiny_qwen2_d
     assert "cross_tokenizer_aligned_share" not in manifest["stages"]["distill"]["artifact"]["metrics"]
 
 
+def test_prune_student_prunes_the_independent_student_before_distilling(tiny_qwen2_dir, tmp_path):
+    sets = [*FAST, f"student={tiny_qwen2_dir}", "prune.student=true", "prune.target_params=0.6", "prune.round_to=16"]
+    manifest = build(load_recipe("tiny", sets), tmp_path / "build")
+    stages = manifest["stages"]
+    assert list(stages)[:4] == ["teacher", "student", "prune", "distill"]
+    prune = stages["prune"]["artifact"]["metrics"]
+    assert prune["pruned_params"] < 0.65 * stages["student"]["artifact"]["metrics"]["student_init_params"]
+    assert "student_init_params_mlp" in prune and "teacher_params_mlp" not in prune  # the student was cut, not the teacher
+    assert stages["distill"]["artifact"]["metrics"]["student_params"] == prune["pruned_params"]
+    assert manifest["status"] == "complete"
+
+
 @pytest.mark.parametrize("sets, message", [
     (["distill.objective=forward_kl"], "tokenizers differ and distill.objective=forward_kl compares logits token by "
                                        "token: set distill.objective=uld or gold"),
@@ -65,4 +77,7 @@ def test_the_sequence_mode_distills_a_student_of_another_tokenizer_by_text(other
     metrics = manifest["stages"]["distill"]["artifact"]["metrics"]
     assert metrics["teacher_responses_kept"] > 0 and metrics["teacher_topk_aligned_share"] == 0.0  # text, not ids
     assert "student_teacher_val_kl" not in metrics  # no token-by-token comparison across vocabularies
+    # but the same held-out measures as uld / gold, each model on its own tokens of the data's held-out text
+    assert metrics["student_val_ppl"] > 1 and 0 <= metrics["student_teacher_val_top1_agreement"] <= 1
+    assert metrics["student_teacher_val_uld"] > 0 and "sequence_student_val_ppl" in metrics
     assert manifest["status"] == "complete"

@@ -123,8 +123,13 @@ def kept_structures(config, plan, kept_mlp: list[list[int]]) -> dict:
 
 
 def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
-    """cfg: {"prune": PruneConfig, "data": DataConfig, "data_content": [...], "seed": int}."""
+    """cfg: {"prune": PruneConfig, "data": DataConfig, "data_content": [...], "seed": int}.
+
+    ``inp`` is the teacher, or an independent student (``prune.student``): the model cut
+    here, its size the budget's base; metrics name which (``teacher_params_*`` or
+    ``student_init_params_*``)."""
     out_dir = ctx.out_dir
+    source = "teacher" if inp.stage == "teacher" else "student_init"
     import dataclasses
 
     import torch
@@ -153,9 +158,9 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
         "pruned_params": student_params,
         "pruned_fraction": student_params / teacher_params,
         **{f"pruned_{key}": value for key, value in dataclasses.asdict(shape).items()},
-        **{f"teacher_params_{c}": n for c, n in before.items()},
+        **{f"{source}_params_{c}": n for c, n in before.items()},
         **{f"pruned_params_{c}": n for c, n in after.items()},
-        **{f"teacher_bytes_{c}": n * element_bytes for c, n in before.items()},
+        **{f"{source}_bytes_{c}": n * element_bytes for c, n in before.items()},
         **{f"pruned_bytes_{c}": n * element_bytes for c, n in after.items()},
         "pruned_val_ppl": quality["student_val_ppl"],
         "pruned_teacher_top1_agreement": quality["student_teacher_val_top1_agreement"],

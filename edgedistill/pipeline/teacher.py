@@ -141,7 +141,8 @@ def check_stage_support(recipe, source: dict) -> None:
 
     config = teacher_config(source)
     row = architecture(config.get("model_type", ""))
-    refused = refused_dimensions(row, requested_dimensions(recipe.prune)) if recipe.student == "prune" else None
+    prunes = recipe.student == "prune" or recipe.prune.student
+    refused = refused_dimensions(row, requested_dimensions(recipe.prune)) if prunes else None
     if refused:
         raise UserError(refused)
     if not recipe.export.gguf:

@@ -136,6 +136,9 @@ def _sequence(inputs: SignalInputs) -> Signal:
         if local and inputs.vocab_size is not None:  # comparable with the other modes: the data's windows, full teacher
             quality.update(heldout_against_teacher(trainer.student, inputs.teacher_artifact, data_heldout,
                                                    inputs.vocab_size))
+        elif local:  # another tokenizer: the metrics uld / gold report, on the same held-out windows
+            quality.update(heldout_across_vocabularies(trainer.student, inputs.teacher_artifact, inputs.tokenizer,
+                                                       data_heldout))
         return quality
 
     return Signal(train, heldout, cache=cache, metrics=metrics, final_quality=final_quality)
@@ -320,6 +323,21 @@ def heldout_against_teacher(student, teacher_artifact: Artifact, heldout, vocab_
                                       vocab_size=vocab_size)
     finally:
         student.train(training)
+
+
+def heldout_across_vocabularies(student, teacher_artifact: Artifact, tokenizer, heldout) -> dict:
+    """Held-out metrics of ``student`` against a local teacher of another tokenizer, each on
+    its own tokens of the same text (``cross_tokenizer_training.heldout_across_tokenizers``)."""
+    from edgedistill.hf import load_model, load_tokenizer
+    from edgedistill.pipeline.data import window_bos
+    from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
+    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerWindows, heldout_across_tokenizers
+
+    teacher_tokenizer = load_tokenizer(teacher_artifact.model_dir)
+    aligned = CrossTokenizerWindows(heldout, tokenizer, teacher_tokenizer, window_bos(teacher_tokenizer))
+    device = next(student.parameters()).device
+    teacher = load_model(teacher_artifact.model_dir).to(device)
+    return heldout_across_tokenizers(student, teacher, heldout, aligned, 0, VocabMatch(teacher_tokenizer, tokenizer), device)
 
 
 def teacher_vocab_rows(model_dir: Path) -> int:
