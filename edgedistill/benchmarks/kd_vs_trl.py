@@ -107,7 +107,7 @@ def run_edgedistill(args, lmbda: float) -> dict:
     log = [trainer.step(step) for step in range(args.steps)]
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "on_policy_steps": sum(1 for row in log if row.get("on_policy")),
-            "final_loss": log[-1]["loss"], **_heldout(trainer.student, teacher, heldout)}
+            "train_loss_mean": sum(row["loss"] for row in log) / len(log), **_heldout(trainer.student, teacher, heldout)}
 
 
 def run_trl(args, lmbda: float) -> dict:
@@ -159,7 +159,7 @@ def run_trl(args, lmbda: float) -> dict:
         trainer = InOrder(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
                           processing_class=tokenizer, data_collator=collate, callbacks=[clock])
         result = trainer.train()
-    return {"seconds": clock.last - clock.first, "final_loss": result.training_loss,
+    return {"seconds": clock.last - clock.first, "train_loss_mean": result.training_loss,
             **_heldout(trainer.model, teacher, heldout)}
 
 
