@@ -32,12 +32,19 @@ class LocalTeacher:
         self._texts: dict[int, str] = {}
 
     def prompt_ids(self, row: dict) -> list[int]:
+        """The prompt's ids, opening with BOS where the tokenizer adds one (Gemma 3 without it
+        at position 0 degenerates: 27 of 32 continuations of docs text were one token repeated)."""
+        from edgedistill.pipeline.data import window_bos
+
         if "prompt" in row:
-            return self.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        if not self.tokenizer.chat_template:
+            ids = self.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        elif not self.tokenizer.chat_template:
             raise UserError("chat 'messages' prompts need a teacher with a chat template; give 'prompt' rows instead")
-        text = self.tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = self.tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = window_bos(self.tokenizer)
+        return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
 
     def token_text(self, token: int) -> str:
         if token not in self._texts:

@@ -90,7 +90,8 @@ def ensure_responses(distill_cfg, api_cfg, teacher_dir: Path | None, teacher_has
             raise UserError(f"{len(progress.failed)} of {progress.total} prompts failed at teacher_api.url "
                             f"(first: {progress.failed[0]}); fix the API and rerun: answered prompts are kept")
     else:
-        path = responses_file(folder, f"local:{teacher_hash}", sampling)
+        # ":bos": responses since prompts open with BOS where the tokenizer adds one (older files are not reused)
+        path = responses_file(folder, f"local:{teacher_hash}:bos", sampling)
         missing = {r.id for r in requests} - {row["id"] for row in answered_rows(path)}
         teacher = local.LocalTeacher(teacher_dir) if missing else None  # loaded only when there is work
         progress = local.generate(requests, path, teacher, sampling, batch_size=32, finish=finish, on_row=say)
