@@ -23,22 +23,11 @@ import time
 IMPLS = ("naive", "fused")
 
 
-def _peak_memory_bytes(device: str) -> int:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    with open("/proc/self/status", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int, seq_len: int, precision: str) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from edgedistill.benchmarks.machine import peak_memory_bytes
     from edgedistill.config import DataConfig, DistillConfig
     from edgedistill.hf import load_model, load_tokenizer
     from edgedistill.pipeline.data import packed_examples
@@ -70,7 +59,7 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
     tokens = steps * batch_size * (seq_len - 1)
     return {"impl": impl, "device": device, "precision": precision, "bf16": trainer.bf16, "steps": steps,
             "batch_size": batch_size, "seq_len": seq_len, "vocab": config.vocab_size, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "peak_memory_bytes": _peak_memory_bytes(device), "final_loss": losses[-1]}
+            "tokens_per_s": tokens / seconds, "peak_memory_bytes": peak_memory_bytes(device), "final_loss": losses[-1]}
 
 
 def measure(impl: str, args) -> dict:

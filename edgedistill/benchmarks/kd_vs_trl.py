@@ -38,14 +38,6 @@ SIDES = ("edgedistill", "trl")
 REGIMES = {"data": 0.0, "on_policy": 0.5}  # regime -> lmbda
 
 
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _models_and_data(args):
     """(teacher, student, tokenizer, train Packed, held-out Packed), seeded as every side sees them."""
     import torch
@@ -185,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        from edgedistill.benchmarks.machine import peak_memory_bytes
+
         (regime,) = args.regimes
         run = {"edgedistill": run_edgedistill, "trl": run_trl}[args.worker]
         row = run(args, REGIMES[regime])
         tokens = args.steps * args.batch_size * (args.seq_len - 1)
-        row.update(side=args.worker, regime=regime, tokens_per_s=tokens / row["seconds"], peak_rss_bytes=_peak_rss_bytes())
+        row.update(side=args.worker, regime=regime, tokens_per_s=tokens / row["seconds"], peak_rss_bytes=peak_memory_bytes())
         print(json.dumps(row))
         return 0
     from edgedistill.benchmarks.machine import machine_info

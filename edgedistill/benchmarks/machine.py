@@ -9,6 +9,22 @@ from importlib import metadata
 PACKAGES = ("edgedistill", "torch", "transformers", "optimum-onnx", "onnxruntime", "llama_cpp_python", "gguf", "numpy")
 
 
+def peak_memory_bytes(device: str = "cpu") -> int:
+    """This process's peak: CUDA's max allocated bytes, else the kernel's VmHWM (0 off Linux)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:

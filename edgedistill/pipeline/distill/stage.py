@@ -235,11 +235,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     teacher_artifact = inp.find("teacher")
     student, tokenizer = load_model(inp.model_dir), load_tokenizer(inp.model_dir)
     student_rows = student.get_output_embeddings().out_features
-    if is_api_teacher(teacher_artifact):  # no local teacher: the API's tokens are mapped onto the student's by text
-        vocab_size = student_rows
-    else:
-        vocab_size = shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student_rows,
-                                       load_tokenizer(teacher_artifact.model_dir), tokenizer)
+    vocab_size = _vocab_of_signal(teacher_artifact, student_rows, tokenizer)
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
     inputs = SignalInputs(cfg, teacher_artifact, tokenizer, train_windows, heldout, vocab_size, ctx.build_dir)
     signal_name = pick_signal(inputs)
@@ -299,6 +295,17 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     payload = {"model_dir": "student", "teacher_signal": signal_name}
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), payload, metrics, inp)
 
+
+
+def _vocab_of_signal(teacher_artifact: Artifact, student_rows: int, tokenizer) -> int | None:
+    """The logit rows teacher and student share (:func:`shared_vocab_size`); a teacher known only
+    through an API has its tokens mapped onto the student's by text, so all of the student's."""
+    from edgedistill.hf import load_tokenizer
+
+    if is_api_teacher(teacher_artifact):
+        return student_rows
+    return shared_vocab_size(teacher_vocab_rows(teacher_artifact.model_dir), student_rows,
+                             load_tokenizer(teacher_artifact.model_dir), tokenizer)
 
 
 def is_api_teacher(teacher_artifact: Artifact) -> bool:
