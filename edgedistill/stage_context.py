@@ -1,10 +1,10 @@
 """The one argument every stage's ``run(cfg, inp, ctx)`` gets besides its config and input.
 
 A stage writes its outputs into ``ctx.out_dir`` (a temporary folder the orchestrator moves
-into place), may keep resumable state in ``ctx.state_dir``, and may write into the build
-folder only the shared folders its module declares in ``SHARED_FOLDERS`` (caches that
-outlive a stage key, e.g. the teacher's responses): ``ctx.shared(name)`` hands one out, and
-the orchestrator checks after the stage that nothing else appeared in the build folder.
+into place), may keep resumable state in ``ctx.state_dir``, and may write into
+``ctx.build_dir`` only the shared folders its module declares in ``SHARED_FOLDERS`` (caches
+that outlive a stage key, e.g. the teacher's responses): the orchestrator checks after the
+stage that nothing else appeared in the build folder.
 """
 
 from __future__ import annotations
@@ -23,12 +23,6 @@ class StageContext:
     shared_folders: tuple[str, ...] = ()  # the stage module's SHARED_FOLDERS
     processes: Processes = field(default_factory=Processes)
     extras: dict = field(default_factory=dict)  # settings outside the stage key (checkpoint cadence)
-
-    def shared(self, name: str) -> Path:
-        """The build folder's shared folder ``name``, which the stage must have declared."""
-        if name not in self.shared_folders:
-            raise RuntimeError(f"stage writes shared folder '{name}' without declaring it in SHARED_FOLDERS")
-        return self.build_dir / name
 
     @classmethod
     def scratch(cls, out_dir: Path, shared_folders: tuple[str, ...] = ()) -> "StageContext":

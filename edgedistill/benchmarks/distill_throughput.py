@@ -23,15 +23,13 @@ import time
 IMPLS = ("naive", "fused")
 
 
-def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int, seq_len: int, precision: str) -> dict:
+def docs_teacher_and_student():
+    """(teacher, tokenizer, student): the bundled docs-assistant teacher and a fresh student of
+    the docs-assistant student's shape, seeded (0) so every run starts from the same weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from edgedistill.benchmarks.machine import peak_memory_bytes
-    from edgedistill.config import DataConfig, DistillConfig
     from edgedistill.hf import load_model, load_tokenizer
-    from edgedistill.pipeline.data import packed_examples
-    from edgedistill.pipeline.distill.trainer import Trainer
     from edgedistill.pipeline.teacher import BUILTIN_FOLDERS
 
     teacher_dir = BUILTIN_FOLDERS["pydocs-teacher"]
@@ -41,6 +39,18 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
                    "num_key_value_heads": 1, "head_dim": 64})
     torch.manual_seed(0)
     student = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)  # the teacher config says fp16
+    return teacher, tokenizer, student
+
+
+def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int, seq_len: int, precision: str) -> dict:
+    import torch
+
+    from edgedistill.benchmarks.machine import peak_memory_bytes
+    from edgedistill.config import DataConfig, DistillConfig
+    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.pipeline.distill.trainer import Trainer
+
+    teacher, tokenizer, student = docs_teacher_and_student()
     data = DataConfig(path="builtin:pydocs", seq_len=seq_len, max_tokens=(steps + warmup + 2) * batch_size * seq_len * 2)
     train, heldout = packed_examples(data, tokenizer, seed=0)
     cfg = DistillConfig(steps=steps + warmup, batch_size=batch_size, learning_rate=1e-3, alpha=0.8, temperature=1.0,
@@ -58,7 +68,7 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
     seconds = time.perf_counter() - started
     tokens = steps * batch_size * (seq_len - 1)
     return {"impl": impl, "device": device, "precision": precision, "bf16": trainer.bf16, "steps": steps,
-            "batch_size": batch_size, "seq_len": seq_len, "vocab": config.vocab_size, "seconds": seconds,
+            "batch_size": batch_size, "seq_len": seq_len, "vocab": student.config.vocab_size, "seconds": seconds,
             "tokens_per_s": tokens / seconds, "peak_memory_bytes": peak_memory_bytes(device), "final_loss": losses[-1]}
 
 

@@ -40,21 +40,11 @@ REGIMES = {"data": 0.0, "on_policy": 0.5}  # regime -> lmbda
 
 def _models_and_data(args):
     """(teacher, student, tokenizer, train Packed, held-out Packed), seeded as every side sees them."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
+    from edgedistill.benchmarks.distill_throughput import docs_teacher_and_student
     from edgedistill.config import DataConfig
-    from edgedistill.hf import load_model, load_tokenizer
     from edgedistill.pipeline.data import packed_examples
-    from edgedistill.pipeline.teacher import BUILTIN_FOLDERS
 
-    teacher_dir = BUILTIN_FOLDERS["pydocs-teacher"]
-    teacher, tokenizer = load_model(teacher_dir), load_tokenizer(teacher_dir)
-    config = AutoConfig.from_pretrained(teacher_dir)
-    config.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
-                   "num_key_value_heads": 1, "head_dim": 64})
-    torch.manual_seed(0)
-    student = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    teacher, tokenizer, student = docs_teacher_and_student()
     windows_needed = args.steps * args.batch_size + args.eval_windows * 12
     data = DataConfig(path="builtin:pydocs", seq_len=args.seq_len, max_tokens=windows_needed * args.seq_len)
     train, heldout = packed_examples(data, tokenizer, seed=0)

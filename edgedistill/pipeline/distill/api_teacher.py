@@ -36,8 +36,7 @@ from edgedistill.datagen.store import Request, answered_rows, progress_printer
 from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
 from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap, set_sparse
-
-SCORES_FOLDER = "teacher-scores"
+from edgedistill.pipeline.distill.stage import SCORES_FOLDER
 
 
 def api_teacher(api_cfg) -> api.Teacher:

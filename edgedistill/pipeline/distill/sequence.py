@@ -27,8 +27,8 @@ from edgedistill.datagen.filters import ResponseFilter, finish_row
 from edgedistill.datagen.store import Request, answered_rows, progress_printer, prompt_digest, read_requests
 from edgedistill.datagen.templates import apply_template, load_template
 from edgedistill.errors import UserError
+from edgedistill.pipeline.distill.stage import RESPONSES_FOLDER
 
-RESPONSES_FOLDER = "teacher-responses"
 
 
 def window_prompts(train_ids: torch.Tensor, tokenizer, count: int, prompt_tokens: int, seed: int) -> list[Request]:

@@ -22,9 +22,9 @@ from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("student",)
 RESUMABLE = True  # keeps checkpoints in the state folder the orchestrator passes
-CACHE_FOLDER = "teacher-cache"
 # caches in the build folder that outlive a stage key: the top-k cache, API scores, responses
-SHARED_FOLDERS = (CACHE_FOLDER, "teacher-scores", "teacher-responses")
+CACHE_FOLDER, SCORES_FOLDER, RESPONSES_FOLDER = "teacher-cache", "teacher-scores", "teacher-responses"
+SHARED_FOLDERS = (CACHE_FOLDER, SCORES_FOLDER, RESPONSES_FOLDER)
 
 
 def shared_vocab_size(teacher_rows: int, student_rows: int, teacher_tokenizer, student_tokenizer) -> int | None:
@@ -144,24 +144,34 @@ def _sequence(inputs: SignalInputs) -> Signal:
     return Signal(train, heldout, cache=cache, metrics=metrics, final_quality=final_quality)
 
 
+def aligned_with_teacher(windows, tokenizer, teacher_dir: Path):
+    """(CrossTokenizerWindows of ``windows`` against the teacher's tokens of their text, the
+    VocabMatch of the two vocabularies) for a local teacher of another tokenizer."""
+    from edgedistill.hf import load_tokenizer
+    from edgedistill.pipeline.data import window_bos
+    from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
+    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerWindows
+
+    teacher_tokenizer = load_tokenizer(teacher_dir)
+    aligned = CrossTokenizerWindows(windows, tokenizer, teacher_tokenizer, window_bos(teacher_tokenizer))
+    return aligned, VocabMatch(teacher_tokenizer, tokenizer)
+
+
 def _cross_tokenizer(inputs: SignalInputs) -> Signal:
     import torch
 
-    from edgedistill.hf import load_model, load_tokenizer
-    from edgedistill.pipeline.data import Packed, window_bos
-    from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
-    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerTrainer, CrossTokenizerWindows
+    from edgedistill.hf import load_model
+    from edgedistill.pipeline.data import Packed
+    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerTrainer
 
-    teacher_tokenizer = load_tokenizer(inputs.teacher_artifact.model_dir)
     both = Packed(torch.cat([inputs.train.ids, inputs.heldout.ids]), torch.cat([inputs.train.targets, inputs.heldout.targets]))
-    aligned = CrossTokenizerWindows(both, inputs.tokenizer, teacher_tokenizer, window_bos(teacher_tokenizer))
+    aligned, match = aligned_with_teacher(both, inputs.tokenizer, inputs.teacher_artifact.model_dir)
     floor = inputs.distill.min_aligned_share
     if aligned.aligned_share < floor:
         from edgedistill.errors import UserError
 
         raise UserError(f"only {aligned.aligned_share:.0%} of the student's target tokens align with the teacher's by "
                         f"text (distill.min_aligned_share={floor:g}); check the tokenizers or lower the floor")
-    match = VocabMatch(teacher_tokenizer, inputs.tokenizer)
     return Signal(inputs.train, inputs.heldout, teacher=load_model(inputs.teacher_artifact.model_dir),
                   trainer_class=CrossTokenizerTrainer, trainer_kwargs={"aligned": aligned, "match": match},
                   metrics={"cross_tokenizer_aligned_share": aligned.aligned_share,
@@ -296,7 +306,6 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), payload, metrics, inp)
 
 
-
 def _vocab_of_signal(teacher_artifact: Artifact, student_rows: int, tokenizer) -> int | None:
     """The logit rows teacher and student share (:func:`shared_vocab_size`); a teacher known only
     through an API has its tokens mapped onto the student's by text, so all of the student's."""
@@ -335,16 +344,13 @@ def heldout_against_teacher(student, teacher_artifact: Artifact, heldout, vocab_
 def heldout_across_vocabularies(student, teacher_artifact: Artifact, tokenizer, heldout) -> dict:
     """Held-out metrics of ``student`` against a local teacher of another tokenizer, each on
     its own tokens of the same text (``cross_tokenizer_training.heldout_across_tokenizers``)."""
-    from edgedistill.hf import load_model, load_tokenizer
-    from edgedistill.pipeline.data import window_bos
-    from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
-    from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerWindows, heldout_across_tokenizers
+    from edgedistill.hf import load_model
+    from edgedistill.pipeline.distill.cross_tokenizer_training import heldout_across_tokenizers
 
-    teacher_tokenizer = load_tokenizer(teacher_artifact.model_dir)
-    aligned = CrossTokenizerWindows(heldout, tokenizer, teacher_tokenizer, window_bos(teacher_tokenizer))
+    aligned, match = aligned_with_teacher(heldout, tokenizer, teacher_artifact.model_dir)
     device = next(student.parameters()).device
     teacher = load_model(teacher_artifact.model_dir).to(device)
-    return heldout_across_tokenizers(student, teacher, heldout, aligned, 0, VocabMatch(teacher_tokenizer, tokenizer), device)
+    return heldout_across_tokenizers(student, teacher, heldout, aligned, 0, match, device)
 
 
 def teacher_vocab_rows(model_dir: Path) -> int:
