@@ -71,6 +71,7 @@ def preflight(recipe: Recipe) -> dict:
     content hashes of the data files (so edited data is never mistaken for cached data).
     """
     from edgedistill.pipeline.data import data_files
+    from edgedistill.pipeline.distill.chat_answers import check_answers_supported
     from edgedistill.pipeline.teacher import (
         check_objective_fits_tokenizers, check_sequence_budget, check_stage_support, resolve_source,
     )
@@ -80,6 +81,12 @@ def preflight(recipe: Recipe) -> dict:
     check_sequence_budget(recipe, source, student)
     check_stage_support(recipe, student or source)
     check_objective_fits_tokenizers(recipe, source, student)
+    check_answers_supported(recipe)
+    if recipe.teacher == "api" and (recipe.export.teacher_onnx or recipe.export.teacher_gguf):
+        from edgedistill.errors import UserError
+
+        raise UserError("export.teacher_onnx / export.teacher_gguf export the teacher's weights, and teacher: api has "
+                        "none here; leave them empty")
     calibration = recipe.export.calibration or recipe.data.path
     return {"teacher_source": source, "student_source": student, "data_content": _content(data_files(recipe.data.path)),
             "eval_content": _content(_eval_files(recipe)), "prompts_content": _content(_prompt_files(recipe)),
@@ -130,8 +137,28 @@ def _eval_files(recipe: Recipe) -> list[Path]:
         from edgedistill.benchmarks.client import check_base_url
 
         check_base_url(recipe.teacher_api.url, "teacher_api.url")
-    load_probes(bench.probe_path)
-    files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
+    if bench.with_builds:
+        from edgedistill.artifacts import read_manifest
+        from edgedistill.errors import UserError
+
+        for folder in bench.with_builds:
+            manifest = read_manifest(Path(folder))
+            if manifest is None or "export" not in manifest.get("stages", {}):
+                raise UserError(f"bench.with_builds: {folder} holds no finished build (no readable manifest with "
+                                "exports); build it first, e.g. `edgedistill build RECIPE --set alternative=NAME`")
+            files.append(Path(folder) / "manifest.json")  # the bench reruns when another build changed
+    if bench.answers.questions:
+        from edgedistill.benchmarks.answers import BUILTIN, INDEPENDENT_FILE, load_answer_questions
+
+        if bench.student_api_mode != "chat":
+            from edgedistill.errors import UserError
+
+            raise UserError("bench.answers asks the questions in chat form; set bench.student_api_mode=chat")
+        load_answer_questions(bench.answers.questions, 1, 1, 0)  # validates a file's rows before anything runs
+        files.append(INDEPENDENT_FILE if bench.answers.questions == BUILTIN else Path(bench.answers.questions).expanduser())
+    else:
+        load_probes(bench.probe_path)
+        files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
     cost = bench.cost
     files.append(Path(load_prices(cost.prices, cost.api_price, cost.hardware).file))
     return files

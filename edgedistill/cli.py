@@ -137,6 +137,9 @@ def bench(
                                                            "(default EDGEDISTILL_TEACHER_API_KEY)"),
     teacher_api_mode: Optional[str] = typer.Option(None, "--teacher-api-mode", help="completions (text) or chat"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="price table YAML (default: the shipped assumptions)"),
+    with_builds: List[Path] = typer.Option([], "--with", help="another build folder of the same teacher (e.g. an "
+                                           "alternative: --set alternative=NAME); its artifacts are measured in the "
+                                           "same run, beside this build's (repeatable)"),
     overrides: List[str] = typer.Option([], "--set", help="override a bench key, e.g. --set bench.cost.requests_per_day=5000"),
 ) -> int:
     """Measure the teacher behind an API against every student artifact of a build: latency,
@@ -172,6 +175,8 @@ def bench(
     if prices:
         recorded["bench"] = {**recorded.get("bench", {})}
         recorded["bench"]["cost"] = {**recorded["bench"].get("cost", {}), "prices": str(prices.resolve())}
+    if with_builds:
+        recorded["bench"] = {**recorded.get("bench", {}), "with_builds": [str(p.resolve()) for p in with_builds]}
     recipe = recipe_with_overrides(recorded, [*overrides, "bench.enabled=true"])
 
     def on_stage(name: str, status: str, seconds: float) -> None:

@@ -116,6 +116,19 @@ class SequenceConfig:
 
 
 @dataclass(frozen=True)
+class AnswersConfig:
+    questions: int = knob(0, "documentation questions built from the train pages of data.path (a signature and its "
+                          "description) that the local teacher answers in chat form (distill.response_tokens, "
+                          "distill.sample_temperature); the conversations, assistant turn the only targets, join the "
+                          "logit-KD windows (0 = none; kept in the build folder, resumed)", low=0)
+    source: str = knob("teacher", "who answers: teacher (sequence KD), or reference (the page's own description: "
+                       "plain fine-tuning on ground truth, no teacher; the 'fine-tune a small model' alternative)",
+                       choices=lambda: ("teacher", "reference"))
+    share: float = knob(0.5, "share of the training windows that are teacher answers (repeated up to it; never below "
+                        "their own share)", low=0.0, high=1.0, low_open=True)
+
+
+@dataclass(frozen=True)
 class OnPolicyConfig:
     lmbda: float = knob(0.5, "share of steps on student-generated continuations (GKD's lambda)", low=0.0, high=1.0)
 
@@ -161,10 +174,15 @@ class DistillConfig:
     min_aligned_share: float = knob(0.9, "refuse to train when fewer of the student's target tokens than this align with "
                                     "the teacher's: by text (objective uld/gold) or by token (teacher_api scores)",
                                     low=0.0, high=1.0)
+    lora_rank: int = knob(0, "train LoRA adapters of this rank (peft; every attention and MLP projection, lora_alpha = "
+                          "2 x rank) instead of every weight, merged into the student before export (0 = full training)",
+                          low=0)
     teacher_topk: int = knob(0, "train from an offline top-k teacher cache with this k (0 = online teacher); the cache is "
                              "built once (or by `edgedistill cache-teacher`) and training never loads the teacher", low=0)
     sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(), metadata={"doc": "mode sequence: prompts and responses"})
     on_policy: OnPolicyConfig = field(default_factory=lambda: OnPolicyConfig(), metadata={"doc": "mode on_policy (GKD)"})
+    answers: AnswersConfig = field(default_factory=lambda: AnswersConfig(),
+                                   metadata={"doc": "mode logit: sequence KD on the teacher's chat answers to documentation questions"})
 
 
 @dataclass(frozen=True)
@@ -185,12 +203,36 @@ class ExportConfig:
                                  choices=registry("edgedistill.exporters.formats:GGUF_QUANTIZATIONS"))
     calibration: str = knob("", "text the importance matrix of the q4/q5/q6 GGUF types is measured on (same forms as "
                                 "data.path; empty = data.path)")
+    teacher_onnx: tuple[str, ...] = knob((), "the teacher itself exported to these ONNX variants (the 'only quantize "
+                                         "the teacher' alternative), gated and benchmarked beside the student's",
+                                         choices=registry("edgedistill.exporters.formats:ONNX_QUANTIZATIONS"))
+    teacher_gguf: tuple[str, ...] = knob((), "the teacher itself as these GGUF types (the same alternative)",
+                                         choices=registry("edgedistill.exporters.formats:GGUF_QUANTIZATIONS"))
 
 
 @dataclass(frozen=True)
 class VerifyConfig:
     positions: int = knob(64, "token positions compared per parity prompt", low=2)
     greedy_tokens: int = knob(24, "tokens of greedy continuation that must match for lossless formats", low=1)
+
+
+@dataclass(frozen=True)
+class BenchAnswersConfig:
+    questions: str = knob("", "held-out questions every model answers greedily in chat form, scored with ROUGE-L against "
+                          "reference answers (the report's answer retention; the over-distillation checks then run on "
+                          "these answers instead of the probes): builtin:pydocs-answers, or a JSONL of {id, phrasings, "
+                          "answer}; empty = off (needs bench.student_api_mode=chat)")
+    test_pages: int = knob(32, "builtin:pydocs-answers: questions from the docs' test pages (0 = all)", low=0)
+    independent: int = knob(0, "questions of the independent set, or of the file (0 = all)", low=0)
+    paraphrased: int = knob(12, "of those, how many are asked in all their phrasings (paraphrase stability)", low=0)
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    min_retention: float = knob(0.85, "the quality floor of the report's recommendation: retention vs the teacher "
+                                "(answer ROUGE-L where answers are scored, else top-1)", low=0.0)
+    max_mb: float = knob(0.0, "largest artifact it may pick, in MB (0 = any size)", low=0.0)
+    min_decode_tokens_per_s: float = knob(0.0, "slowest decode speed it may pick (0 = any)", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -217,6 +259,12 @@ class BenchConfig:
     artifact_eval_windows: int = knob(16, "held-out windows every artifact and the teacher are scored on through the "
                                       "runtime (eval_path, else the training data's held-out windows)", low=1)
     artifact_qa_pairs: int = knob(64, "QA pairs every artifact is scored on through the runtime (0 = none)", low=0)
+    with_builds: tuple[str, ...] = knob((), "other build folders of the same teacher (e.g. the recipe's alternatives) "
+                                        "whose exported artifacts are measured beside this build's, in the same run")
+    answers: BenchAnswersConfig = field(default_factory=lambda: BenchAnswersConfig(),
+                                        metadata={"doc": "answer-level quality on held-out questions"})
+    recommend: RecommendConfig = field(default_factory=lambda: RecommendConfig(),
+                                       metadata={"doc": "the constraint the report's recommendation is made under"})
     cost: CostConfig = field(default_factory=lambda: CostConfig(), metadata={"doc": "prices and traffic of the cost rows"})
 
 
@@ -263,6 +311,10 @@ class Recipe:
                         "teacher (another family or tokenizer: distill.objective uld or gold, or distill.mode sequence); "
                         "the prune stage is then skipped")
     seed: int = knob(0, "seed for data order, initialisation and sampling")
+    alternative: str = knob("", "which of the recipe's alternatives was applied (--set alternative=NAME: a simpler "
+                            "way to the same student, built to be compared by the main build's bench.with_builds)")
+    schedule: str = knob("", "which of the recipe's schedules was applied (e.g. cpu, gpu: --set schedule=gpu); a "
+                         "recipe's 'schedules' maps each name to dotted-key overrides")
     teacher_api: TeacherApiConfig = field(default_factory=TeacherApiConfig, metadata={"doc": "a teacher behind an OpenAI-compatible API"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and calibration text"})
     prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "teacher -> student shape"})
@@ -329,9 +381,51 @@ def load_recipe(source: str | None, overrides: list[str] | tuple[str, ...] = (),
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
     data.setdefault("name", path.stem)
+    _apply_schedule(data, overrides, path)
+    _apply_alternative(data, overrides, path)
     for override in overrides:
         _apply_override(data, override)
     return from_dict(Recipe, data)
+
+
+def _apply_alternative(data: dict, overrides, path: Path) -> None:
+    """A recipe's ``alternatives`` (name -> {dotted key: value}): the simpler ways to the same
+    goal that its bench compares with (``bench.with_builds``). ``--set alternative=NAME``
+    applies one on top of the schedule (under the command line's other overrides), renames
+    the build ``<name>-<alternative>`` (its own default folder) and drops the map."""
+    alternatives = data.pop("alternatives", None) or {}
+    chosen = next((o.partition("=")[2].strip() for o in reversed(overrides)
+                   if o.partition("=")[0].strip() == "alternative"), None) or data.get("alternative") or ""
+    if not chosen:
+        return
+    if chosen not in alternatives or not isinstance(alternatives[chosen], dict):
+        names = ", ".join(alternatives) if isinstance(alternatives, dict) and alternatives else "none"
+        raise UserError(f"alternative '{chosen}' is not one of recipe {path.name}'s alternatives ({names})")
+    for key, value in alternatives[chosen].items():
+        _set_key(data, str(key), value)
+    data["alternative"] = chosen
+    data["name"] = f"{data['name']}-{chosen}"
+
+
+def _apply_schedule(data: dict, overrides, path: Path) -> None:
+    """A recipe's ``schedules`` (name -> {dotted key: value}) resolved in place: the one that
+    ``schedule`` names (``--set schedule=NAME``, else the recipe's, else its first) is applied
+    under the command line's overrides, and ``schedules`` is dropped (the manifest records
+    the resolved recipe and the schedule's name)."""
+    schedules = data.pop("schedules", None) or {}
+    chosen = next((o.partition("=")[2].strip() for o in reversed(overrides) if o.partition("=")[0].strip() == "schedule"),
+                  None) or data.get("schedule") or next(iter(schedules), "")
+    if not schedules:
+        if chosen:
+            raise UserError(f"schedule '{chosen}': recipe {path.name} has no schedules; leave schedule out")
+        return
+    if not isinstance(schedules, dict) or not all(isinstance(v, dict) for v in schedules.values()):
+        raise UserError(f"recipe {path.name}: schedules must map each name to {{dotted.key: value}} overrides")
+    if chosen not in schedules:
+        raise UserError(f"schedule '{chosen}' is not one of recipe {path.name}'s schedules: {', '.join(schedules)}")
+    for key, value in schedules[chosen].items():
+        _set_key(data, str(key), value)
+    data["schedule"] = chosen
 
 
 def recipe_with_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> Recipe:
@@ -358,16 +452,21 @@ def _apply_override(data: dict, override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set expects key=value (e.g. distill.alpha=0.3), got '{override}'")
-    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    _set_key(data, key.strip(), value)
+
+
+def _set_key(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UserError(f"--set {key}: '{part}' is not a section")
-    try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        node[parts[-1]] = raw
+    node[parts[-1]] = value
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

@@ -83,8 +83,12 @@ def test_every_figure_is_present_positive_and_consistent(built):
     api = prices["api"]
     per_request = (traffic["input_tokens_per_request"] * api["usd_per_1m_input_tokens"]
                    + traffic["output_tokens_per_request"] * api["usd_per_1m_output_tokens"]) / 1e6
-    assert teacher["usd_per_month"] == pytest.approx(per_request * traffic["requests_per_day"] * 30)
     hourly = prices["hardware"]["usd_per_hour"]
+    # the teacher ran here: priced as what it is (self-hosted on the students' hardware row), the API a what-if
+    assert teacher["priced_as"].startswith("self-hosted")
+    assert teacher["usd_per_month"] == pytest.approx(teacher["instances_needed"] * hourly * HOURS_PER_MONTH)
+    assert teacher["api_what_if"]["usd_per_month"] == pytest.approx(per_request * traffic["requests_per_day"] * 30)
+    assert teacher["api_what_if"]["api"] == api["name"]
     for entry in results["artifacts"]:
         assert entry["usd_per_month"] == pytest.approx(entry["instances_needed"] * hourly * HOURS_PER_MONTH)
         concurrent = entry["concurrent"]  # priced from the concurrency-N run's decode and prefill rates

@@ -133,3 +133,29 @@ def test_loading_and_validating_every_bundled_recipe_imports_no_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'gguf') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_schedule_is_one_switch_under_the_command_lines_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("distill: {steps: 1}\nschedules:\n  cpu: {distill.steps: 10, distill.batch_size: 2}\n"
+                      "  gpu: {distill.steps: 1000, distill.precision: bf16}\n")
+    cpu = load_recipe(str(recipe))  # the first schedule by default
+    assert (cpu.schedule, cpu.distill.steps, cpu.distill.batch_size) == ("cpu", 10, 2)
+    gpu = load_recipe(str(recipe), ["schedule=gpu", "distill.steps=7"])
+    assert (gpu.schedule, gpu.distill.steps, gpu.distill.precision, gpu.distill.batch_size) == ("gpu", 7, "bf16", 8)
+    with pytest.raises(UserError, match="schedule 'tpu' is not one of recipe r.yaml's schedules: cpu, gpu"):
+        load_recipe(str(recipe), ["schedule=tpu"])
+    with pytest.raises(UserError, match="has no schedules"):
+        load_recipe("tiny", ["schedule=gpu"])
+
+
+def test_an_alternative_renames_the_build_and_applies_over_the_schedule():
+    base = load_recipe("smollm2-docs")
+    lora = load_recipe("smollm2-docs", ["alternative=lora-sft"])
+    assert (lora.name, lora.alternative, lora.schedule) == ("smollm2-docs-lora-sft", "lora-sft", "cpu")
+    assert lora.distill.lora_rank == 16 and lora.distill.answers.source == "reference" and lora.distill.alpha == 0
+    assert lora.distill.steps == base.distill.steps and lora.distill.answers.questions == base.distill.answers.questions
+    gpu = load_recipe("smollm2-docs", ["schedule=gpu", "alternative=ce-only"])
+    assert gpu.distill.steps == load_recipe("smollm2-docs", ["schedule=gpu"]).distill.steps and gpu.distill.alpha == 0
+    with pytest.raises(UserError, match="alternative 'x' is not one of recipe smollm2-docs.yaml's alternatives"):
+        load_recipe("smollm2-docs", ["alternative=x"])

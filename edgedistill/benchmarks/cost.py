@@ -17,6 +17,12 @@ Conventions (stated in the report):
 * Blended $ per 1M tokens weighs input and output prices by the traffic's token mix.
 * Break-even: the requests/day at which one instance costs what the API would; none when
   even a fully used instance costs more per request than the API.
+* A teacher that ran here (not behind an API) is priced as what it is: self-hosted on the
+  same hardware row from its own measured throughput. The API price of the table is then
+  an explicit what-if (``api_what_if``), and a student's break-even is given against both:
+  against the API as above, and against the self-hosted teacher as the requests/day up to
+  which one teacher instance suffices (below it both cost one instance; above it the
+  student needs fewer), with the monthly saving at the stated traffic.
 """
 
 from __future__ import annotations
@@ -148,3 +154,28 @@ def self_hosted_cost(prices: Prices, traffic: Traffic, prefill_tps: float | None
         # one instance pays off above this volume, if one instance can carry it
         "break_even_requests_per_day": break_even if break_even is not None and break_even <= requests_per_instance_day else None,
     }
+
+
+def capacity_requests_per_day(traffic: Traffic, prefill_tps: float | None, decode_tps: float | None) -> float | None:
+    """Requests one instance serves a day at the measured aggregate rates and ``utilization``."""
+    if not prefill_tps or not decode_tps:
+        return None
+    seconds = traffic.input_tokens_per_request / prefill_tps + traffic.output_tokens_per_request / decode_tps
+    return 24 * 3600 * traffic.utilization / seconds
+
+
+def api_what_if(prices: Prices, traffic: Traffic) -> dict:
+    """The table's API price for this traffic, labelled as the assumption it is."""
+    return {**api_cost(prices, traffic), "api": prices.api_name, "as_of": prices.as_of, "source": prices.file}
+
+
+def against_self_hosted_teacher(student: dict, teacher: dict, teacher_capacity: float | None,
+                                student_capacity: float | None) -> dict:
+    """A student's break-even and monthly saving against the teacher self-hosted on the
+    same hardware row (module docstring); None where either was not measured."""
+    if teacher_capacity is None or student_capacity is None:
+        return {"break_even_vs_teacher_requests_per_day": None, "usd_per_month_saved_vs_teacher": None}
+    saved = (teacher["usd_per_month"] - student["usd_per_month"]
+             if teacher.get("usd_per_month") is not None and student.get("usd_per_month") is not None else None)
+    return {"break_even_vs_teacher_requests_per_day": teacher_capacity if student_capacity > teacher_capacity else None,
+            "usd_per_month_saved_vs_teacher": saved}

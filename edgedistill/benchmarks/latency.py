@@ -63,8 +63,9 @@ def measure_sequential(endpoint: Endpoint, prompts: list[str], max_tokens: int, 
     for _ in range(warmup):
         for prompt in prompts:
             endpoint.stream(prompt, max_tokens, extra=extra)
+    started = time.perf_counter()
     results = [endpoint.stream(prompt, max_tokens, extra=extra) for _ in range(repeats) for prompt in prompts]
-    return summarize(results), results
+    return {**summarize(results), "timed_wall_s": time.perf_counter() - started}, results
 
 
 def measure_concurrent(make_endpoint, prompts: list[str], max_tokens: int, repeats: int, concurrency: int,
@@ -85,6 +86,13 @@ def measure_concurrent(make_endpoint, prompts: list[str], max_tokens: int, repea
         for endpoint in endpoints:  # a failed or interrupted run: the other clients' next request fails fast
             endpoint.close()
         pool.shutdown(wait=True, cancel_futures=True)
+    return aggregate(results, wall, concurrency)
+
+
+def aggregate(results: list[RequestResult], wall: float, concurrency: int) -> dict:
+    """The throughput summary of requests sent by ``concurrency`` clients over ``wall``
+    seconds (module docstring). At concurrency 1 the sequential timed pass is such a run:
+    the bench then reuses it instead of a second server."""
     answered = [r for r in results if r.text]
     output_tokens = sum(r.completion_tokens for r in results)
     prefill_s, decode_s = sum(r.ttft_s for r in answered), sum(r.decode_s for r in results if r.completion_tokens > 1)

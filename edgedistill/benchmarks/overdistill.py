@@ -40,7 +40,7 @@ THRESHOLDS = {
     "paraphrase_stability_drop": 0.15,  # teacher stability - student's
     "repetition_rate_increase": 0.10,  # student repetition rate - teacher's
     "ece_increase": 0.05,  # student ECE - teacher's
-    "retention_min": 0.90,  # student top-1 accuracy / teacher's
+    "retention_min": 0.90,  # student answer ROUGE-L (else top-1 accuracy) / teacher's
 }
 ECE_BINS = 15
 # words, punctuation marks and line breaks: an answer that is only blank lines still loops
@@ -129,6 +129,7 @@ def warnings_for(student: dict, teacher: dict | None, thresholds: dict = THRESHO
         found.append(f"miscalibrated ({direction}): ECE {student['ece']:.3f} vs the teacher's {teacher['ece']:.3f} "
                      f"(> +{thresholds['ece_increase']:.2f})")
     if student.get("retention") is not None and student["retention"] < thresholds["retention_min"]:
-        found.append(f"quality: keeps {student['retention']:.1%} of the teacher's top-1 accuracy "
+        what = ("answer ROUGE-L" if student.get("retention_of") == "answers_rouge_l" else "top-1 accuracy")
+        found.append(f"quality: keeps {student['retention']:.1%} of the teacher's {what} "
                      f"(< {thresholds['retention_min']:.0%})")
     return found

@@ -99,7 +99,8 @@ def _retention_axis(axis, results: dict, retentions: list[float]) -> None:
         axis.axhline(threshold * 100, color=TEACHER_COLOR, linestyle="--", linewidth=1,
                      label=f"retention threshold ({threshold:.0%})")
     axis.set_ylim(lowest * 100 - 2, max(retentions + [1.0]) * 100 + 1.5)
-    axis.set_ylabel("top-1 retention vs teacher (%)")
+    answers = any(e.get("retention_of") == "answers_rouge_l" for e in results.get("artifacts") or [])
+    axis.set_ylabel(f"{'answer ROUGE-L' if answers else 'top-1'} retention vs teacher (%)")
 
 
 def quality_vs_size(results: dict):
@@ -180,7 +181,11 @@ def _traffic_title(results: dict) -> str:
 def cost_per_month(results: dict):
     teacher = _teacher(results)
     api_name = ((results.get("prices") or {}).get("api") or {}).get("name") or "API"
-    bars = [(f"teacher API ({api_name})", teacher.get("usd_per_month"), TEACHER_COLOR)]
+    if teacher.get("api_what_if"):  # the teacher ran here: self-hosted as measured, the API a what-if
+        bars = [("teacher (self-hosted)", teacher.get("usd_per_month"), TEACHER_COLOR),
+                (f"what-if: teacher via API ({api_name})", teacher["api_what_if"].get("usd_per_month"), DIM_COLOR)]
+    else:
+        bars = [(f"teacher API ({api_name})", teacher.get("usd_per_month"), TEACHER_COLOR)]
     bars += [(e["name"], e.get("usd_per_month"), STUDENT_COLOR) for e in results.get("artifacts") or []]
     bars = [bar for bar in bars if bar[1] is not None]
     if not bars:

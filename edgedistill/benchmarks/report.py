@@ -60,8 +60,36 @@ QUALITY_COLUMNS = [
     Column("perplexity", ("perplexity",), significant), Column("top-1", ("top1_accuracy",), percent),
     Column("top-1 agreement", ("top1_agreement",), percent),
     Column("KL to teacher (nats/token)", ("kl_to_teacher",), three_decimals), Column("ECE", ("ece",), three_decimals),
-    Column("QA top-1", ("qa_top1",), percent), Column("retention", ("retention",), percent),
+    Column("QA top-1", ("qa_top1",), percent), Column("top-1 retention", ("retention_detail", "top1"), percent),
 ]
+
+
+def interval(bounds) -> str:
+    return f"{bounds[0]:.0%} to {bounds[1]:.0%}"
+
+
+ANSWER_COLUMNS = [
+    Column("ROUGE-L", ("answer_quality", "rouge_l"), three_decimals),
+    Column("test pages", ("answer_quality", "by_set", "test-pages", "rouge_l"), three_decimals),
+    Column("independent", ("answer_quality", "by_set", "independent", "rouge_l"), three_decimals),
+    Column("ROUGE-L vs teacher's answer", ("answer_quality", "rouge_l_vs_teacher"), three_decimals),
+    Column("answer retention", ("answer_quality", "retention"), percent),
+    Column("95% interval", ("answer_quality", "retention_ci95"), interval),
+    Column("size (MB)", ("bytes",), mb), Column("decode tok/s", ("decode_tokens_per_s",), significant),
+]
+
+
+def answer_table(results: dict) -> Table:
+    from edgedistill.benchmarks.recommend import family
+
+    settings = results.get("settings") or {}
+    sets = ", ".join(f"{count} {name}" for name, count in (settings.get("answer_questions") or {}).items())
+    table = metric_table("Answers (held-out questions, chat, greedy)", ANSWER_COLUMNS, results)
+    notes = [f"questions: {sets or NULL}; ROUGE-L F1 (rouge-score, stemmed) of each answer to its question's reference; "
+             "answer retention = student mean / teacher mean, 95% paired bootstrap interval over questions"]
+    kinds = ["teacher" if e.get("role") == "teacher" else family(e) for e in entries(results)]
+    rows = [[row[0], kind, *row[1:]] for row, kind in zip(table.rows, kinds)]
+    return Table(table.title, [table.headers[0], "what", *table.headers[1:]], rows, notes + table.notes, text_columns=2)
 OVERDISTILL_COLUMNS = [
     Column("truncation rate", ("overdistill", "truncation_rate"), percent),
     Column("mean answer tokens", ("overdistill", "mean_answer_tokens"), significant),
@@ -74,8 +102,24 @@ COST_COLUMNS = [
     Column("$/1M input", ("usd_per_1m_input_tokens",), usd),
     Column("$/1M output", ("usd_per_1m_output_tokens",), usd),
     Column("$/month", ("usd_per_month",), usd), Column("instances", ("instances_needed",), whole),
-    Column("break-even requests/day", ("break_even_requests_per_day",), whole),
+    Column("break-even vs API (requests/day)", ("break_even_requests_per_day",), whole),
+    Column("break-even vs self-hosted teacher (requests/day)", ("break_even_vs_teacher_requests_per_day",), whole),
+    Column("saved vs teacher ($/month)", ("usd_per_month_saved_vs_teacher",), usd),
 ]
+
+
+def cost_table(results: dict) -> Table:
+    """The cost rows as priced (a teacher that ran here is self-hosted), the API what-if beneath."""
+    table = metric_table("Cost", COST_COLUMNS, results)
+    teacher, notes = results.get("teacher") or {}, []
+    if teacher.get("priced_as"):
+        notes.append(f"teacher priced as {teacher['priced_as']}; students self-hosted on the same hardware row")
+    what_if = teacher.get("api_what_if")
+    if what_if:
+        notes.append(f"what-if: the teacher's traffic at API '{what_if['api']}' prices (assumed {what_if['as_of']}, "
+                     f"{what_if['source']}) would cost {usd(what_if['usd_per_month'])}/month, "
+                     f"{usd(what_if['usd_per_1m_tokens'])} per 1M tokens blended")
+    return Table(table.title, table.headers, table.rows, notes + table.notes)
 
 
 def entries(results: dict) -> list[dict]:
@@ -116,12 +160,14 @@ def _usd_or_null(value) -> str:
 
 def report_tables(results: dict) -> list[Table]:
     concurrency = (results.get("settings") or {}).get("concurrency")
+    answers = [answer_table(results)] if any(e.get("answer_quality") for e in entries(results)) else []
     return [
+        *answers,
         price_table(results),
         metric_table("Latency", latency_columns(concurrency), results),
         metric_table("Quality", QUALITY_COLUMNS, results),
         metric_table("Over-distillation", OVERDISTILL_COLUMNS, results),
-        metric_table("Cost", COST_COLUMNS, results),
+        cost_table(results),
     ]
 
 
@@ -159,8 +205,15 @@ def report_facts(results: dict) -> list[tuple[str, str]]:
                     f"{plain(traffic.get('output_tokens_per_request'))} output tokens/request, utilization "
                     f"{NULL if utilization is None else f'{utilization:.0%}'}, 30-day month"),
         ("Legend", "-: not measured; ★: Pareto-optimal artifact (no other artifact is as small and as good "
-                   "in top-1 retention); sizes in MB = 10^6 bytes"),
+                   "in retention: answer ROUGE-L where answers were scored, else top-1); sizes in MB = 10^6 bytes"),
     ]
+
+
+def recommendation_lines(recommendation: dict) -> tuple[str, list[str]]:
+    """The recommendation section: what to ship under the constraint, then the verdicts."""
+    pick = recommendation.get("choice")
+    first = f"ship {pick}: {recommendation['why']}" if pick else recommendation["why"]
+    return "Recommendation", [first, *recommendation.get("verdict", [])]
 
 
 def report_warnings(results: dict) -> list[tuple[str, list[str]]]:
@@ -197,6 +250,9 @@ def render_markdown(results: dict, plot_files: dict[str, Path] | None) -> str:
     lines += [f"- **{label}**: {md_cell(text)}" for label, text in report_facts(results)] + [""]
     for table in report_tables(results):
         lines += _md_table(table)
+    if results.get("recommendation"):
+        title, lines_of = recommendation_lines(results["recommendation"])
+        lines += [f"## {title}", ""] + [f"- {md_cell(line)}" for line in lines_of] + [""]
     lines += ["## Warnings", ""]
     for label, warnings in report_warnings(results):
         lines.append(f"- **{md_cell(label)}**:" + ("" if warnings else " none"))
@@ -258,6 +314,9 @@ def render_html(results: dict, plot_files: dict[str, Path] | None) -> str:
     parts.append("</ul>")
     for table in report_tables(results):
         parts += _html_table(table)
+    if results.get("recommendation"):
+        title, lines_of = recommendation_lines(results["recommendation"])
+        parts += [f"<h2>{html.escape(title)}</h2>", "<ul>"] + [f"<li>{html.escape(line)}</li>" for line in lines_of] + ["</ul>"]
     parts += _html_warnings(results)
     if plot_files:
         parts += ["<h2>Plots</h2>"] + [_html_figure(name, path) for name, path in plot_files.items()]

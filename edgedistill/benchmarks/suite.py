@@ -27,19 +27,20 @@ from typing import Callable
 
 from edgedistill.benchmarks import cost, overdistill
 from edgedistill.benchmarks.client import Endpoint, TargetError
-from edgedistill.benchmarks.latency import measure_concurrent, measure_sequential
+from edgedistill.benchmarks.latency import aggregate, measure_concurrent, measure_sequential
 from edgedistill.benchmarks.served import ServedModel
 
 SCHEMA_VERSION = 1
 ENTRY_KEYS = (
-    "name", "role", "format", "quantization", "served_by", "missing", "error", "bytes", "params", "load_s",
+    "name", "role", "source", "device_ready", "format", "quantization", "served_by", "missing", "error", "bytes", "params", "load_s",
     "peak_rss_bytes", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "e2e_p50_s", "e2e_p95_s",
     "e2e_p99_s", "tpot_p99_s", "decode_tokens_per_s", "prefill_tokens_per_s", "latency_requests", "exact_token_counts",
     "latency_samples", "concurrent",
     "perplexity",
     "top1_accuracy", "top1_agreement", "kl_to_teacher", "ece", "overconfidence", "qa_top1", "retention",
-    "retention_detail", "overdistill", "usd_per_1m_tokens", "usd_per_1m_input_tokens", "usd_per_1m_output_tokens",
-    "usd_per_month", "instances_needed", "break_even_requests_per_day", "warnings",
+    "retention_ci95", "retention_of", "retention_detail", "answer_quality", "overdistill", "usd_per_1m_tokens", "usd_per_1m_input_tokens", "usd_per_1m_output_tokens",
+    "usd_per_month", "instances_needed", "break_even_requests_per_day", "break_even_vs_teacher_requests_per_day",
+    "usd_per_month_saved_vs_teacher", "priced_as", "api_what_if", "warnings",
 )
 
 
@@ -55,13 +56,15 @@ class Target:
     bytes: int | None = None
     params: int | None = None
     api: dict | None = None  # {"url", "model", "api_key", "mode"} for an external API
+    source: str = "student"  # what an artifact was exported from: the student, or the teacher (only quantized)
     entry: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # a phase that failed while the rest was measured
 
     def __post_init__(self):
         self.entry = {key: None for key in ENTRY_KEYS}
         self.entry.update(name=self.name, role=self.role, format=self.format, quantization=self.quantization,
-                          bytes=self.bytes, params=self.params, missing=False, warnings=[])
+                          bytes=self.bytes, params=self.params, missing=False, warnings=[],
+                          source=None if self.role == "teacher" else self.source)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ def _measure_api(target: Target, settings: Settings, log) -> None:
         _answers_and_latency(target, first, settings, extra=None, log=log)
     finally:
         first.close()
+    if settings.concurrency == 1:  # the sequential pass was that run
+        return
     try:
         target.entry["concurrent"] = measure_concurrent(endpoint, settings.latency_prompts, settings.decode_tokens,
                                                         settings.repeats, settings.concurrency)
@@ -123,6 +128,9 @@ def _measure_local(target: Target, settings: Settings, log) -> None:
         finally:
             first.close()
         target.entry["peak_rss_bytes"] = server.peak_rss_bytes()
+    if settings.concurrency == 1:  # the sequential pass on one instance with every core was that run
+        target.entry["concurrent"]["peak_rss_bytes"] = target.entry["peak_rss_bytes"]
+        return
     threads = max(1, settings.threads // settings.concurrency)
     try:
         with ServedModel(target.path, target.name, parallel=settings.concurrency, threads=threads,
@@ -144,6 +152,9 @@ def _answers_and_latency(target: Target, endpoint: Endpoint, settings: Settings,
     target.entry["answers"] = groups
     summary, timed = measure_sequential(endpoint, settings.latency_prompts, settings.decode_tokens, settings.repeats,
                                         settings.warmup, extra)
+    wall = summary.pop("timed_wall_s")
+    if settings.concurrency == 1:
+        target.entry["concurrent"] = aggregate(timed, wall, 1)
     target.entry.update(summary)
     target.entry["latency_samples"] = [{"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
                                         "ttft_s": r.ttft_s, "e2e_s": r.e2e_s} for r in timed]
@@ -165,7 +176,25 @@ def add_quality(teacher: Target, students: list[Target], scores: dict[str, dict]
         e = target.entry
         detail = {"top1": _ratio(e["top1_accuracy"], t["top1_accuracy"]), "qa_top1": _ratio(e["qa_top1"], t["qa_top1"]),
                   "perplexity": _ratio(t["perplexity"], e["perplexity"])}  # lower is better: teacher / model
-        e["retention_detail"], e["retention"] = detail, detail["top1"]
+        e["retention_detail"], e["retention"], e["retention_of"] = detail, detail["top1"], "top1"
+
+
+def add_answer_quality(teacher: Target, students: list[Target], questions: list) -> None:
+    """ROUGE-L of every model's answers to the held-out questions (``answers.py``); answer
+    retention becomes each student's ``retention`` (token metrics stay in retention_detail)."""
+    from edgedistill.benchmarks.answers import answer_quality
+
+    groups = {t.name: t.entry.get("answers") for t in (teacher, *students)}
+    scored = answer_quality(questions, groups, teacher.name)
+    for target in (teacher, *students):
+        e = target.entry
+        e["answer_quality"] = scored.get(target.name)
+        if e["answer_quality"] is None:
+            continue
+        e["retention_detail"] = {**(e["retention_detail"] or {}), "answers_rouge_l": e["answer_quality"].get("retention")}
+        e["retention"] = 1.0 if target is teacher else e["answer_quality"].get("retention")
+        e["retention_ci95"] = None if target is teacher else e["answer_quality"].get("retention_ci95")
+        e["retention_of"] = "answers_rouge_l"
 
 
 def add_comparisons(teacher: Target, students: list[Target], thresholds: dict) -> None:
@@ -186,14 +215,30 @@ def add_comparisons(teacher: Target, students: list[Target], thresholds: dict) -
 
 
 def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traffic: cost.Traffic) -> None:
-    """The teacher at the API's per-token prices (unless it could not be measured at all);
-    each student on rented hardware at its measured throughput."""
-    if not teacher.entry["missing"]:
-        teacher.entry.update(cost.api_cost(prices, traffic))
-    for target in students:
+    """A teacher behind an API at its per-token prices; a teacher that ran here self-hosted
+    on the students' hardware row at its measured throughput, the API price then a what-if
+    (``cost.py``); each student on rented hardware at its measured throughput, with its
+    break-even against the API and against the self-hosted teacher."""
+    def rates(target: Target) -> tuple[float | None, float | None]:
         concurrent = target.entry.get("concurrent") or {}
-        target.entry.update(cost.self_hosted_cost(prices, traffic, concurrent.get("prefill_tokens_per_s"),
-                                                  concurrent.get("decode_tokens_per_s")))
+        return concurrent.get("prefill_tokens_per_s"), concurrent.get("decode_tokens_per_s")
+
+    teacher_capacity = None
+    if teacher.format == "api":
+        if not teacher.entry["missing"]:
+            teacher.entry.update(cost.api_cost(prices, traffic), priced_as=f"API {prices.api_name}")
+    else:
+        teacher.entry.update(cost.self_hosted_cost(prices, traffic, *rates(teacher)),
+                             priced_as=f"self-hosted on {prices.hardware_name}",
+                             api_what_if=cost.api_what_if(prices, traffic))
+        teacher.entry["break_even_requests_per_day"] = None  # the teacher's own API break-even is not a question asked
+        teacher_capacity = cost.capacity_requests_per_day(traffic, *rates(teacher))
+    for target in students:
+        target.entry.update(cost.self_hosted_cost(prices, traffic, *rates(target)),
+                            priced_as=f"self-hosted on {prices.hardware_name}")
+        if teacher.format != "api":
+            target.entry.update(cost.against_self_hosted_teacher(
+                target.entry, teacher.entry, teacher_capacity, cost.capacity_requests_per_day(traffic, *rates(target))))
         if target.entry["usd_per_month"] is not None and target.entry["break_even_requests_per_day"] is None:
             target.entry["warnings"].append("self-hosting costs more per request than the API even fully used")
 

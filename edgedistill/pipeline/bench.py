@@ -42,6 +42,16 @@ def evaluate_quality(bench_cfg, seq_len: int, inp: Artifact) -> dict:
     return quality_report(load_model(student_dir), load_model(teacher_dir), tokenizer, windows, pairs, seq_len)
 
 
+def answer_questions(bench_cfg, seed: int) -> list:
+    """The held-out questions of ``bench.answers`` (empty when off)."""
+    answers = bench_cfg.answers
+    if not answers.questions:
+        return []
+    from edgedistill.benchmarks.answers import load_answer_questions
+
+    return load_answer_questions(answers.questions, answers.test_pages, answers.independent, answers.paraphrased, seed)
+
+
 def log(message: str) -> None:
     print(f"  bench: {message}", file=sys.stderr, flush=True)
 
@@ -79,8 +89,10 @@ def targets(inp: Artifact, api_cfg, student_params: int | None, teacher_params: 
     students = []
     for entry in export.payload["exports"]:
         size = sum(f.bytes for f in export.files if is_under(f.path, entry["path"]))
+        source = entry.get("source", "student")
         students.append(Target(entry["name"], "student", entry["format"], entry["quantization"],
-                               export.root / entry["path"], size, student_params))
+                               export.root / entry["path"], size,
+                               teacher_params if source == "teacher" else student_params, source=source))
     if api_cfg is not None:
         api = {"url": api_cfg.url, "model": api_cfg.model or "teacher",
                "api_key": os.environ.get(api_cfg.key_env) or None, "mode": api_cfg.mode}
@@ -90,6 +102,48 @@ def targets(inp: Artifact, api_cfg, student_params: int | None, teacher_params: 
         teacher = Target("teacher", "teacher", "hf", path=teacher_dir, bytes=folder_bytes(teacher_dir),
                          params=teacher_params)
     return teacher, students
+
+
+def other_build_targets(folders: tuple[str, ...], teacher_hash: str, teacher_params: int | None) -> list:
+    """Targets for the exported artifacts of other builds of the same teacher
+    (``bench.with_builds``), named ``<build name>/<artifact>``; an artifact that failed its
+    own build's parity gate carries that as a warning."""
+    from edgedistill.benchmarks.suite import Target
+
+    found = []
+    for folder in map(Path, folders):
+        manifest = read_other_build(folder, teacher_hash)
+        recipe, stages = manifest["recipe"], manifest["stages"]
+        label = recipe.get("name") or folder.name
+        export = stages["export"]["artifact"]
+        parity = ((stages.get("verify") or {}).get("artifact") or {}).get("payload", {}).get("results", {})
+        student_params = parameter_count(folder / stages["distill"]["artifact"]["payload"]["model_dir"])
+        for entry in export["payload"]["exports"]:
+            size = sum(f["bytes"] for f in export["files"] if is_under(f["path"], entry["path"]))
+            source = entry.get("source", "student")
+            target = Target(f"{label}/{entry['name']}", "student", entry["format"], entry["quantization"],
+                            folder / entry["path"], size, teacher_params if source == "teacher" else student_params,
+                            source=f"{label}:{source}")
+            target.entry["device_ready"] = bool((parity.get(entry["name"]) or {}).get("device_ready", False))
+            if not target.entry["device_ready"]:
+                target.problems.append(f"not device-ready in {folder} (its parity gate failed or did not run)")
+            found.append(target)
+    return found
+
+
+def read_other_build(folder: Path, teacher_hash: str) -> dict:
+    """The manifest of a ``bench.with_builds`` folder, checked to hold exports of this teacher."""
+    from edgedistill.artifacts import read_manifest
+    from edgedistill.errors import UserError
+
+    manifest = read_manifest(folder)
+    if manifest is None or "export" not in manifest.get("stages", {}):
+        raise UserError(f"bench.with_builds: {folder} holds no finished build (no readable manifest with exports); "
+                        "build it first, e.g. `edgedistill build RECIPE --set alternative=NAME`")
+    if manifest["stages"]["teacher"]["artifact"]["hash"] != teacher_hash:
+        raise UserError(f"bench.with_builds: {folder} was distilled from another teacher than this build's; "
+                        "compare builds of one teacher")
+    return manifest
 
 
 def folder_bytes(folder: Path) -> int:
@@ -104,6 +158,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     out_dir = ctx.out_dir
     from edgedistill.benchmarks import cost, overdistill, suite
     from edgedistill.benchmarks.machine import machine_info
+    from edgedistill.benchmarks.recommend import Constraint, recommend
 
     bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
     costs = bench_cfg.cost
@@ -116,11 +171,18 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
                               bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads(),
                               bench_cfg.answer_stop, bench_cfg.student_api_mode)
 
-    teacher, students = targets(inp, cfg.get("teacher_api"), parameter_count(student_dir), parameter_count(teacher_dir))
+    teacher_params = parameter_count(teacher_dir)
+    teacher, students = targets(inp, cfg.get("teacher_api"), parameter_count(student_dir), teacher_params)
+    parity = inp.find("verify").payload.get("results", {}) if inp.stage == "verify" else {}
+    for target in students:
+        target.entry["device_ready"] = (parity.get(target.name) or {}).get("device_ready")
+    students += other_build_targets(bench_cfg.with_builds, inp.find("teacher").hash, teacher_params)
     for target in (teacher, *students):
         suite.measure_served(target, settings, log)
     scores = teacher_forced_scores(teacher_dir, students, inputs, settings.threads)
     suite.add_quality(teacher, students, scores)
+    if inputs.questions:
+        suite.add_answer_quality(teacher, students, inputs.questions)
     suite.add_comparisons(teacher, students, overdistill.THRESHOLDS)
     suite.add_costs(teacher, students, prices, traffic)
 
@@ -130,6 +192,9 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
         build={"dir": str(ctx.build_dir), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
         machine=machine_info(), extra_settings=inputs.describe(), warnings=report_warnings(teacher, prices, settings.threads))
     results["quality_torch"] = torch_quality
+    floor = bench_cfg.recommend
+    results["recommendation"] = recommend(results["artifacts"],
+                                          Constraint(floor.min_retention, floor.max_mb, floor.min_decode_tokens_per_s))
     write_outputs(out_dir / "bench", results, teacher, students, settings)
 
     rows, metrics = summary_rows(results), dict(torch_quality)
@@ -155,10 +220,11 @@ class BenchInputs:
     prompts: list[str]
     prompt_tokens: list[int]
     probe_groups: list[list[str]]
+    questions: list = ()  # answers.Question per probe group when bench.answers is on
 
     @classmethod
     def prepare(cls, cfg: dict, student_dir: Path) -> "BenchInputs":
-        from edgedistill.benchmarks.probes import latency_prompts, load_probes
+        from edgedistill.benchmarks.probes import Probe, latency_prompts, load_probes
         from edgedistill.hf import load_tokenizer
 
         bench_cfg = cfg["bench"]
@@ -167,14 +233,22 @@ class BenchInputs:
         context = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
         passage_tokens = max(0, min(PASSAGE_TOKENS, context - bench_cfg.decode_tokens - 64))
         passages = [tokenizer.decode(w[:passage_tokens]) for w in windows] if passage_tokens else []
-        probes = load_probes(bench_cfg.probe_path, bench_cfg.probe_questions)
+        questions = answer_questions(bench_cfg, cfg["seed"])
+        if questions:  # the held-out questions are also what the over-distillation checks read
+            probes = [Probe(q.id, q.phrasings) for q in questions]
+        else:
+            probes = load_probes(bench_cfg.probe_path, bench_cfg.probe_questions)
         prompts = latency_prompts(probes, passages, bench_cfg.latency_prompts)
         return cls(windows, label, scoring_qa(bench_cfg, tokenizer, cfg["seq_len"]), prompts,
                    [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts],
-                   [list(p.phrasings) for p in probes])
+                   [list(p.phrasings) for p in probes], questions)
 
     def describe(self) -> dict:
-        return {"eval_windows": len(self.windows), "scored_on": self.windows_label, "qa_pairs_scored": len(self.qa),
+        sets = {}
+        for question in self.questions:
+            sets[question.set] = sets.get(question.set, 0) + 1
+        return {"answer_questions": sets, "answer_phrasings": sum(map(len, self.probe_groups)) if self.questions else 0,
+                "eval_windows": len(self.windows), "scored_on": self.windows_label, "qa_pairs_scored": len(self.qa),
                 "prompt_tokens_mean": sum(self.prompt_tokens) / len(self.prompt_tokens),
                 "prompt_tokens_min": min(self.prompt_tokens), "prompt_tokens_max": max(self.prompt_tokens)}
 

@@ -1,7 +1,9 @@
 """Export stage: the distilled student as ONNX folders and GGUF files.
 
 Layout under the build folder: ``onnx/<quantization>/`` and
-``gguf/student-<quantization>.gguf``. The quantization of each artifact is recorded in
+``gguf/student-<quantization>.gguf``; the teacher's own exports (``export.teacher_onnx``,
+``export.teacher_gguf``: the "only quantize the teacher" alternative) are
+``onnx/teacher-<quantization>/`` and ``gguf/teacher-<quantization>.gguf``. The quantization of each artifact is recorded in
 the payload (and from there the manifest), never inferred from these names.
 """
 
@@ -16,20 +18,22 @@ from edgedistill.stage_context import StageContext
 OUTPUTS = ("onnx", "gguf")
 
 
-def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg, calibration) -> tuple[str, dict]:
+def _export_onnx(student_dir: Path, root: Path, quantization: str, export_cfg, calibration,
+                 prefix: str = "") -> tuple[str, dict]:
     from edgedistill.exporters.onnx import export_onnx
 
-    rel = f"onnx/{quantization}"
-    fp32 = root / "onnx" / "fp32"  # already exported in this stage when the recipe lists fp32 first
+    rel = f"onnx/{prefix}{quantization}"
+    fp32 = root / "onnx" / f"{prefix}fp32"  # already exported in this stage when the recipe lists fp32 first
     return rel, export_onnx(student_dir, root / rel, quantization, export_cfg.onnx_block_size,
                             fp32_source=fp32 if (fp32 / "model.onnx").is_file() else None)
 
 
-def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg, calibration) -> tuple[str, dict]:
+def _export_gguf(student_dir: Path, root: Path, quantization: str, export_cfg, calibration,
+                 prefix: str = "") -> tuple[str, dict]:
     from edgedistill.exporters.formats import GGUF_QUANTIZATIONS
     from edgedistill.exporters.gguf import export_gguf
 
-    rel = f"gguf/student-{quantization}.gguf"
+    rel = f"gguf/{prefix or 'student-'}{quantization}.gguf"
     if not GGUF_QUANTIZATIONS[quantization].importance:
         return rel, export_gguf(student_dir, root / rel, quantization)
     importance, tokens = calibration.measured()
@@ -61,10 +65,20 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"export": ExportConfig, "calibration": data spec of the importance-matrix text}."""
     out_dir = ctx.out_dir
     exports = []
-    calibration = Calibration(inp.model_dir, cfg.get("calibration") or "builtin:tiny-corpus")
+    spec = cfg.get("calibration") or "builtin:tiny-corpus"
+    calibration = Calibration(inp.model_dir, spec)
     for fmt, exporter in EXPORTERS.items():
         for quantization in getattr(cfg["export"], fmt):
             rel, facts = exporter(inp.model_dir, out_dir, quantization, cfg["export"], calibration)
-            exports.append({"name": f"{fmt}-{quantization}", "format": fmt, "quantization": quantization, "path": rel, "facts": facts})
+            exports.append({"name": f"{fmt}-{quantization}", "format": fmt, "quantization": quantization, "path": rel,
+                            "facts": facts, "source": "student"})
+    # the "only quantize the teacher" alternative: the teacher through the same exporters (and, next, the same gate)
+    teacher_dir = inp.find("teacher").model_dir
+    teacher_calibration = Calibration(teacher_dir, spec)
+    for fmt, exporter in EXPORTERS.items():
+        for quantization in getattr(cfg["export"], f"teacher_{fmt}"):
+            rel, facts = exporter(teacher_dir, out_dir, quantization, cfg["export"], teacher_calibration, prefix="teacher-")
+            exports.append({"name": f"teacher-{fmt}-{quantization}", "format": fmt, "quantization": quantization,
+                            "path": rel, "facts": facts, "source": "teacher"})
     present = [name for name in OUTPUTS if (out_dir / name).exists()]
     return Artifact("export", out_dir, record_files(out_dir, present), {"exports": exports}, {}, inp)

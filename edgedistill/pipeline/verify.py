@@ -11,16 +11,23 @@ OUTPUTS = ("verify",)
 
 
 def verify_exports(export: Artifact, verify_cfg) -> dict[str, dict]:
-    """Artifact name -> parity result, against the student that ``export`` came from."""
+    """Artifact name -> parity result, against the model each artifact came from (the student,
+    or the teacher for its own exports)."""
     from edgedistill.exporters.verify import check_artifact
     from edgedistill.hf import load_model, load_tokenizer
 
-    student_dir = export.find("distill").model_dir
-    student, tokenizer = load_model(student_dir), load_tokenizer(student_dir)
-    return {
-        entry["name"]: check_artifact(student, tokenizer, export.root / entry["path"], entry["format"], entry["quantization"], verify_cfg)
-        for entry in export.payload["exports"]
-    }
+    sources = {"student": export.find("distill").model_dir}
+    if any(entry.get("source") == "teacher" for entry in export.payload["exports"]):
+        sources["teacher"] = export.find("teacher").model_dir
+    results = {}
+    for source, model_dir in sources.items():  # each artifact against the torch model it was exported from
+        model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+        for entry in export.payload["exports"]:
+            if entry.get("source", "student") == source:
+                results[entry["name"]] = check_artifact(model, tokenizer, export.root / entry["path"], entry["format"],
+                                                        entry["quantization"], verify_cfg)
+        del model
+    return {entry["name"]: results[entry["name"]] for entry in export.payload["exports"]}
 
 
 def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:

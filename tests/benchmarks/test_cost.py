@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from edgedistill.benchmarks.cost import Prices, Traffic, api_cost, load_prices, self_hosted_cost
+from edgedistill.benchmarks.cost import (
+    Prices, Traffic, against_self_hosted_teacher, api_cost, capacity_requests_per_day, load_prices, self_hosted_cost)
 from edgedistill.errors import UserError
 
 PRICES = Prices("t.yaml", "2026-11-28", "assumed", "api", 2.0, 8.0, "box", 0.36)
@@ -29,6 +30,25 @@ def test_self_hosted_cost_from_throughput_and_utilization():
     assert cost["instances_needed"] == 1 and cost["usd_per_month"] == pytest.approx(0.36 * 720)
     # the API's $0.0014 a request pays for one instance's $259.2 a month at 6171 requests a day
     assert cost["break_even_requests_per_day"] == pytest.approx(0.36 * 720 / (30 * 0.0014))
+
+
+def test_a_student_against_the_teacher_self_hosted_on_the_same_row():
+    # teacher: a request takes 300/500 + 100/20 = 5.6 s -> 86400 * 0.5 / 5.6 = 7714 a day per instance
+    teacher_capacity = capacity_requests_per_day(TRAFFIC, 500.0, 20.0)
+    assert teacher_capacity == pytest.approx(86400 * 0.5 / 5.6)
+    busy = Traffic(20_000, 300, 100, 0.5)
+    teacher = self_hosted_cost(PRICES, busy, 500.0, 20.0)
+    student = self_hosted_cost(PRICES, busy, 1000.0, 100.0)
+    assert teacher["instances_needed"] == 3 and student["instances_needed"] == 1
+    against = against_self_hosted_teacher(student, teacher, capacity_requests_per_day(busy, 500.0, 20.0),
+                                          capacity_requests_per_day(busy, 1000.0, 100.0))
+    # up to one teacher instance's capacity both cost one instance; the student saves two instances here
+    assert against["break_even_vs_teacher_requests_per_day"] == pytest.approx(teacher_capacity)
+    assert against["usd_per_month_saved_vs_teacher"] == pytest.approx(2 * 0.36 * 720)
+    slower = against_self_hosted_teacher(teacher, student, capacity_requests_per_day(busy, 1000.0, 100.0),
+                                         capacity_requests_per_day(busy, 500.0, 20.0))
+    assert slower["break_even_vs_teacher_requests_per_day"] is None
+    assert against_self_hosted_teacher(student, teacher, None, 1.0)["usd_per_month_saved_vs_teacher"] is None
 
 
 def test_instances_scale_with_traffic_and_break_even_needs_a_cheaper_instance():

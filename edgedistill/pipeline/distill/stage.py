@@ -247,6 +247,13 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     student_rows = student.get_output_embeddings().out_features
     vocab_size = _vocab_of_signal(teacher_artifact, student_rows, tokenizer)
     train_windows, heldout = packed_examples(cfg["data"], tokenizer, seed)
+    answer_metrics = {}
+    if distill_cfg.answers.questions:  # the teacher's chat answers join the windows (a shared file: main process first)
+        from edgedistill.pipeline.distill.chat_answers import with_teacher_answers
+
+        with main_process_first():
+            train_windows, answer_metrics = with_teacher_answers(cfg, teacher_artifact, tokenizer, train_windows,
+                                                                 ctx.build_dir)
     inputs = SignalInputs(cfg, teacher_artifact, tokenizer, train_windows, heldout, vocab_size, ctx.build_dir)
     signal_name = pick_signal(inputs)
     chosen = TEACHER_SIGNALS[signal_name]
@@ -255,6 +262,8 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
             signal = chosen.prepare(inputs)
     else:
         signal = chosen.prepare(inputs)
+    if distill_cfg.lora_rank:
+        student = with_lora(student, distill_cfg.lora_rank)
     trainer_class, extra = _mode_trainer(distill_cfg, tokenizer)
     trainer_class = signal.trainer_class or trainer_class
     checkpoint = ctx.extras.get("checkpoint")
@@ -278,6 +287,8 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
 
         mode_metrics.update(on_policy_metrics(result.log))
     student = trainer.student.cpu()
+    if distill_cfg.lora_rank:  # the adapters folded into the weights: a plain model of the same shape ships
+        student = student.merge_and_unload()
     metrics = {
         "student_params": count_parameters(student),
         "distill_steps": len(result.log),
@@ -288,6 +299,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
         **({"distill_final_loss": result.log[-1]["loss"]} if result.log else {}),
         **quality,
         **mode_metrics,
+        **answer_metrics,
     }
     if signal.cache is not None:
         metrics["teacher_cache_bytes_per_token"] = signal.cache.bytes_per_token
@@ -304,6 +316,24 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     (model_dir / "README.md").write_text(model_card(cfg, metrics), encoding="utf-8")
     payload = {"model_dir": "student", "teacher_signal": signal_name}
     return Artifact("distill", out_dir, record_files(out_dir, ["student"]), payload, metrics, inp)
+
+
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def with_lora(student, rank: int):
+    """``student`` with LoRA adapters (peft) on its attention and MLP projections, only they
+    trainable (lora_alpha = 2 x rank, no dropout: the short schedules here do not overfit)."""
+    from peft import LoraConfig, get_peft_model
+
+    present = sorted({name.rsplit(".", 1)[-1] for name, _ in student.named_modules()} & set(LORA_MODULES))
+    if not present:
+        from edgedistill.errors import UserError
+
+        raise UserError(f"distill.lora_rank: the student has none of the projections LoRA adapts ({', '.join(LORA_MODULES)}); "
+                        "set distill.lora_rank=0")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=present, bias="none")
+    return get_peft_model(student, config)
 
 
 def _vocab_of_signal(teacher_artifact: Artifact, student_rows: int, tokenizer) -> int | None:
