@@ -130,6 +130,10 @@ def _eval_files(recipe: Recipe) -> list[Path]:
         from edgedistill.benchmarks.client import check_base_url
 
         check_base_url(recipe.teacher_api.url, "teacher_api.url")
+    if bench.lm_eval:
+        from edgedistill.benchmarks.lm_eval_bench import check_tasks
+
+        files.extend(check_tasks(bench.lm_eval))
     load_probes(bench.probe_path)
     files.append(PROBE_BUILTINS.get(bench.probe_path) or Path(bench.probe_path).expanduser())
     cost = bench.cost

@@ -130,6 +130,11 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
         build={"dir": str(ctx.build_dir), "recipe": cfg.get("recipe_name"), "teacher": str(teacher_dir)},
         machine=machine_info(), extra_settings=inputs.describe(), warnings=report_warnings(teacher, prices, settings.threads))
     results["quality_torch"] = torch_quality
+    if bench_cfg.lm_eval:
+        from edgedistill.benchmarks.lm_eval_bench import evaluate_build
+
+        models = [(teacher, teacher_dir), *((target, student_dir) for target in students)]  # artifacts keep its tokenizer
+        results["lm_eval"] = evaluate_build(bench_cfg.lm_eval, bench_cfg.lm_eval_limit, models, settings.threads, log)
     write_outputs(out_dir / "bench", results, teacher, students, settings)
 
     rows, metrics = summary_rows(results), dict(torch_quality)
