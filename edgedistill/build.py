@@ -137,6 +137,10 @@ def _eval_files(recipe: Recipe) -> list[Path]:
         from edgedistill.benchmarks.client import check_base_url
 
         check_base_url(recipe.teacher_api.url, "teacher_api.url")
+    if bench.lm_eval:
+        from edgedistill.benchmarks.lm_eval_bench import check_tasks
+
+        files.extend(check_tasks(bench.lm_eval))
     if bench.with_builds:
         from edgedistill.artifacts import read_manifest
         from edgedistill.errors import UserError

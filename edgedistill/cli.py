@@ -141,6 +141,10 @@ def bench(
                                            "alternative: --set alternative=NAME); its artifacts are measured in the "
                                            "same run, beside this build's (repeatable)"),
     overrides: List[str] = typer.Option([], "--set", help="override a bench key, e.g. --set bench.cost.requests_per_day=5000"),
+    lm_eval: List[str] = typer.Option([], "--lm-eval", help="also run this lm-evaluation-harness task on every model: a "
+                                      "task name, a task YAML, or pydocs_qa / pydocs_qa_mc (repeatable; sets bench.lm_eval)"),
+    lm_eval_limit: Optional[int] = typer.Option(None, "--lm-eval-limit", min=0, help="samples per lm-eval task "
+                                                "(0 = all; sets bench.lm_eval_limit)"),
 ) -> int:
     """Measure the teacher behind an API against every student artifact of a build: latency,
     memory, quality retention, over-distillation checks and cost; writes bench/report.html."""
@@ -177,6 +181,12 @@ def bench(
         recorded["bench"]["cost"] = {**recorded["bench"].get("cost", {}), "prices": str(prices.resolve())}
     if with_builds:
         recorded["bench"] = {**recorded.get("bench", {}), "with_builds": [str(p.resolve()) for p in with_builds]}
+    if lm_eval:
+        from edgedistill.benchmarks.lm_eval_bench import spec_paths
+
+        recorded["bench"] = {**recorded.get("bench", {}), "lm_eval": spec_paths(lm_eval)}
+    if lm_eval_limit is not None:
+        recorded["bench"] = {**recorded.get("bench", {}), "lm_eval_limit": lm_eval_limit}
     recipe = recipe_with_overrides(recorded, [*overrides, "bench.enabled=true"])
 
     def on_stage(name: str, status: str, seconds: float) -> None:
@@ -186,6 +196,10 @@ def bench(
     manifest = run_build(recipe, build_dir, on_stage, force=frozenset({"bench"}))
     results = json.loads((build_dir / "bench" / "results.json").read_text(encoding="utf-8"))
     console.print(bench_table(results))
+    if results.get("lm_eval"):
+        from edgedistill.benchmarks.lm_eval_bench import console_table
+
+        console.print(console_table(results["lm_eval"]))
     for entry in (results["teacher"], *results["artifacts"]):
         for warning in entry["warnings"]:
             console.print(f"[yellow]warning[/yellow] {escape(entry['name'])}: {escape(warning)}", highlight=False)

@@ -259,6 +259,10 @@ class BenchConfig:
     artifact_eval_windows: int = knob(16, "held-out windows every artifact and the teacher are scored on through the "
                                       "runtime (eval_path, else the training data's held-out windows)", low=1)
     artifact_qa_pairs: int = knob(64, "QA pairs every artifact is scored on through the runtime (0 = none)", low=0)
+    lm_eval: tuple[str, ...] = knob((), "lm-evaluation-harness tasks run on every served model after the other "
+                                    "measurements: lm-eval task names, task YAML files, or the shipped pydocs_qa / "
+                                    "pydocs_qa_mc (builtin:pydocs-qa); empty = none")
+    lm_eval_limit: int = knob(0, "samples per lm-eval task (0 = all)", low=0)
     with_builds: tuple[str, ...] = knob((), "other build folders of the same teacher (e.g. the recipe's alternatives) "
                                         "whose exported artifacts are measured beside this build's, in the same run")
     answers: BenchAnswersConfig = field(default_factory=lambda: BenchAnswersConfig(),

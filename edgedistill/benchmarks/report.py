@@ -168,7 +168,16 @@ def report_tables(results: dict) -> list[Table]:
         metric_table("Quality", QUALITY_COLUMNS, results),
         metric_table("Over-distillation", OVERDISTILL_COLUMNS, results),
         cost_table(results),
+        *lm_eval_tables(results),
     ]
+
+
+def lm_eval_tables(results: dict) -> list[Table]:
+    """The lm-evaluation-harness table when the bench ran lm-eval tasks (``lm_eval_bench.py``)."""
+    from edgedistill.benchmarks.lm_eval_bench import report_table
+
+    fields = report_table(results.get("lm_eval"))
+    return [Table(**fields)] if fields else []
 
 
 SETTINGS_SENTENCE = (

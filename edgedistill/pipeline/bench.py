@@ -195,6 +195,12 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     floor = bench_cfg.recommend
     results["recommendation"] = recommend(results["artifacts"],
                                           Constraint(floor.min_retention, floor.max_mb, floor.min_decode_tokens_per_s))
+    if bench_cfg.lm_eval:
+        from edgedistill.benchmarks.lm_eval_bench import evaluate_build
+
+        # each artifact is scored with the tokenizer of the model it was exported from
+        models = [(teacher, teacher_dir), *((t, teacher_dir if t.source == "teacher" else student_dir) for t in students)]
+        results["lm_eval"] = evaluate_build(bench_cfg.lm_eval, bench_cfg.lm_eval_limit, models, settings.threads, log)
     write_outputs(out_dir / "bench", results, teacher, students, settings)
 
     rows, metrics = summary_rows(results), dict(torch_quality)
