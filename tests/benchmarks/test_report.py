@@ -44,7 +44,7 @@ def measured_student(name: str, size_mb: float, retention: float, ttft_ms: float
         concurrent={"concurrency": 2, "requests": 16, "wall_s": 3.2, "output_tokens": 1024,
                     "output_tokens_per_s": 320.0, "requests_per_s": 5.0},
         perplexity=54.0, top1_accuracy=0.296 * retention, top1_agreement=0.744, kl_to_teacher=0.172, ece=0.03,
-        qa_top1=0.27, retention=retention,
+        qa_top1=0.27, retention=retention, retention_detail={"top1": retention},
         overdistill={"answers": 48, "truncation_rate": 0.2, "mean_answer_tokens": 61.0, "length_ratio": 0.9,
                      "paraphrase_stability": 0.55, "repetition_rate": 0.05},
         usd_per_1m_tokens=0.12, usd_per_1m_input_tokens=0.01, usd_per_1m_output_tokens=0.2,
@@ -56,7 +56,7 @@ def teacher_entry() -> dict:
         "teacher", role="teacher", format="api", served_by="http://127.0.0.1:8000/v1 (model pydocs-teacher)",
         load_s=None, ttft_p50_s=0.21, ttft_p95_s=0.35, tpot_p50_s=0.012, tpot_p95_s=0.02, e2e_p50_s=1.9,
         e2e_p95_s=2.4, decode_tokens_per_s=80.0, prefill_tokens_per_s=1500.0, perplexity=41.0, top1_accuracy=0.296,
-        top1_agreement=1.0, kl_to_teacher=0.0, ece=0.02, qa_top1=0.29, retention=1.0,
+        top1_agreement=1.0, kl_to_teacher=0.0, ece=0.02, qa_top1=0.29, retention=1.0, retention_detail={"top1": 1.0},
         overdistill={"answers": 48, "truncation_rate": 0.1, "mean_answer_tokens": 70.0, "length_ratio": 1.0,
                      "paraphrase_stability": 0.7, "repetition_rate": 0.01},
         usd_per_1m_tokens=4.55, usd_per_1m_input_tokens=2.5, usd_per_1m_output_tokens=10.0, usd_per_month=675.0)
@@ -98,7 +98,7 @@ def results_with_missing_teacher_and_nulls() -> dict:
     results = make_results()
     teacher = make_entry("teacher", role="teacher", format="api", missing=True,
                          error="connection refused <http://127.0.0.1:9/v1>", perplexity=41.0, top1_accuracy=0.296,
-                         top1_agreement=1.0, kl_to_teacher=0.0, ece=0.02, qa_top1=0.29, retention=1.0)
+                         top1_agreement=1.0, kl_to_teacher=0.0, ece=0.02, qa_top1=0.29, retention=1.0, retention_detail={"top1": 1.0})
     results["teacher"] = teacher
     results["artifacts"].append(make_entry("gguf-broken", format="gguf"))
     results["warnings"] = ["teacher API http://127.0.0.1:9/v1 unreachable: connection refused; teacher rows missing"]
@@ -183,7 +183,7 @@ def test_markdown_has_every_table_the_warnings_and_the_plot_links(tmp_path):
         assert heading in text, heading
     for header in ("| entry | TTFT p50 (ms) | TTFT p95 (ms) | TTFT p99 (ms) | TPOT p50 (ms)", "output tok/s at concurrency 2",
                    "| entry | perplexity | top-1 | top-1 agreement", "| entry | truncation rate |",
-                   "| entry | $/1M tokens (blended) |", "break-even requests/day"):
+                   "| entry | $/1M tokens (blended) |", "break-even vs API (requests/day)"):
         assert header in text, header
     assert "| onnx-int8 ★ | 25.0 | 35.0 | - | 6.00 | 9.00 | - | 450 | 600 | - | 160 | 2,400 | 320 | 0.80 | 18.3 | 6.10 |" in text
     assert "| teacher | 41.0 | 29.6% | 100.0% | 0.000 | 0.020 | 29.0% | 100.0% |" in text
