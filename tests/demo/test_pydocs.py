@@ -92,3 +92,14 @@ def test_teacher_test_perplexity_reproduces_from_the_committed_weights():
     assert measured["tokens"] == summary["test"]["tokens"]
     assert measured["ppl"] == pytest.approx(summary["test"]["ppl"], rel=0.01)  # fp16 rounding of the weights
     assert measured["top1"] == pytest.approx(summary["test"]["top1"], abs=0.005)
+
+
+def test_the_independent_questions_are_not_taken_from_the_pages():
+    rows = [json.loads(line) for line in (pydocs.PYDOCS / "independent_qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 60 and len({row["id"] for row in rows}) == 60
+    assert all(len(row["phrasings"]) == 3 and row["phrasings"][0] == row["question"] for row in rows)
+    pages = " ".join(" ".join(row["text"].split()) for name in pydocs.SPLITS for row in pydocs.documents(name))
+    for row in rows:  # written independently: no reference answer's sentence appears in the documentation
+        for sentence in row["answer"].split(". "):
+            words = sentence.split()
+            assert len(words) < 8 or " ".join(words) not in pages, (row["id"], sentence)
