@@ -142,14 +142,10 @@ def _eval_files(recipe: Recipe) -> list[Path]:
 
         files.extend(check_tasks(bench.lm_eval))
     if bench.with_builds:
-        from edgedistill.artifacts import read_manifest
-        from edgedistill.errors import UserError
+        from edgedistill.pipeline.bench import read_finished_build
 
         for folder in bench.with_builds:
-            manifest = read_manifest(Path(folder))
-            if manifest is None or "export" not in manifest.get("stages", {}):
-                raise UserError(f"bench.with_builds: {folder} holds no finished build (no readable manifest with "
-                                "exports); build it first, e.g. `edgedistill build RECIPE --set alternative=NAME`")
+            read_finished_build(Path(folder))
             files.append(Path(folder) / "manifest.json")  # the bench reruns when another build changed
     if bench.answers.questions:
         from edgedistill.benchmarks.answers import BUILTIN, INDEPENDENT_FILE, load_answer_questions

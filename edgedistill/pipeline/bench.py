@@ -131,8 +131,8 @@ def other_build_targets(folders: tuple[str, ...], teacher_hash: str, teacher_par
     return found
 
 
-def read_other_build(folder: Path, teacher_hash: str) -> dict:
-    """The manifest of a ``bench.with_builds`` folder, checked to hold exports of this teacher."""
+def read_finished_build(folder: Path) -> dict:
+    """The manifest of a ``bench.with_builds`` folder, checked to hold exports (preflight and bench)."""
     from edgedistill.artifacts import read_manifest
     from edgedistill.errors import UserError
 
@@ -140,6 +140,14 @@ def read_other_build(folder: Path, teacher_hash: str) -> dict:
     if manifest is None or "export" not in manifest.get("stages", {}):
         raise UserError(f"bench.with_builds: {folder} holds no finished build (no readable manifest with exports); "
                         "build it first, e.g. `edgedistill build RECIPE --set alternative=NAME`")
+    return manifest
+
+
+def read_other_build(folder: Path, teacher_hash: str) -> dict:
+    """The manifest of a ``bench.with_builds`` folder, checked to hold exports of this teacher."""
+    from edgedistill.errors import UserError
+
+    manifest = read_finished_build(folder)
     if manifest["stages"]["teacher"]["artifact"]["hash"] != teacher_hash:
         raise UserError(f"bench.with_builds: {folder} was distilled from another teacher than this build's; "
                         "compare builds of one teacher")
