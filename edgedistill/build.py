@@ -222,9 +222,10 @@ def _run_stage(stage: Stage, cfg: dict, inp: Artifact | None, out_dir: Path, key
     before = {entry.name for entry in out_dir.iterdir()}
     try:
         artifact = module.run(cfg, inp, StageContext(temp, out_dir, state, shared, current(), extras))
-        # every process of a multi-process launch has a temporary folder of its own here
-        undeclared = {entry.name for entry in out_dir.iterdir() if not entry.name.startswith(TEMP_PREFIX)} - before - set(
-            shared) - {STATE_FOLDER}
+        # every process of a multi-process launch has a temporary folder of its own here, and a helper process
+        # may finish after the main one has already moved the stage's outputs into place
+        allowed = {*shared, STATE_FOLDER, *(() if keep_outputs else module.OUTPUTS)}
+        undeclared = {entry.name for entry in out_dir.iterdir() if not entry.name.startswith(TEMP_PREFIX)} - before - allowed
         if undeclared:  # a bug in the stage, not the user's input: its outputs must not land
             raise RuntimeError(f"stage {stage.name} wrote {sorted(undeclared)} into the build folder outside its "
                                "outputs and SHARED_FOLDERS")

@@ -45,6 +45,7 @@ def build(
     from edgedistill.build import plan, preflight
     from edgedistill.config import load_recipe, to_dict
     from edgedistill.pipeline.prune_targets import describe_plan
+    from edgedistill.processes import current
 
     resolved = load_recipe(recipe, overrides, default=DEFAULT_RECIPE)
     out_dir = out or Path("edgedistill-out") / resolved.name
@@ -64,7 +65,8 @@ def build(
         console.print(f"[bold]{name:<8}[/bold] {status:<7} {took}", highlight=False)
 
     manifest = run_build(resolved, out_dir, on_stage)
-    print_summary(manifest, out_dir)
+    if current().main:  # under a multi-process launch one process reports
+        print_summary(manifest, out_dir)
     return _exit_code(manifest)
 
 

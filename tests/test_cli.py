@@ -21,7 +21,7 @@ def cli(*args, cwd=None):
         (["build", "--set", "distill.steps=many"], "recipe key 'distill.steps' must be int, got str 'many'"),
         (["build", "--set", "teacher=/no/such/teacher"], "teacher path '/no/such/teacher' does not exist"),
         (["build", "--set", "data.path=/no/such/text.txt"], "data.path '/no/such/text.txt' does not exist"),
-        (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (docs-assistant, gemma3-270m-smoke, smollm2-from-api-teacher, smollm2-from-gemma3-smoke, smollm2-quantized, tiny) nor a YAML file"),
+        (["build", "no-such-recipe"], "recipe 'no-such-recipe' is neither a bundled recipe (docs-assistant, gemma3-270m-smoke, smollm2-docs, smollm2-from-api-teacher, smollm2-from-gemma3-smoke, smollm2-quantized, tiny) nor a YAML file"),
         (["build", "--set", "verify.positions=600"], "verify.positions needs 600 tokens of context but the teacher's context is 512"),
         (["build", "--set", "distill.learning_rate=.nan"], "recipe key 'distill.learning_rate' must be a finite number"),
         (["build", "--frobnicate"], "No such option: --frobnicate"),

@@ -125,6 +125,7 @@ def test_a_build_under_a_two_process_launch_matches_a_one_process_build(tmp_path
         capture_output=True, text=True, timeout=600, env=env)
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("distill  ran") == 1  # one process reports
+    assert launched.stdout.count("manifest: ") == 1
     manifest = read_manifest(out)
     assert manifest["status"] == "complete"
     assert manifest["stages"]["distill"]["artifact"]["metrics"]["distill_processes"] == 2

@@ -73,12 +73,14 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
             exports.append({"name": f"{fmt}-{quantization}", "format": fmt, "quantization": quantization, "path": rel,
                             "facts": facts, "source": "student"})
     # the "only quantize the teacher" alternative: the teacher through the same exporters (and, next, the same gate)
-    teacher_dir = inp.find("teacher").model_dir
-    teacher_calibration = Calibration(teacher_dir, spec)
-    for fmt, exporter in EXPORTERS.items():
-        for quantization in getattr(cfg["export"], f"teacher_{fmt}"):
-            rel, facts = exporter(teacher_dir, out_dir, quantization, cfg["export"], teacher_calibration, prefix="teacher-")
-            exports.append({"name": f"teacher-{fmt}-{quantization}", "format": fmt, "quantization": quantization,
-                            "path": rel, "facts": facts, "source": "teacher"})
+    teacher_formats = [(fmt, q) for fmt in EXPORTERS for q in getattr(cfg["export"], f"teacher_{fmt}")]
+    if teacher_formats:  # an API-only teacher has no weights to export (preflight refuses asking for that)
+        teacher_dir = inp.find("teacher").model_dir
+        teacher_calibration = Calibration(teacher_dir, spec)
+    for fmt, quantization in teacher_formats:
+        rel, facts = EXPORTERS[fmt](teacher_dir, out_dir, quantization, cfg["export"], teacher_calibration,
+                                    prefix="teacher-")
+        exports.append({"name": f"teacher-{fmt}-{quantization}", "format": fmt, "quantization": quantization,
+                        "path": rel, "facts": facts, "source": "teacher"})
     present = [name for name in OUTPUTS if (out_dir / name).exists()]
     return Artifact("export", out_dir, record_files(out_dir, present), {"exports": exports}, {}, inp)
