@@ -193,6 +193,24 @@ def test_auto_chunk_size_respects_the_budget_and_bad_teacher_args_fail():
         fused_linear_distillation_loss(torch.randn(2, 3), torch.randn(5, 3), torch.zeros(2, dtype=torch.long))
 
 
+def test_alpha_zero_without_a_teacher_is_plain_cross_entropy_in_value_and_gradients():
+    student_hidden, student_weight, student_bias, _, _, labels = make_inputs(with_bias=True)
+    logits = student_hidden @ student_weight.T + student_bias
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)  # mean over kept labels
+    (expected * 2.5).backward()
+    expected_grads = [t.grad.clone() for t in (student_hidden, student_weight, student_bias)]
+    for t in (student_hidden, student_weight, student_bias):
+        t.grad = None
+    loss = fused_linear_distillation_loss(student_hidden, student_weight, labels, student_bias=student_bias,
+                                          settings=KDSettings(alpha=0.0), chunk_size=29)
+    (loss * 2.5).backward()
+    torch.testing.assert_close(loss.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+    for got, want in zip((student_hidden.grad, student_weight.grad, student_bias.grad), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="none only with alpha 0"):  # a KD term with weight > 0 needs a teacher
+        fused_linear_distillation_loss(student_hidden, student_weight, labels, settings=KDSettings(alpha=0.5))
+
+
 @pytest.mark.parametrize(("objective", "temperature"), list(itertools.product(["forward_kl", "reverse_kl"], [0.5, 1.0, 2.0])))
 def test_triton_kernel_matches_the_reference(objective, temperature, monkeypatch):
     import edgedistill.pipeline.distill.fused as fused

@@ -74,6 +74,24 @@ def test_gradient_accumulation_gives_the_same_gradient_as_one_big_batch(tiny_lla
                 teacher=teacher)
 
 
+def test_alpha_zero_trains_on_cross_entropy_without_running_the_teacher(tiny_llama_dir):
+    teacher, data = _trained_teacher(tiny_llama_dir), _windows()
+    cfg = DistillConfig(steps=1, batch_size=8, alpha=0.0)
+    trainer = Trainer(load_model(tiny_llama_dir), data, data[:2], cfg, seed=0, teacher=teacher)
+    decoder = teacher.get_decoder()
+    calls = []
+    handle = decoder.register_forward_hook(lambda *args: calls.append(1))
+    batch = data[batch_indices(0, len(data), 8, 0)]
+    with torch.no_grad():
+        logits = load_model(tiny_llama_dir)(batch.ids).logits[:, :-1]
+    labels = torch.where(batch.targets[:, 1:], batch.ids[:, 1:], -100)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    row = trainer.step(0)
+    handle.remove()
+    assert calls == []  # the KD term has weight 0: the teacher's forward would be wasted compute
+    assert row["loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_feature_kd_trains_the_projections_and_is_logged(tiny_llama_dir):
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -59,14 +59,17 @@ def auto_chunk_size(rows: int, vocab: int, hidden: int, backend: str = "torch",
 def chunk_loss_and_grad(student_logits, teacher_chunk, labels, settings: KDSettings, num_tokens):
     """Loss of one chunk (already divided by the call's ``num_tokens``) and d loss / d logits.
 
-    student_logits: (C, V) fp32; teacher_chunk: ("logits", (C, V)) or ("topk", ids (C, k),
-    logprobs (C, k)); labels: (C,). Returns (scalar, (C, V)).
+    student_logits: (C, V) fp32; teacher_chunk: ("logits", (C, V)), ("topk", ids (C, k),
+    logprobs (C, k)) or ("none",) (alpha 0: no teacher); labels: (C,). Returns (scalar, (C, V)).
     """
     common = dict(alpha=settings.alpha, temperature=settings.temperature, scale_by_t2=settings.scale_by_t2,
                   num_tokens=num_tokens, ignore_index=settings.ignore_index)
     with torch.enable_grad():
         logits = student_logits.detach().requires_grad_(True)
-        if teacher_chunk[0] == "topk":
+        if teacher_chunk[0] == "none":  # alpha 0: cross-entropy alone, the same normalization
+            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=settings.ignore_index,
+                                                     reduction="sum") / num_tokens
+        elif teacher_chunk[0] == "topk":
             loss, _ = sparse_distillation_loss(logits, teacher_chunk[1], teacher_chunk[2], labels, **common)
         else:
             loss, _ = distillation_loss(logits, teacher_chunk[1], labels, objective=settings.objective,
@@ -100,7 +103,9 @@ def pick_backend(requested: str, device: torch.device, objective: str, sparse_te
 
 
 def _teacher_chunk(teacher: tuple, start: int, end: int) -> tuple:
-    """Rows [start, end) of the teacher as ("logits", (C, V) fp32) or ("topk", ids, logprobs)."""
+    """Rows [start, end) of the teacher as ("logits", (C, V) fp32), ("topk", ids, logprobs) or ("none",)."""
+    if teacher[0] == "none":
+        return teacher
     if teacher[0] == "topk":
         return ("topk", teacher[1][start:end], teacher[2][start:end])
     if teacher[0] == "logits":
@@ -119,10 +124,10 @@ def run_chunks(student_hidden, student_weight, student_bias, teacher, labels, se
                backend="auto"):
     """Loss and gradients for hidden, weight, bias, one chunk of rows at a time.
 
-    teacher: ("logits", (N, V)), ("linear", hidden (N, Ht), weight (V, Ht), bias | None) or
-    ("topk", ids (N, k), logprobs (N, k)).
+    teacher: ("logits", (N, V)), ("linear", hidden (N, Ht), weight (V, Ht), bias | None),
+    ("topk", ids (N, k), logprobs (N, k)) or ("none",) (alpha 0: cross-entropy alone).
     """
-    backend = pick_backend(backend, student_hidden.device, settings.objective, teacher[0] == "topk")
+    backend = pick_backend(backend, student_hidden.device, settings.objective, teacher[0] in ("topk", "none"))
     chunk_fn = CHUNK_BACKENDS[backend]
     if backend == "triton":
         num_tokens = float(num_tokens)  # one host read per call, none per chunk
@@ -207,7 +212,8 @@ def fused_linear_distillation_loss(
     Give the teacher as ``teacher_hidden`` (N, Ht) + ``teacher_weight`` (V, Ht), as
     ``teacher_logits`` (N, V), or as a top-k cache ``teacher_topk_ids`` (N, k) +
     ``teacher_topk_logprobs`` (N, k) at the KD temperature (forward KL only; tail
-    treatment in losses.py). ``num_tokens``: normalizer for the optimizer step
+    treatment in losses.py), or not at all when ``settings.alpha`` is 0 (the KD term has
+    weight 0: the loss is the CE alone and no teacher is read). ``num_tokens``: normalizer for the optimizer step
     (defaults to this call's non-ignored labels). Equals ``distillation_loss`` on the
     materialized logits, in value and gradients. ``backend``: "auto" (Triton on CUDA,
     chunked torch elsewhere), "torch", or "triton" (on CPU only under TRITON_INTERPRET=1).
@@ -218,9 +224,15 @@ def fused_linear_distillation_loss(
         "topk": (teacher_topk_ids, teacher_topk_logprobs),
     }
     given = [kind for kind, parts in forms.items() if parts[0] is not None]
+    if not given and settings.alpha == 0:
+        check_shapes(student_hidden, student_weight, labels, "none", (), settings.ignore_index)
+        if num_tokens is None:
+            num_tokens = (labels != settings.ignore_index).sum()
+        return FusedLinearKDFunction.apply(student_hidden, student_weight, student_bias, ("none",), labels, settings,
+                                           num_tokens, chunk_size, backend)
     if len(given) != 1 or any(part is None for part in forms[given[0]][:2]):
         raise ValueError("give the teacher as teacher_hidden + teacher_weight, as teacher_logits, "
-                         "or as teacher_topk_ids + teacher_topk_logprobs (exactly one)")
+                         "or as teacher_topk_ids + teacher_topk_logprobs (exactly one; none only with alpha 0)")
     if given[0] == "topk" and settings.objective != "forward_kl":
         raise ValueError(f"a top-k teacher supports objective forward_kl only, not '{settings.objective}'")
     check_shapes(student_hidden, student_weight, labels, given[0], forms[given[0]], settings.ignore_index)
@@ -241,6 +253,13 @@ def check_shapes(student_hidden, student_weight, labels, teacher_kind: str, teac
     if student_hidden.shape[1] != student_weight.shape[1] or labels.shape != (rows,):
         raise ValueError(f"student hidden {tuple(student_hidden.shape)}, lm_head {tuple(student_weight.shape)} and "
                          f"labels {tuple(labels.shape)} do not fit (N, H), (V, H), (N,)")
+    if teacher_kind != "none":
+        _check_teacher_shapes(teacher_kind, teacher_parts, rows, vocab)
+    if not bool((((labels >= 0) & (labels < vocab)) | (labels == ignore_index)).all()):
+        raise ValueError(f"labels must be in [0, {vocab}) or ignore_index ({ignore_index})")
+
+
+def _check_teacher_shapes(teacher_kind: str, teacher_parts: tuple, rows: int, vocab: int) -> None:
     first = teacher_parts[0]
     if first.shape[0] != rows:
         raise ValueError(f"the teacher has {first.shape[0]} rows, the student {rows}")
@@ -250,8 +269,6 @@ def check_shapes(student_hidden, student_weight, labels, teacher_kind: str, teac
         raise ValueError(f"teacher lm_head {tuple(teacher_parts[1].shape)} does not fit vocab {vocab} and teacher hidden {first.shape[1]}")
     if teacher_kind == "topk" and teacher_parts[1].shape != first.shape:
         raise ValueError(f"top-k ids {tuple(first.shape)} and logprobs {tuple(teacher_parts[1].shape)} differ in shape")
-    if not bool((((labels >= 0) & (labels < vocab)) | (labels == ignore_index)).all()):
-        raise ValueError(f"labels must be in [0, {vocab}) or ignore_index ({ignore_index})")
 
 
 class FusedLinearDistillationLoss(torch.nn.Module):

@@ -151,7 +151,11 @@ class Trainer:
 
     # --- one optimizer step ------------------------------------------------------------
     def _teacher_kwargs(self, window_ids: torch.Tensor, ids: torch.Tensor, want_states: bool):
-        """Teacher side of the fused loss for micro-batch ``ids`` (B, L), plus its hidden states."""
+        """Teacher side of the fused loss for micro-batch ``ids`` (B, L), plus its hidden states.
+        Nothing when the loss does not read the teacher (alpha 0, no feature KD): a CE-only run
+        costs the student's compute, not the teacher's (the teacher still scores held-out windows)."""
+        if self.settings.alpha == 0 and not want_states:
+            return {}, None
         if self.cache is not None:
             top_ids, top_logprobs = self.cache.rows(window_ids)  # (B, L-1, k)
             k = top_ids.shape[-1]
@@ -201,6 +205,9 @@ class Trainer:
         from edgedistill.pipeline.distill.losses import distillation_loss, sparse_distillation_loss
 
         logits = torch.nn.functional.linear(student_hidden, weight, bias)  # (N, V)
+        if not teacher:  # alpha 0
+            return torch.nn.functional.cross_entropy(logits, labels, ignore_index=self.settings.ignore_index,
+                                                     reduction="sum") / num_tokens
         common = dict(alpha=self.settings.alpha, temperature=self.settings.temperature,
                       scale_by_t2=self.settings.scale_by_t2, num_tokens=num_tokens)
         if "teacher_topk_ids" in teacher:
