@@ -311,7 +311,7 @@ def generate(
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off"),
     stop: List[str] = typer.Option([], "--stop", help="end generation at this text (repeatable)"),
     seed: Optional[int] = typer.Option(None, help="sampling seed"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: all cores)"),
     stream: bool = typer.Option(False, "--stream", help="print tokens as they are decoded"),
     timings: bool = typer.Option(False, "--timings", help="print TTFT and tokens/s to stderr"),
 ) -> int:
@@ -345,7 +345,7 @@ def generate(
 def serve(
     path: Path = typer.Argument(..., help="a GGUF file, an ONNX folder or an HF model folder (torch backend)"),
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default; 0.0.0.0 exposes it)"),
-    port: int = typer.Option(8000, help="TCP port (0 = any free port; the bound one is printed)"),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0 = any free port; the bound one is printed)"),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEDISTILL_API_KEY",
                                           help="require 'Authorization: Bearer KEY' on /v1/*"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="id in /v1/models (default: the file or folder name)"),
@@ -355,7 +355,7 @@ def serve(
     max_prompt_tokens: int = typer.Option(0, "--max-prompt-tokens", min=0, help="longest prompt (0 = context - 1)"),
     chat_template: Optional[str] = typer.Option(None, "--chat-template",
                                                 help="Jinja file or 'chatml', replacing the artifact's own template"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per instance (default: cores / parallel)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads per instance (default: cores / parallel)"),
     shutdown_grace: float = typer.Option(30.0, "--shutdown-grace", help="seconds running requests get after SIGTERM"),
 ) -> int:
     """Serve a student over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)."""

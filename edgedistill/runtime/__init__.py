@@ -63,10 +63,29 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
         raise ValueError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
-    model = model_class(Path(path), threads=threads, **options)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    try:
+        model = model_class(Path(path), threads=threads, **options)
+    except (FileNotFoundError, ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _load_error(path, name, exc) from exc
     if chat_template:
         model.chat_template = ChatTemplate(CHAT_TEMPLATES.get(chat_template, chat_template), model.bos_token, model.eos_token)
     return model
+
+
+def _load_error(path, backend: str, exc: Exception) -> ValueError:
+    """One line naming the artifact: the backend's own ValueError when it names it, else
+    the error of onnxruntime / tokenizers / a config missing keys (the artifact's fault,
+    not a bug here: a fuzz test feeds damaged files through :func:`load`)."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0][:300] if text else ""
+    if isinstance(exc, ValueError) and str(path) in reason:
+        return ValueError(reason)
+    return ValueError(f"{path} cannot be loaded by the {backend} backend ({type(exc).__name__}: {reason}); it is "
+                      "damaged or not an edgedistill export: export it again")
 
 
 __all__ = ["BACKENDS", "ChatTemplate", "Completion", "Model", "StreamChunk", "Timings", "TokenLogprob", "detect_format", "load"]

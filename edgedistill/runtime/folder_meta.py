@@ -40,8 +40,19 @@ def read_folder_metadata(path: Path, config: dict) -> FolderMetadata:
     )
 
 
+def read_json_object(file: Path) -> dict:
+    """A JSON object file of a model folder; a damaged one is a ValueError naming it."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not valid UTF-8 JSON ({exc}); export the model folder again") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{file} holds a JSON {type(value).__name__}, not an object; export the model folder again")
+    return value
+
+
 def _json_or_empty(file: Path) -> dict:
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    return read_json_object(file) if file.is_file() else {}
 
 
 def _generation_eos(path: Path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgedistill.runtime.base import Model
 from edgedistill.runtime.chat import ChatTemplate
-from edgedistill.runtime.gguf_metadata import read_gguf_metadata
+from edgedistill.runtime.gguf_metadata import check_gguf, read_gguf_metadata
 
 F32_CACHE = 0  # ggml type id of f32: an f16 KV cache alone limits f32 parity to ~1e-2
 
@@ -32,15 +32,21 @@ class LlamaCppModel(Model):
         import llama_cpp
         from llama_cpp import Llama
 
-        arch_key = "general.architecture"
-        arch = read_gguf_metadata(path, {arch_key})[arch_key]
+        check_gguf(path)  # llama.cpp is only handed a header whose every length fits the file
+        arch = read_gguf_metadata(path, {"general.architecture"}).get("general.architecture")
+        if not isinstance(arch, str):
+            raise ValueError(f"{path} has no general.architecture string; it is not a model GGUF")
         trained = read_gguf_metadata(path, {f"{arch}.context_length"}).get(f"{arch}.context_length")
-        n_ctx = min(n_ctx, trained) if trained else n_ctx
+        n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
         cache_type = {"type_k": F32_CACHE, "type_v": F32_CACHE} if f32_cache else {}
-        self.llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), logits_all=False,
-            verbose=False, **cache_type,
-        )
+        try:
+            self.llm = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), logits_all=False,
+                verbose=False, **cache_type,
+            )
+        except ValueError:  # llama-cpp-python's "Failed to load model from file": the reason went to its log
+            raise ValueError(f"llama.cpp cannot load {path} (unsupported architecture or damaged tensors); "
+                             "re-export it or run it with llama.cpp's own tools to see why") from None
         self.n_vocab = self.vocab_size = self.llm.n_vocab()
         self.eos_token_id = self.llm.token_eos()
         end_of_turn = llama_cpp.llama_vocab_eot(self.llm._model.vocab)  # -1 when the vocabulary has none

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata
+from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata, read_json_object
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -28,7 +27,7 @@ class OnnxModel(TokenizerJsonText, Model):
         from tokenizers import Tokenizer
 
         path = Path(path)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = read_json_object(path / "config.json")
         self.num_layers = config["num_hidden_layers"]
         self.kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]

@@ -11,14 +11,13 @@ model is loaded, never when ``edgedistill.runtime`` is imported.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata
+from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata, read_json_object
 
 
 class TorchModel(TokenizerJsonText, Model):
@@ -39,7 +38,7 @@ class TorchModel(TokenizerJsonText, Model):
         if not tokenizer_file.is_file():  # checked before the weights load: fail in a second, not after minutes
             raise ValueError(f"{tokenizer_file} is missing; save the fast tokenizer beside the weights: "
                              f"AutoTokenizer.from_pretrained(...).save_pretrained('{path}')")
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = read_json_object(path / "config.json")
         metadata = read_folder_metadata(path, config)
         self.eos_token_id, self.end_token_ids = metadata.eos_token_id, frozenset(metadata.end_token_ids)
         self.bos_token, self.eos_token, self.chat_template = metadata.bos_token, metadata.eos_token, metadata.chat_template

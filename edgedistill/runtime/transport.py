@@ -13,6 +13,8 @@ from edgedistill.runtime.openai_api import error_body
 
 def check_can_listen(host: str, port: int) -> None:
     """Bind and release ``host:port`` as uvicorn will, so a taken port is a one-line error."""
+    if not 0 <= port <= 65535:  # socket raises OverflowError, not OSError, out of range
+        raise ValueError(f"port {port} is outside 0-65535; pick another --port")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
