@@ -188,15 +188,10 @@ class StudentGGUFWriter:
         return tokenizer_adds_bos(self.model_dir)
 
     def _chat_template(self) -> str | None:
-        """The tokenizer's chat template (tokenizer_config.json or chat_template.jinja), if any."""
-        jinja = self.model_dir / "chat_template.jinja"
-        if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
-        config_path = self.model_dir / "tokenizer_config.json"
-        if config_path.is_file():
-            template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
-            return template if isinstance(template, str) else None
-        return None
+        """The tokenizer's chat template (chat_template.jinja or tokenizer_config.json), if any."""
+        from edgedistill.runtime.folder_meta import folder_template_source
+
+        return folder_template_source(self.model_dir)
 
     def add_tensors(self) -> None:
         from safetensors import safe_open

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from edgedistill.errors import UserError
+from edgedistill.jsonl import parse_rows
 from edgedistill.runtime.chat import CHAT_TEMPLATES
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def load_rows(spec: str, key: str = "data.path", split: str = "train") -> list[d
         except UnicodeDecodeError:
             raise UserError(f"data file {file} is not UTF-8 text; convert it or leave it out of {key}") from None
         if file.suffix == ".jsonl":
-            rows.extend(check_row(row, f"{key} file {file} line {number}") for number, row in jsonl_rows(file, text, key))
+            rows.extend(check_row(row, f"{key} file {file} line {number}") for number, row in parse_rows(text, f"{key} file {file}"))
         else:
             rows.append({"text": text})
     return rows
@@ -117,18 +117,6 @@ def _hf_dataset_rows(folder: Path, key: str, split: str) -> list[dict]:
             raise UserError(f"{key} dataset {folder} has splits {', '.join(loaded)}, not '{split}'")
         loaded = loaded[split]
     return [check_row(row, f"{key} dataset {folder} row {index}") for index, row in enumerate(loaded)]
-
-
-def jsonl_rows(file: Path, text: str, key: str):
-    """(line number, parsed row) for each non-blank line of a JSONL file's ``text``; a line
-    that is not JSON is a UserError naming ``key``, the file and the line."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{key} file {file} line {number} is not JSON; write one object per line") from None
 
 
 def data_files(spec: str, key: str = "data.path") -> list[Path]:

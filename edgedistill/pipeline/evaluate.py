@@ -120,10 +120,10 @@ def load_qa_pairs(spec: str, limit: int = 0) -> list[dict]:
     path = QA_BUILTINS.get(spec) or Path(spec).expanduser()
     if not path.is_file():
         raise UserError(f"bench.qa_path '{spec}' is not a file; give a JSONL file of prompt/answer rows or {', '.join(QA_BUILTINS)}")
-    from edgedistill.pipeline.data import jsonl_rows
+    from edgedistill.jsonl import numbered_rows
 
     pairs = []
-    for number, row in jsonl_rows(path, path.read_text(encoding="utf-8"), "bench.qa_path"):
+    for number, row in numbered_rows(path, f"bench.qa_path {path}"):
         if not isinstance(row, dict) or not row.get("prompt") or not row.get("answer"):
             raise UserError(f"bench.qa_path {path} line {number} lacks a non-empty 'prompt' and 'answer'")
         pairs.append(row)

@@ -130,13 +130,19 @@ def _raise(message: str):
     raise TemplateRaised(message)
 
 
-def template_from_tokenizer_config(config: dict, jinja_file_text: str | None = None) -> ChatTemplate | None:
-    """The template of an HF tokenizer folder: ``chat_template.jinja`` wins over the config's
-    ``chat_template`` (a string, or a list of named templates: the one named "default")."""
+def template_source(config: dict, jinja_file_text: str | None = None) -> str | None:
+    """The Jinja text of an HF tokenizer folder's template: ``chat_template.jinja`` wins over
+    the config's ``chat_template`` (a string, or a list of named templates: the one named "default")."""
     source = jinja_file_text or config.get("chat_template")
     if isinstance(source, list):
         source = next((t.get("template") for t in source if isinstance(t, dict) and t.get("name") == "default"), None)
-    if not source:
+    return source if isinstance(source, str) and source else None
+
+
+def template_from_tokenizer_config(config: dict, jinja_file_text: str | None = None) -> ChatTemplate | None:
+    """:func:`template_source` as a :class:`ChatTemplate` with the config's BOS / EOS text."""
+    source = template_source(config, jinja_file_text)
+    if source is None:
         return None
     return ChatTemplate(source, token_text(config.get("bos_token")), token_text(config.get("eos_token")))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from edgedistill.runtime.chat import ChatTemplate, template_from_tokenizer_config, token_text
+from edgedistill.runtime.chat import ChatTemplate, template_from_tokenizer_config, template_source, token_text
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,23 @@ class FolderMetadata:
 def read_folder_metadata(path: Path, config: dict) -> FolderMetadata:
     """Metadata of the model folder ``path`` whose parsed config.json is ``config``."""
     tokenizer_config = _json_or_empty(path / "tokenizer_config.json")
-    jinja_file = path / "chat_template.jinja"  # newer transformers save the template here instead of the config
     return FolderMetadata(
         end_token_ids=tuple(_ids(_generation_eos(path)) + _ids(config.get("eos_token_id"))),
         bos_token=token_text(tokenizer_config.get("bos_token")),
         eos_token=token_text(tokenizer_config.get("eos_token")),
-        chat_template=template_from_tokenizer_config(
-            tokenizer_config, jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None),
+        chat_template=template_from_tokenizer_config(tokenizer_config, _jinja_file_text(path)),
     )
+
+
+def folder_template_source(path: Path) -> str | None:
+    """The chat template text of model folder ``path`` (what the GGUF exporter embeds and
+    :func:`read_folder_metadata` renders: one lookup)."""
+    return template_source(_json_or_empty(path / "tokenizer_config.json"), _jinja_file_text(path))
+
+
+def _jinja_file_text(path: Path) -> str | None:
+    jinja_file = path / "chat_template.jinja"  # newer transformers save the template here instead of the config
+    return jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None
 
 
 def read_json_object(file: Path) -> dict:

@@ -218,3 +218,24 @@ def test_linear_rope_scaling_matches_in_llama_cpp_and_other_scalings_are_refused
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="does not reproduce rope_scaling type .yarn. \(supported: none, linear, llama3\)"):
         export_gguf(model_dir, tmp_path / "yarn.gguf", "f32")
+
+
+def test_a_list_of_named_templates_exports_its_default_one_as_the_runtime_reads_it(tiny_llama_dir, tmp_path):
+    import json
+    import shutil
+
+    import gguf
+
+    from edgedistill.runtime.chat import CHATML_TEMPLATE
+    from edgedistill.runtime.folder_meta import read_folder_metadata
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = [{"name": "tool_use", "template": "{{ tools }}"}, {"name": "default", "template": CHATML_TEMPLATE}]
+    config_file.write_text(json.dumps(config))
+    export_gguf(folder, tmp_path / "m.gguf", "f16")
+    field = gguf.GGUFReader(tmp_path / "m.gguf").fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == CHATML_TEMPLATE
+    assert read_folder_metadata(folder, {}).chat_template.source == CHATML_TEMPLATE
