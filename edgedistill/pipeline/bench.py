@@ -11,7 +11,6 @@ metrics; the per-artifact scores use a capped subset of the same windows.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -109,6 +108,7 @@ def other_build_targets(folders: tuple[str, ...], teacher_hash: str, teacher_par
     (``bench.with_builds``), named ``<build name>/<artifact>``; an artifact that failed its
     own build's parity gate carries that as a warning."""
     from edgedistill.benchmarks.suite import Target
+    from edgedistill.hf import count_parameters_on_disk
 
     found = []
     for folder in map(Path, folders):
@@ -117,7 +117,7 @@ def other_build_targets(folders: tuple[str, ...], teacher_hash: str, teacher_par
         label = recipe.get("name") or folder.name
         export = stages["export"]["artifact"]
         parity = ((stages.get("verify") or {}).get("artifact") or {}).get("payload", {}).get("results", {})
-        student_params = parameter_count(folder / stages["distill"]["artifact"]["payload"]["model_dir"])
+        student_params = count_parameters_on_disk(folder / stages["distill"]["artifact"]["payload"]["model_dir"])
         for entry in export["payload"]["exports"]:
             size = sum(f["bytes"] for f in export["files"] if is_under(f["path"], entry["path"]))
             source = entry.get("source", "student")
@@ -165,6 +165,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content", "recipe_name"}."""
     out_dir = ctx.out_dir
     from edgedistill.benchmarks import cost, overdistill, suite
+    from edgedistill.hf import count_parameters_on_disk
     from edgedistill.benchmarks.machine import machine_info
     from edgedistill.benchmarks.recommend import Constraint, recommend
 
@@ -179,8 +180,8 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
                               bench_cfg.repeats, bench_cfg.warmup, bench_cfg.concurrency, suite.default_threads(),
                               bench_cfg.answer_stop, bench_cfg.student_api_mode)
 
-    teacher_params = parameter_count(teacher_dir)
-    teacher, students = targets(inp, cfg.get("teacher_api"), parameter_count(student_dir), teacher_params)
+    teacher_params = count_parameters_on_disk(teacher_dir)
+    teacher, students = targets(inp, cfg.get("teacher_api"), count_parameters_on_disk(student_dir), teacher_params)
     parity = inp.find("verify").payload.get("results", {}) if inp.stage == "verify" else {}
     for target in students:
         target.entry["device_ready"] = (parity.get(target.name) or {}).get("device_ready")
@@ -308,17 +309,6 @@ def write_outputs(bench_dir: Path, results: dict, teacher, students, settings) -
     atomic_write_json(bench_dir / "results.json", results)
     write_answers(bench_dir / "answers.jsonl", teacher, students, settings)
     write_report(results, bench_dir)
-
-
-def parameter_count(folder: Path) -> int | None:
-    """Parameters stored in an HF folder's safetensors files (tied weights stored once),
-    read from their headers without loading a tensor."""
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        with open(file, "rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        total += sum(math.prod(info["shape"]) for name, info in header.items() if name != "__metadata__")
-    return total or None
 
 
 def summary_rows(results: dict) -> list[dict]:
