@@ -75,14 +75,6 @@ def build_model(tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warmup to ``peak``, cosine decay to 10% of it at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def evaluate(model, windows, batch_size: int = 8, bf16: bool = False) -> dict:
     """Next-token NLL (nats/token), perplexity and top-1 accuracy over (N, L) windows."""
     import torch
@@ -131,6 +123,7 @@ def train(args) -> dict:
     from edgedistill.demo import pydocs
     from edgedistill.demo.tiny import train_tokenizer
     from edgedistill.pipeline.data import token_stream, windows
+    from edgedistill.pipeline.distill.trainer import warmup_then_decay
 
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -178,7 +171,7 @@ def train(args) -> dict:
             # Leave ~8% of the budget for periodic and final evaluation.
             total_steps = int(args.minutes * 60 * 0.92 / per_step)
             print(f"{per_step:.2f} s/step -> {total_steps} steps for {args.minutes} min", flush=True)
-        lr = lr_at(step, total_steps or 10**9, args.lr, args.warmup)
+        lr = warmup_then_decay(step, total_steps or 10**9, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = next(batches)
