@@ -61,10 +61,10 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     name = backend or detect_format(path)
     if name not in BACKENDS:
         raise ValueError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[name].split(":")
-    model_class = getattr(importlib.import_module(module_name), class_name)
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    module_name, class_name = BACKENDS[name].split(":")
+    model_class = getattr(importlib.import_module(module_name), class_name)
     try:
         model = model_class(Path(path), threads=threads, **options)
     except (FileNotFoundError, ImportError, MemoryError):

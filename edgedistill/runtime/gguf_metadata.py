@@ -121,20 +121,23 @@ def read_gguf_metadata(path: str | Path, keys: set[str] | None = None) -> dict:
     return found
 
 
-def check_gguf(path: str | Path) -> None:
+def check_gguf(path: str | Path) -> dict:
     """Walk the whole header and check every tensor's type, shape and data extent against
-    the file; raises :class:`DamagedGGUF` (a ValueError) naming the first problem."""
+    the file; raises :class:`DamagedGGUF` (a ValueError) naming the first problem. Returns
+    the metadata walked past except arrays (the token tables), so a loader reads it once."""
+    scalars: dict = {}
     with open(path, "rb") as handle:
         header, tensors, count = _open_header(handle, path)
-        alignment = _DEFAULT_ALIGNMENT
         for _ in range(count):
             key = header.string("a key name")
             value_type = header.read("<I")
-            value = header.value(value_type, keep=key == "general.alignment")
-            if key == "general.alignment":
-                if not isinstance(value, int) or value <= 0 or value & (value - 1):
-                    raise header.fail(f"general.alignment is {value!r}, not a power of two")
-                alignment = value
+            keep = value_type != _ARRAY or key == "general.alignment"  # an array there is damage, not a table
+            value = header.value(value_type, keep=keep)
+            if keep:
+                scalars[key] = value
+        alignment = scalars.get("general.alignment", _DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+            raise header.fail(f"general.alignment is {alignment!r}, not a power of two")
         extents = []
         for index in range(tensors):
             name = header.string("a tensor name")
@@ -158,3 +161,4 @@ def check_gguf(path: str | Path) -> None:
             if data_start + offset + nbytes > header.size:
                 raise header.fail(f"tensor {name!r} needs bytes {data_start + offset:,}-{data_start + offset + nbytes:,} "
                                   f"but the file has {header.size:,} (truncated?)")
+    return scalars

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgedistill.runtime.base import Model
 from edgedistill.runtime.chat import ChatTemplate
-from edgedistill.runtime.gguf_metadata import check_gguf, read_gguf_metadata
+from edgedistill.runtime.gguf_metadata import check_gguf
 
 F32_CACHE = 0  # ggml type id of f32: an f16 KV cache alone limits f32 parity to ~1e-2
 
@@ -32,11 +32,11 @@ class LlamaCppModel(Model):
         import llama_cpp
         from llama_cpp import Llama
 
-        check_gguf(path)  # llama.cpp is only handed a header whose every length fits the file
-        arch = read_gguf_metadata(path, {"general.architecture"}).get("general.architecture")
+        metadata = check_gguf(path)  # llama.cpp is only handed a header whose every length fits the file
+        arch = metadata.get("general.architecture")
         if not isinstance(arch, str):
             raise ValueError(f"{path} has no general.architecture string; it is not a model GGUF")
-        trained = read_gguf_metadata(path, {f"{arch}.context_length"}).get(f"{arch}.context_length")
+        trained = metadata.get(f"{arch}.context_length")
         n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
         cache_type = {"type_k": F32_CACHE, "type_v": F32_CACHE} if f32_cache else {}
         try:
