@@ -225,23 +225,19 @@ def fused_linear_distillation_loss(
     }
     given = [kind for kind, parts in forms.items() if parts[0] is not None]
     if not given and settings.alpha == 0:
-        check_shapes(student_hidden, student_weight, labels, "none", (), settings.ignore_index)
-        if num_tokens is None:
-            num_tokens = (labels != settings.ignore_index).sum()
-        return FusedLinearKDFunction.apply(student_hidden, student_weight, student_bias, ("none",), labels, settings,
-                                           num_tokens, chunk_size, backend)
-    if len(given) != 1 or any(part is None for part in forms[given[0]][:2]):
+        teacher = ("none",)
+    elif len(given) != 1 or any(part is None for part in forms[given[0]][:2]):
         raise ValueError("give the teacher as teacher_hidden + teacher_weight, as teacher_logits, "
                          "or as teacher_topk_ids + teacher_topk_logprobs (exactly one; none only with alpha 0)")
-    if given[0] == "topk" and settings.objective != "forward_kl":
+    else:
+        teacher = (given[0], *forms[given[0]])
+    if teacher[0] == "topk" and settings.objective != "forward_kl":
         raise ValueError(f"a top-k teacher supports objective forward_kl only, not '{settings.objective}'")
-    check_shapes(student_hidden, student_weight, labels, given[0], forms[given[0]], settings.ignore_index)
+    check_shapes(student_hidden, student_weight, labels, teacher[0], teacher[1:], settings.ignore_index)
     if num_tokens is None:
         num_tokens = (labels != settings.ignore_index).sum()
-    return FusedLinearKDFunction.apply(
-        student_hidden, student_weight, student_bias, (given[0], *forms[given[0]]), labels, settings, num_tokens,
-        chunk_size, backend,
-    )
+    return FusedLinearKDFunction.apply(student_hidden, student_weight, student_bias, teacher, labels, settings,
+                                       num_tokens, chunk_size, backend)
 
 
 def check_shapes(student_hidden, student_weight, labels, teacher_kind: str, teacher_parts: tuple, ignore_index: int) -> None:
