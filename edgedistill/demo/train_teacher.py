@@ -123,7 +123,7 @@ def train(args) -> dict:
     from edgedistill.demo import pydocs
     from edgedistill.demo.tiny import train_tokenizer
     from edgedistill.pipeline.data import token_stream, windows
-    from edgedistill.pipeline.distill.trainer import warmup_then_decay
+    from edgedistill.pipeline.distill.lr_schedule import warmup_then_decay
 
     torch.set_num_threads(args.threads)
     started = time.time()

@@ -74,7 +74,7 @@ def test_learning_rate_schedule():
     import math
 
     from edgedistill.config import DistillConfig
-    from edgedistill.pipeline.distill.trainer import learning_rate_at
+    from edgedistill.pipeline.distill.lr_schedule import learning_rate_at
 
     cosine = DistillConfig(steps=110, warmup_steps=10, learning_rate=1.0, lr_schedule="cosine")
     assert [learning_rate_at(step, cosine) for step in (0, 4, 9)] == [0.1, 0.5, 1.0]

@@ -32,6 +32,7 @@ import torch
 
 from edgedistill.errors import UserError
 from edgedistill.pipeline.data import Packed, next_token_labels
+from edgedistill.pipeline.distill.lr_schedule import learning_rate_at
 
 
 def batch_indices(step: int, windows: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -49,24 +50,6 @@ def kd_settings(distill_cfg):
 
     return KDSettings(alpha=distill_cfg.alpha, temperature=distill_cfg.temperature, objective=distill_cfg.objective,
                       beta=distill_cfg.beta, skew_alpha=distill_cfg.skew_alpha, scale_by_t2=distill_cfg.scale_by_t2)
-
-
-def learning_rate_at(step: int, distill_cfg) -> float:
-    """:func:`warmup_then_decay` with the recipe's ``distill`` settings."""
-    return warmup_then_decay(step, distill_cfg.steps, distill_cfg.learning_rate, distill_cfg.warmup_steps,
-                             distill_cfg.lr_schedule)
-
-
-def warmup_then_decay(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine") -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then constant or cosine decay to 10%
-    of it at ``total`` (and 10% after). The one schedule of the distill trainer and of the
-    demo teacher's training script."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    if schedule == "constant":
-        return peak
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def use_bf16(precision: str, device_type: str) -> bool:
