@@ -165,9 +165,9 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content", "recipe_name"}."""
     out_dir = ctx.out_dir
     from edgedistill.benchmarks import cost, overdistill, suite
-    from edgedistill.hf import count_parameters_on_disk
     from edgedistill.benchmarks.machine import machine_info
     from edgedistill.benchmarks.recommend import Constraint, recommend
+    from edgedistill.hf import count_parameters_on_disk
 
     bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
     costs = bench_cfg.cost
