@@ -70,7 +70,7 @@ def preflight(recipe: Recipe) -> dict:
     Returns what the stage configs need beyond the recipe: the teacher's source and the
     content hashes of the data files (so edited data is never mistaken for cached data).
     """
-    from edgedistill.pipeline.data import data_files
+    from edgedistill.data import data_files
     from edgedistill.pipeline.distill.chat_answers import check_answers_supported
     from edgedistill.pipeline.teacher import (
         check_objective_fits_tokenizers, check_sequence_budget, check_stage_support, resolve_source,
@@ -117,7 +117,7 @@ def _eval_files(recipe: Recipe) -> list[Path]:
     the teacher API's URL checked to be one."""
     from edgedistill.benchmarks.cost import load_prices
     from edgedistill.benchmarks.probes import PROBE_BUILTINS, load_probes
-    from edgedistill.pipeline.data import data_files
+    from edgedistill.data import data_files
     from edgedistill.pipeline.evaluate import QA_BUILTINS, load_qa_pairs
 
     bench = recipe.bench
@@ -343,7 +343,7 @@ def cache_teacher(recipe: Recipe, out_dir: Path, on_stage: Callable[[str, str, f
     Returns the :class:`TeacherCache`."""
     from edgedistill.errors import UserError
     from edgedistill.hf import load_tokenizer
-    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.data import packed_examples
     from edgedistill.pipeline.distill.stage import CACHE_FOLDER, ensure_teacher_cache, teacher_vocab_rows
 
     if recipe.teacher_api.for_distill:

@@ -12,7 +12,7 @@ import torch
 
 from edgedistill.hf import load_tokenizer
 from edgedistill.pipeline.distill.chat_answers import conversation, mixed_windows
-from edgedistill.pipeline.data import Packed
+from edgedistill.data import Packed
 
 RECIPE = """
 teacher: {teacher}

@@ -99,7 +99,7 @@ def test_chat_examples_target_the_assistant_turn_only(tiny_llama_dir):
 @pytest.mark.slow
 def test_an_api_of_another_tokenizer_is_refused_by_the_aligned_share_floor(teacher_api, tmp_path, capsys):
     from edgedistill.demo.tiny import TOKENIZER_VOCAB_SIZE, build_tiny_teacher, train_tokenizer
-    from edgedistill.pipeline.data import load_documents
+    from edgedistill.data import load_documents
 
     # same size, other merges (trained on the docs corpus): the ids we send name other tokens behind the API
     student = build_tiny_teacher("tiny-llama", tmp_path / "other", seed=3)

@@ -126,7 +126,7 @@ def test_a_bos_tokenizer_opens_every_window_and_every_text_prompt_with_bos(tmp_p
     from edgedistill.exporters.gguf import export_gguf
     from edgedistill.exporters.onnx import export_onnx
     from edgedistill.hf import load_tokenizer
-    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.data import packed_examples
     from edgedistill.runtime import load
 
     teacher = build_tiny_teacher("tiny-llama3", tmp_path / "teacher")

@@ -34,7 +34,7 @@ class LocalTeacher:
     def prompt_ids(self, row: dict) -> list[int]:
         """The prompt's ids, opening with BOS where the tokenizer adds one (Gemma 3 without it
         at position 0 degenerates: 27 of 32 continuations of docs text were one token repeated)."""
-        from edgedistill.pipeline.data import window_bos
+        from edgedistill.data import window_bos
 
         if "prompt" in row:
             ids = self.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]

@@ -21,7 +21,7 @@ def calibration_windows(data_spec: str, tokenizer, tokens: int = CALIBRATION_TOK
                         seq_len: int = CALIBRATION_SEQ_LEN) -> list[list[int]]:
     """Up to ``tokens`` tokens of ``data_spec`` (same forms as data.path) as windows of ``seq_len``,
     drawn from documents spread evenly over the data (not just its first pages)."""
-    from edgedistill.pipeline.data import load_documents, token_stream, window_bos, windows
+    from edgedistill.data import load_documents, token_stream, window_bos, windows
 
     documents = load_documents(data_spec, key="export.calibration")
     spread = documents[:: max(1, len(documents) // CALIBRATION_DOCUMENTS)]

@@ -41,7 +41,7 @@ TIE_RELATIVE_MARGIN = 1e-3  # of a position's logit range in the reference
 def _opening(tokenizer) -> list[int]:
     """BOS where the tokenizer adds one: the model is checked on text as it runs it (Gemma
     without BOS at position 0 is another, far less stable model)."""
-    from edgedistill.pipeline.data import window_bos
+    from edgedistill.data import window_bos
 
     bos = window_bos(tokenizer)
     return [] if bos is None else [bos]

@@ -31,7 +31,7 @@ def metric_name(artifact_name: str, quantity: str) -> str:
 def evaluate_quality(bench_cfg, seq_len: int, inp: Artifact) -> dict:
     """Test-split and QA metrics of the distilled student against its teacher (torch, fp32)."""
     from edgedistill.hf import load_model, load_tokenizer
-    from edgedistill.pipeline.data import eval_windows
+    from edgedistill.data import eval_windows
     from edgedistill.pipeline.evaluate import load_qa_pairs, quality_report
 
     student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir
@@ -58,7 +58,7 @@ def log(message: str) -> None:
 def scoring_windows(cfg: dict, tokenizer) -> tuple[list[list[int]], str]:
     """Held-out windows every model is scored on: the eval text when the recipe names one,
     else the training data's held-out windows; and what they are."""
-    from edgedistill.pipeline.data import eval_windows, packed_examples
+    from edgedistill.data import eval_windows, packed_examples
 
     bench_cfg, count = cfg["bench"], cfg["bench"].artifact_eval_windows
     if bench_cfg.eval_path:

@@ -135,7 +135,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     import torch
 
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
-    from edgedistill.pipeline.data import packed_sequences
+    from edgedistill.data import packed_sequences
     from edgedistill.pipeline.evaluate import compare_on_heldout
     from edgedistill.pipeline.prune_targets import resolve_shape
 

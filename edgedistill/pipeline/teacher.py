@@ -46,7 +46,7 @@ def resolve_source(spec: str, role: str = "teacher") -> dict:
     elif spec.startswith(BUILTIN_PREFIX) and spec[len(BUILTIN_PREFIX):] in BUILTIN_FOLDERS:
         folder = BUILTIN_FOLDERS[spec[len(BUILTIN_PREFIX):]]
         if not (folder / "model.safetensors").is_file():
-            raise UserError(f"the demo teacher is missing from {folder}; restore it from git or run python -m edgedistill.demo.train_teacher")
+            raise UserError(f"the demo teacher is missing from {folder}; restore it from git or run python -m scripts.train_teacher")
         spec = str(folder)
     elif spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgedistill.benchmarks import kd_vs_trl
+from benchmarks import kd_vs_trl
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import shutil
 
 import torch
 
-from edgedistill.benchmarks import runtime as bench
+from benchmarks import runtime as bench
 from edgedistill.exporters.gguf import export_gguf
 from edgedistill.exporters.onnx import export_onnx
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
-from edgedistill.demo import build_corpus
-from edgedistill.demo.build_corpus import clean_document, clean_inline
+from scripts import build_corpus
+from scripts.build_corpus import clean_document, clean_inline
 
 PAGE = """\
 :mod:`json` --- JSON encoder

@@ -81,9 +81,9 @@ def test_teacher_shape_and_card():
 @pytest.mark.slow
 def test_teacher_test_perplexity_reproduces_from_the_committed_weights():
     """The card's number is the committed model's number (fp16 weights, fp32 compute)."""
-    from edgedistill.demo.train_teacher import evaluate
+    from scripts.train_teacher import evaluate
     from edgedistill.hf import load_model, load_tokenizer
-    from edgedistill.pipeline.data import token_stream, windows
+    from edgedistill.data import token_stream, windows
 
     summary = json.loads((TEACHER / "training_summary.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(TEACHER)

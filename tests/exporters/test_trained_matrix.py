@@ -23,7 +23,7 @@ STEPS = 300
 def _train(model_dir, steps: int = STEPS, seed: int = 0) -> None:
     """Plain next-token training on the tiny corpus, in place (a few seconds on 2 cores)."""
     from edgedistill.config import DataConfig
-    from edgedistill.pipeline.data import packed_sequences
+    from edgedistill.data import packed_sequences
 
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     train, _ = packed_sequences(DataConfig(seq_len=64, max_tokens=60000), tokenizer, seed)

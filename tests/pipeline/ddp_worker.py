@@ -15,7 +15,7 @@ def train_and_save(model_dir: str, out: str) -> None:
 
     from edgedistill.config import DistillConfig
     from edgedistill.hf import load_model
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
     from edgedistill.pipeline.distill.trainer import Trainer
 
     accelerator = Accelerator()

@@ -161,7 +161,7 @@ def test_real_smollm2_text_aligns_with_gemma3_almost_token_for_token():
     across rests on most student tokens falling in small groups."""
     from transformers import AutoTokenizer
 
-    from edgedistill.pipeline.data import load_documents, window_bos
+    from edgedistill.data import load_documents, window_bos
     from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS, import_gguf
 
     student = AutoTokenizer.from_pretrained(import_gguf(REAL_MODEL_BUILTINS["smollm2-135m-instruct"].locate()))

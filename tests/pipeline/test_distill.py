@@ -22,7 +22,7 @@ def test_training_moves_the_student_towards_the_data(tiny_llama_dir):
 
 
 def test_the_trainer_micro_loss_equals_the_reference_on_materialized_logits(tiny_llama_dir):
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
     from edgedistill.pipeline.distill.losses import distillation_loss
     from edgedistill.pipeline.distill.trainer import Trainer
 

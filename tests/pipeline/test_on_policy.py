@@ -5,7 +5,7 @@ import torch
 
 from edgedistill.config import DistillConfig, OnPolicyConfig
 from edgedistill.hf import load_model
-from edgedistill.pipeline.data import Packed
+from edgedistill.data import Packed
 from edgedistill.pipeline.distill.losses import distillation_loss
 from edgedistill.pipeline.distill.on_policy import (OnPolicyTrainer, is_on_policy_step, on_policy_metrics,
                                                     sample_continuations)

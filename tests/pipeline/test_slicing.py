@@ -52,7 +52,7 @@ def test_keeping_everything_changes_nothing(tiny_qwen2_dir):
 @pytest.fixture(scope="module", params=["tiny_llama_dir", "tiny_qwen2_dir", "tiny_mistral_dir"])
 def trained_model(request):
     """A tiny model after 150 CE steps on the shipped corpus: real structure to prune."""
-    from edgedistill.pipeline.data import packed_sequences
+    from edgedistill.data import packed_sequences
 
     model_dir = request.getfixturevalue(request.param)
     torch.manual_seed(0)

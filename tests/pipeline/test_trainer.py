@@ -9,7 +9,7 @@ import torch
 from edgedistill.config import DistillConfig
 from edgedistill.errors import UserError
 from edgedistill.hf import load_model
-from edgedistill.pipeline.data import Packed
+from edgedistill.data import Packed
 from edgedistill.pipeline.distill.trainer import Trainer, batch_indices
 
 

@@ -43,7 +43,7 @@ def check_answers_supported(recipe) -> None:
 def questions_of(data_path: str, count: int, seed: int):
     """``count`` documentation questions from the pages of ``data_path``."""
     from edgedistill.datagen.doc_questions import questions_from_pages
-    from edgedistill.pipeline.data import BUILTIN_CORPORA, load_rows
+    from edgedistill.data import BUILTIN_CORPORA, load_rows
 
     if data_path in BUILTIN_CORPORA and BUILTIN_CORPORA[data_path][1]:
         from edgedistill.demo.pydocs import documents
@@ -99,7 +99,7 @@ def conversation(row: dict, tokenizer, chat_template: str = "") -> tuple[list[in
     """(ids, targets) of one answered question in the student's chat template: the prompt
     rendered with the generation prompt (context), the answer's tokens (targets), then the
     end-of-turn token as a target when the teacher stopped by itself."""
-    from edgedistill.pipeline.data import window_bos
+    from edgedistill.data import window_bos
     from edgedistill.runtime.chat import CHAT_TEMPLATES
 
     template = CHAT_TEMPLATES.get(chat_template, chat_template) or None
@@ -122,7 +122,7 @@ def answer_windows(rows: list[dict], tokenizer, seq_len: int, chat_template: str
     the documentation windows); windows without a target are dropped."""
     import torch
 
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
 
     ids, targets = [], []
     for row in rows:
@@ -144,7 +144,7 @@ def mixed_windows(docs, answers, share: float):
     below one copy of each."""
     import torch
 
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
 
     wanted = math.ceil(share * len(docs) / (1 - share)) if share < 1 else len(answers)
     wanted = max(wanted, len(answers))

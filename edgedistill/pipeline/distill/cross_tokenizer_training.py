@@ -52,7 +52,7 @@ class CrossTokenizerTrainer(Trainer):
         return teacher_hidden_states(self.teacher, ids, mask, self.acc.device), alignments
 
     def micro_loss(self, window_ids, batch, num_tokens: int, share: float):
-        from edgedistill.pipeline.data import next_token_labels
+        from edgedistill.data import next_token_labels
 
         ids = batch.ids.to(self.acc.device)
         labels = next_token_labels(ids, batch.targets.to(self.acc.device)).reshape(-1)

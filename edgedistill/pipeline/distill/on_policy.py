@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from edgedistill.pipeline.data import Packed
+from edgedistill.data import Packed
 from edgedistill.pipeline.distill.trainer import Trainer
 
 

@@ -111,7 +111,7 @@ def chat_example(row: dict, tokenizer, chat_template: str):
     """A chat teacher's answer as the student's conversation: the student's chat template over
     the user turn and the answer, targets on the assistant turn only (no token-level teacher
     distribution: the template puts the answer's tokens in another context)."""
-    from edgedistill.pipeline.data import encode_row
+    from edgedistill.data import encode_row
     from edgedistill.pipeline.distill.sequence_data import Example
 
     messages = [*row["messages"], {"role": "assistant", "content": row["response"]}]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from edgedistill.errors import UserError
-from edgedistill.pipeline.data import Packed
+from edgedistill.data import Packed
 from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
 
 COT_TASK_PREFIXES = {"rationale": "[rationale] ", "answer": "[answer] "}

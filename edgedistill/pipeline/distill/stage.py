@@ -42,7 +42,7 @@ def train(student, teacher, windows, distill_cfg, seed: int, vocab_size: int | N
     :class:`Trainer` directly (checkpoints, cache, held-out split)."""
     import torch
 
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
     from edgedistill.pipeline.distill.trainer import Trainer
 
     packed = Packed(windows, torch.ones_like(windows, dtype=torch.bool))
@@ -148,7 +148,7 @@ def aligned_with_teacher(windows, tokenizer, teacher_dir: Path):
     """(CrossTokenizerWindows of ``windows`` against the teacher's tokens of their text, the
     VocabMatch of the two vocabularies) for a local teacher of another tokenizer."""
     from edgedistill.hf import load_tokenizer
-    from edgedistill.pipeline.data import window_bos
+    from edgedistill.data import window_bos
     from edgedistill.pipeline.distill.cross_tokenizer import VocabMatch
     from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerWindows
 
@@ -161,7 +161,7 @@ def _cross_tokenizer(inputs: SignalInputs) -> Signal:
     import torch
 
     from edgedistill.hf import load_model
-    from edgedistill.pipeline.data import Packed
+    from edgedistill.data import Packed
     from edgedistill.pipeline.distill.cross_tokenizer_training import CrossTokenizerTrainer
 
     both = Packed(torch.cat([inputs.train.ids, inputs.heldout.ids]), torch.cat([inputs.train.targets, inputs.heldout.targets]))
@@ -233,7 +233,7 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """
     out_dir, state_dir = ctx.out_dir, ctx.state_dir
     from edgedistill.hf import count_parameters, load_model, load_tokenizer, save_model_folder
-    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.data import packed_examples
     from edgedistill.pipeline.distill.trainer import plot_loss_curve
     from edgedistill.processes import main_process_first
     from edgedistill.runtime.chat import CHAT_TEMPLATES

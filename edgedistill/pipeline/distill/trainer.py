@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from edgedistill.errors import UserError
-from edgedistill.pipeline.data import Packed, next_token_labels
+from edgedistill.data import Packed, next_token_labels
 from edgedistill.pipeline.distill.lr_schedule import learning_rate_at
 
 

@@ -1,7 +1,7 @@
 """KD loss benchmark: naive (materialized logits) vs edgedistill's fused chunked path vs
 Liger-Kernel's chunked JSD loss, forward + backward.
 
-    python -m edgedistill.benchmarks.kl_loss [--vocab V --tokens N --hidden H]
+    python -m benchmarks.kl_loss [--vocab V --tokens N --hidden H]
         [--device cpu|cuda] [--dtype fp32|bf16] [--json]
 
 Each (implementation, shape) runs in a fresh subprocess. On CPU, torch's allocations are
@@ -22,6 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # ``python -m benchmarks.X`` runs from the repository root
 
 IMPLS = ("naive", "edgedistill", "liger")
 ALPHA, TEMPERATURE = 0.5, 1.0
@@ -152,13 +155,13 @@ def measure_in_this_process(impl: str, tokens: int, vocab: int, hidden: int, rep
 
 def measure(impl: str, tokens: int, vocab: int, hidden: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
     """Run one measurement in a fresh interpreter and return its row."""
-    command = [sys.executable, "-m", "edgedistill.benchmarks.kl_loss", "--worker", impl, "--tokens", str(tokens),
+    command = [sys.executable, "-m", "benchmarks.kl_loss", "--worker", impl, "--tokens", str(tokens),
                "--vocab", str(vocab), "--hidden", str(hidden), "--repeats", str(repeats), "--device", device,
                "--dtype", dtype]
     # glibc keeps freed blocks below its adaptive mmap threshold (up to 32 MiB) in the heap,
     # which would hide a chunked implementation's buffers from RSS: pin the threshold low.
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

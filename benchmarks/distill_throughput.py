@@ -1,7 +1,7 @@
 """Distillation training throughput: naive loss (materialized (N, V) logits) vs the fused
 chunked path, same teacher, same student, same batches, one run.
 
-    python -m edgedistill.benchmarks.distill_throughput [--steps 12] [--warmup 2]
+    python -m benchmarks.distill_throughput [--steps 12] [--warmup 2]
         [--batch-size 8] [--seq-len 512] [--precision fp32|bf16|auto] [--json]
 
 The teacher is the bundled docs-assistant teacher (22.3 M params, vocab 8192); the student
@@ -19,6 +19,9 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # ``python -m benchmarks.X`` runs from the repository root
 
 IMPLS = ("naive", "fused")
 
@@ -47,7 +50,7 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
 
     from edgedistill.benchmarks.machine import peak_memory_bytes
     from edgedistill.config import DataConfig, DistillConfig
-    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.data import packed_examples
     from edgedistill.pipeline.distill.trainer import Trainer
 
     teacher, tokenizer, student = docs_teacher_and_student()
@@ -73,10 +76,10 @@ def measure_in_this_process(impl: str, steps: int, warmup: int, batch_size: int,
 
 
 def measure(impl: str, args) -> dict:
-    command = [sys.executable, "-m", "edgedistill.benchmarks.distill_throughput", "--worker", impl,
+    command = [sys.executable, "-m", "benchmarks.distill_throughput", "--worker", impl,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
                "--seq-len", str(args.seq_len), "--precision", args.precision]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

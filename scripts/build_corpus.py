@@ -18,7 +18,7 @@ link targets, labels, comments, index/toctree/module metadata, directive options
 section adornments. Admonitions and version notes become plain sentences ("Note: ...",
 "New in version 3.2."); signatures of described objects stay as a line of text.
 
-Run: ``python -m edgedistill.demo.build_corpus [--source DIR_OR_DEB] [--out DIR]``.
+Run: ``python -m scripts.build_corpus [--source DIR_OR_DEB] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from edgedistill import demo
+
 DEFAULT_SOURCE = Path("/usr/share/doc/python3.11/html/_sources")
-OUTPUT = Path(__file__).with_name("data") / "pydocs"
+DEMO = Path(demo.__file__).parent  # what these tools write ships in the package
+OUTPUT = DEMO / "data" / "pydocs"
 SPLITS = ("train", "validation", "test")
 HELD_OUT_PERCENT = {"validation": 4, "test": 4}  # share of documents, by path hash
 # The QA set asks about what the assistant was trained on (FAQ and glossary are train

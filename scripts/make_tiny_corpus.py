@@ -4,7 +4,7 @@ The text is documentation prose with code samples, small enough to commit (~150 
 licensed under the PSF licence like the Python sources it comes from. It feeds the
 ``tiny`` recipe (tokenizer training, distillation data) until the full documentation
 corpus of the docs-assistant demo is built. Run with the Python whose docs you want:
-``python -m edgedistill.demo.make_tiny_corpus``.
+``python -m scripts.make_tiny_corpus``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import inspect
 import sys
 from pathlib import Path
 
+from edgedistill import demo
+
 MODULES = (
     "json", "pathlib", "argparse", "collections", "functools", "itertools", "textwrap",
     "string", "shutil", "tempfile", "csv", "logging", "dataclasses", "enum", "heapq",
     "bisect", "contextlib", "fractions", "statistics", "urllib.parse", "difflib",
 )
-OUTPUT = Path(__file__).with_name("data") / "tiny_corpus.txt"
+DEMO = Path(demo.__file__).parent  # what these tools write ships in the package
+OUTPUT = DEMO / "data" / "tiny_corpus.txt"
 
 
 def module_docs(module_name: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Logit vs sequence-level vs on-policy KD at equal training compute, on one recipe.
 
-    python -m edgedistill.benchmarks.kd_modes [RECIPE] --steps 200 --out DIR [--set KEY=VALUE ...]
+    python -m benchmarks.kd_modes [RECIPE] --steps 200 --out DIR [--set KEY=VALUE ...]
         [--mode-set on_policy:distill.objective=jsd] [--modes logit sequence on_policy] [--json]
 
 Each mode builds the recipe (teacher, prune, distill; one GGUF f16 export for the parity

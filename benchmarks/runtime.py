@@ -1,6 +1,6 @@
 """Our runtime against each backend's own generation loop, on the same artifact.
 
-    python -m edgedistill.benchmarks.runtime PATH [PATH ...] [--json]
+    python -m benchmarks.runtime PATH [PATH ...] [--json]
 
 PATH: a GGUF file, an ONNX folder, or a build folder (its device-ready artifacts, from
 manifest.json). Rows per artifact:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 DATA_SUFFIXES = (".txt", ".jsonl")  # a .jsonl file holds one row per line (see ROW_FORMATS)
-_DEMO_DATA = Path(__file__).parents[1] / "demo" / "data"
+_DEMO_DATA = Path(__file__).with_name("demo") / "data"
 # builtin name -> (file under demo/data, pydocs split or None for a plain text file)
 BUILTIN_CORPORA = {
     "builtin:tiny-corpus": ("tiny_corpus.txt", None),

@@ -13,7 +13,7 @@ config, tokenizer, generation config, ``training_log.jsonl`` and a model card (R
 with the command, data, steps, wall time, held-out test perplexity and top-1 accuracy next
 to a unigram baseline, and sample generations.
 
-Run: ``python -m edgedistill.demo.train_teacher [--minutes 75] [--out DIR]``.
+Run: ``python -m scripts.train_teacher [--minutes 75] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-OUTPUT = Path(__file__).with_name("teacher")
+from edgedistill import demo
+
+DEMO = Path(demo.__file__).parent  # what these tools write ships in the package
+OUTPUT = DEMO / "teacher"
 VOCAB_SIZE = 8192
 ARCHITECTURE = {
     "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6,
@@ -122,7 +125,7 @@ def train(args) -> dict:
 
     from edgedistill.demo import pydocs
     from edgedistill.demo.tiny import train_tokenizer
-    from edgedistill.pipeline.data import token_stream, windows
+    from edgedistill.data import token_stream, windows
     from edgedistill.pipeline.distill.lr_schedule import warmup_then_decay
 
     torch.set_num_threads(args.threads)
@@ -211,7 +214,7 @@ def train(args) -> dict:
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - started, 1),
         "test": test_metrics, "unigram_test": baseline, "final_validation": final_validation,
         "bf16_autocast": bf16, "threads": args.threads, "machine": _machine(),
-        "command": "python -m edgedistill.demo.train_teacher " + " ".join(
+        "command": "python -m scripts.train_teacher " + " ".join(
             shlex.quote(a) for a in _repeatable_argv(args, total_steps)),
         "samples": samples,
     }

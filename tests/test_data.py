@@ -6,7 +6,7 @@ import torch
 from edgedistill.config import DataConfig
 from edgedistill.errors import UserError
 from edgedistill.hf import load_tokenizer
-from edgedistill.pipeline.data import load_documents, packed_sequences
+from edgedistill.data import load_documents, packed_sequences
 
 
 def test_packing_split_is_deterministic_and_disjoint(tiny_llama_dir):
@@ -50,7 +50,7 @@ def test_missing_or_too_small_data_is_a_user_error(tmp_path, tiny_llama_dir):
 
 def test_builtin_pydocs_sources_read_one_document_per_page(tiny_llama_dir):
     from edgedistill.demo import pydocs
-    from edgedistill.pipeline.data import data_files, eval_windows
+    from edgedistill.data import data_files, eval_windows
 
     test_docs = load_documents("builtin:pydocs-test")
     assert test_docs == pydocs.texts("test") and len(test_docs) >= 10
@@ -58,7 +58,7 @@ def test_builtin_pydocs_sources_read_one_document_per_page(tiny_llama_dir):
     tokenizer = load_tokenizer(tiny_llama_dir)
     windows = eval_windows("builtin:pydocs-test", tokenizer, 64, max_windows=5)
     assert windows.shape == (5, 64)
-    from edgedistill.pipeline.data import token_stream
+    from edgedistill.data import token_stream
 
     stream = token_stream(test_docs[:1], tokenizer)
     assert windows[0].tolist() == stream[:64]  # document order, no shuffle
@@ -93,7 +93,7 @@ def _packed_config(path, **overrides):
 
 
 def test_prompt_response_rows_train_on_the_response_and_eos_only(tmp_path, tiny_llama_dir):
-    from edgedistill.pipeline.data import encode_row, next_token_labels, packed_examples
+    from edgedistill.data import encode_row, next_token_labels, packed_examples
 
     tokenizer = load_tokenizer(tiny_llama_dir)
     row = {"prompt": "How do I open a file? ", "response": "Use open(path)."}
@@ -114,7 +114,7 @@ def test_prompt_response_rows_train_on_the_response_and_eos_only(tmp_path, tiny_
 
 
 def test_chat_rows_train_on_assistant_turns_with_the_chat_template(tmp_path, tiny_llama_dir):
-    from edgedistill.pipeline.data import encode_row
+    from edgedistill.data import encode_row
     from edgedistill.runtime.chat import CHATML_TEMPLATE
 
     tokenizer = load_tokenizer(tiny_llama_dir)
@@ -136,7 +136,7 @@ def test_chat_rows_train_on_assistant_turns_with_the_chat_template(tmp_path, tin
 def test_hf_dataset_folder_is_a_data_source_and_bad_rows_are_named(tmp_path, tiny_llama_dir):
     import datasets
 
-    from edgedistill.pipeline.data import data_files, load_rows, packed_examples
+    from edgedistill.data import data_files, load_rows, packed_examples
 
     folder = tmp_path / "ds"
     rows = [{"prompt": f"Question {i}: ", "response": f"answer number {i}."} for i in range(60)]

@@ -1,7 +1,7 @@
 """edgedistill's distill loop side by side with TRL's GKDTrainer: same teacher, same student
 initialisation, same windows in the same order, same optimizer and steps, one run.
 
-    python -m edgedistill.benchmarks.kd_vs_trl [--steps 40] [--batch-size 8] [--seq-len 256]
+    python -m benchmarks.kd_vs_trl [--steps 40] [--batch-size 8] [--seq-len 256]
         [--learning-rate 1e-3] [--eval-windows 64] [--regimes data on_policy] [--json]
 
 Regimes (the objective is forward KL(p_teacher || p_student) at T = 1 on every target
@@ -33,6 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # ``python -m benchmarks.X`` runs from the repository root
 
 SIDES = ("edgedistill", "trl")
 REGIMES = {"data": 0.0, "on_policy": 0.5}  # regime -> lmbda
@@ -40,9 +43,9 @@ REGIMES = {"data": 0.0, "on_policy": 0.5}  # regime -> lmbda
 
 def _models_and_data(args):
     """(teacher, student, tokenizer, train Packed, held-out Packed), seeded as every side sees them."""
-    from edgedistill.benchmarks.distill_throughput import docs_teacher_and_student
+    from benchmarks.distill_throughput import docs_teacher_and_student
     from edgedistill.config import DataConfig
-    from edgedistill.pipeline.data import packed_examples
+    from edgedistill.data import packed_examples
 
     teacher, tokenizer, student = docs_teacher_and_student()
     windows_needed = args.steps * args.batch_size + args.eval_windows * 12
@@ -146,10 +149,10 @@ def run_trl(args, lmbda: float) -> dict:
 
 
 def measure(side: str, regime: str, args) -> dict:
-    command = [sys.executable, "-m", "edgedistill.benchmarks.kd_vs_trl", "--worker", side, "--regimes", regime,
+    command = [sys.executable, "-m", "benchmarks.kd_vs_trl", "--worker", side, "--regimes", regime,
                "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
                "--learning-rate", str(args.learning_rate), "--eval-windows", str(args.eval_windows)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{side} / {regime} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
