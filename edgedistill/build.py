@@ -134,7 +134,7 @@ def _eval_files(recipe: Recipe) -> list[Path]:
 
         raise UserError(f"bench.answer_stop has {len(bench.answer_stop)} strings; OpenAI-compatible APIs take at most 4")
     if recipe.teacher_api.url:
-        from edgedistill.benchmarks.client import check_base_url
+        from edgedistill.openai_client import check_base_url
 
         check_base_url(recipe.teacher_api.url, "teacher_api.url")
     if bench.lm_eval:

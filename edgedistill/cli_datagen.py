@@ -43,7 +43,7 @@ def generate_data(
     """Have the teacher answer PROMPTS (resumable, deduplicated, filtered), for `distill.mode: sequence`."""
     from rich.console import Console
 
-    from edgedistill.benchmarks.client import check_base_url
+    from edgedistill.openai_client import check_base_url
     from edgedistill.datagen import Job, Price, ResponseFilter, Sampling, Teacher, run
 
     if out.is_dir():

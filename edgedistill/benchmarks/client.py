@@ -14,22 +14,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from edgedistill.openai_client import body_error, endpoint, error_message, http_client, one_line
+
 
 class TargetError(RuntimeError):
     """The endpoint cannot be measured (unreachable, or it answers with errors)."""
-
-
-def check_base_url(url: str, key: str = "teacher_api.url") -> None:
-    """Refuse what is not an http(s) URL with a host before anything is measured."""
-    from edgedistill.errors import UserError
-
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise UserError(f"{key} '{url}' is not a URL ({exc}); give the API's base URL, e.g. http://host:8000/v1") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise UserError(f"{key} '{url}' is not an http(s) URL with a host; give the API's base URL, "
-                        "e.g. http://host:8000/v1")
 
 
 @dataclass(frozen=True)
@@ -69,8 +58,7 @@ class Endpoint:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, mode: str = "completions",
                  extra: dict | None = None, timeout_s: float = 300.0):
         self.base_url, self.model, self.mode, self.extra = base_url.rstrip("/"), model, mode, dict(extra or {})
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+        self.client = http_client(api_key, timeout_s)
 
     def describe(self) -> str:
         return f"{self.base_url} (model {self.model})"
@@ -91,22 +79,22 @@ class Endpoint:
 
     def stream(self, prompt: str, max_tokens: int, greedy: bool = True, extra: dict | None = None) -> RequestResult:
         path, body = self._body(prompt, max_tokens, greedy, {**self.extra, **(extra or {})})
-        url = f"{self.base_url}{path}"
+        url = endpoint(self.base_url, path)
         text, chunks, first_at, finish, usage, done = [], 0, None, None, None, False
         started = time.perf_counter()
         try:
             with self.client.stream("POST", url, json=body) as response:
                 if response.status_code != 200:
-                    raise TargetError(f"{url} answered HTTP {response.status_code}: {_error_message(response)}")
+                    raise TargetError(f"{url} answered HTTP {response.status_code}: {error_message(response)}")
                 for data in _sse_data(response):
                     if data == "[DONE]":
                         done = True
                         break
                     event = json.loads(data)
                     if not isinstance(event, dict):
-                        raise TargetError(f"{url} streamed an event that is not a JSON object: {_one_line(data)}")
+                        raise TargetError(f"{url} streamed an event that is not a JSON object: {one_line(data)}")
                     if "error" in event:
-                        raise TargetError(f"{url} failed mid-stream: {_message(event)}")
+                        raise TargetError(f"{url} failed mid-stream: {body_error(event)}")
                     usage = event.get("usage") if isinstance(event.get("usage"), dict) else usage
                     for choice in event.get("choices") or []:
                         piece = _piece(choice, self.mode)
@@ -118,7 +106,7 @@ class Endpoint:
         except httpx.InvalidURL as exc:
             raise TargetError(f"{url} is not a valid URL: {exc}") from None
         except httpx.HTTPError as exc:
-            raise TargetError(f"cannot reach {url}: {_one_line(str(exc)) or type(exc).__name__}") from None
+            raise TargetError(f"cannot reach {url}: {one_line(str(exc)) or type(exc).__name__}") from None
         except json.JSONDecodeError as exc:
             raise TargetError(f"{url} streamed something that is not JSON: {exc}") from None
         if not done and finish is None:  # a server that ignored stream: true, or a connection cut short
@@ -166,22 +154,3 @@ def _count(usage: dict | None, key: str) -> int | None:
     value = (usage or {}).get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """Server text (an HTML error page, a traceback) as one short line for an error message."""
-    return " ".join(text.split())[:limit]
-
-
-def _error_message(response: httpx.Response) -> str:
-    response.read()
-    try:
-        return _message(response.json())
-    except (json.JSONDecodeError, ValueError):
-        return _one_line(response.text, 200) or response.reason_phrase
-
-
-def _message(body) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return _one_line(str(error.get("message", error)))
-    return _one_line(str(error or body))

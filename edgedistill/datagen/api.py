@@ -1,9 +1,8 @@
 """The teacher behind an OpenAI-compatible API (``edgedistill serve``, OpenAI, vLLM, ...).
 
-* Requests run ``concurrency`` at a time. Connection errors, 408/409/429 and 5xx are
-  retried with exponential backoff (``backoff_s * 2**attempt``, capped at 30 s; a
-  ``Retry-After`` header in seconds is honoured up to the same cap); other 4xx fail the row
-  at once. Failed rows are reported, not written, so a rerun tries them again.
+* Requests run ``concurrency`` at a time, retried as ``edgedistill.openai_client`` says
+  (connection errors, 408/409/429 and 5xx, with backoff); other 4xx fail the row at once.
+  Failed rows are reported, not written, so a rerun tries them again.
 * Logprobs: with ``top_logprobs`` > 0 each row keeps, per generated token, its text, its
   logprob and the teacher's top alternatives as ``[text, logprob]`` pairs, as the API
   returned them (log-softmax at T = 1 for ``edgedistill serve`` and OpenAI).
@@ -12,7 +11,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +19,7 @@ from typing import Callable
 import httpx
 
 from edgedistill.datagen.store import Progress, Request, Writer, answered_ids, prompt_digest
-
-RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
-MAX_BACKOFF_S = 30.0
+from edgedistill.openai_client import ApiError, endpoint, http_client, post_json
 
 
 @dataclass(frozen=True)
@@ -58,16 +54,15 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
     todo = [r for r in requests if r.id not in done]
     progress = Progress(total=len(requests), skipped=len(requests) - len(todo))
     writer, lock = Writer(out), threading.Lock()
-    headers = {"Authorization": f"Bearer {teacher.api_key}"} if teacher.api_key else {}
-    client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+    client = http_client(teacher.api_key, timeout_s)
     down_after, in_a_row = max(8, 2 * concurrency), [0]
 
     def answer(request: Request) -> None:
         try:
             if in_a_row[0] >= down_after:
-                raise Failed(f"not sent: the API failed {in_a_row[0]} requests in a row", systemic=False)
+                raise ApiError(f"not sent: the API failed {in_a_row[0]} requests in a row", systemic=False)
             row = finish(ask(client, teacher, request, sampling, retries, backoff_s))
-        except Failed as exc:
+        except ApiError as exc:
             with lock:
                 in_a_row[0] += exc.systemic
                 progress.failed.append(f"{request.id}: {exc}")
@@ -91,15 +86,6 @@ def generate(requests: list[Request], out: Path, teacher: Teacher, sampling: Sam
     return progress
 
 
-class Failed(Exception):
-    """A request that failed for good (not retryable, or out of retries). ``systemic``: the
-    API itself looks wrong (unreachable, 5xx/429 after retries, 401/403/404), not this prompt."""
-
-    def __init__(self, message: str, systemic: bool = False):
-        super().__init__(message)
-        self.systemic = systemic
-
-
 def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Sampling, retries: int,
         backoff_s: float) -> dict:
     """One prompt to the API, with retries; returns the output row."""
@@ -117,33 +103,12 @@ def ask(client: httpx.Client, teacher: Teacher, request: Request, sampling: Samp
             body["logprobs"] = sampling.top_logprobs
         if sampling.echo:
             body.update(echo=True, max_tokens=1)
-    url = f"{teacher.base_url.rstrip('/')}/{'chat/completions' if chat else 'completions'}"
-    for attempt in range(retries + 1):
-        wait = min(MAX_BACKOFF_S, backoff_s * 2 ** attempt)
-        try:
-            response = client.post(url, json=body)
-        except httpx.HTTPError as exc:
-            reason = f"cannot reach {url}: {exc}"
-        else:
-            if response.status_code == 200:
-                try:
-                    return output_row(request, response.json(), chat, sampling.echo)
-                except (ValueError, KeyError, IndexError, TypeError) as exc:
-                    raise Failed(f"not an OpenAI-shaped answer ({type(exc).__name__}: {exc})") from None
-            reason = f"HTTP {response.status_code}: {response.text[:200]}"
-            if response.status_code not in RETRYABLE:
-                raise Failed(reason, systemic=response.status_code in (401, 403, 404))
-            wait = max(wait, min(MAX_BACKOFF_S, _retry_after(response)))
-        if attempt < retries:
-            time.sleep(wait)
-    raise Failed(f"gave up after {retries + 1} attempts; last: {reason}", systemic=True)
-
-
-def _retry_after(response: httpx.Response) -> float:
+    response = post_json(client, endpoint(teacher.base_url, "chat/completions" if chat else "completions"), body,
+                         retries, backoff_s)
     try:
-        return max(0.0, float(response.headers.get("retry-after", "0")))
-    except ValueError:  # an HTTP date: fall back to our own backoff
-        return 0.0
+        return output_row(request, response.json(), chat, sampling.echo)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ApiError(f"not an OpenAI-shaped answer ({type(exc).__name__}: {exc})") from None
 
 
 def output_row(request: Request, body: dict, chat: bool, echo: bool = False) -> dict:
@@ -178,10 +143,9 @@ def score(rows: list[list[int]], teacher: Teacher, top_logprobs: int, concurrenc
           backoff_s: float = 0.5, timeout_s: float = 300.0) -> list[list[dict]]:
     """The teacher's log-probabilities of each token-id row (completions ``echo``), kept in
     memory: per row, one ``{token, logprob, top}`` entry per token (the first has logprob
-    None). Raises :class:`Failed` when a row fails after its retries."""
+    None). Raises ``ApiError`` when a row fails after its retries."""
     sampling = Sampling(max_tokens=1, top_logprobs=top_logprobs, echo=True)
-    headers = {"Authorization": f"Bearer {teacher.api_key}"} if teacher.api_key else {}
-    with httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
+    with http_client(teacher.api_key, timeout_s) as client:
         def one(index: int) -> list[dict]:
             request = Request(str(index), {"prompt": [int(t) for t in rows[index]]})
             return ask(client, teacher, request, sampling, retries, backoff_s)["prompt_logprobs"]

@@ -33,6 +33,7 @@ import torch
 
 from edgedistill.datagen import api
 from edgedistill.datagen.store import Request, answered_rows, progress_printer
+from edgedistill.openai_client import ApiError
 from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
 from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap, set_sparse
@@ -95,7 +96,7 @@ def score_live(api_cfg, k: int, ids: torch.Tensor, token_map: TokenMap) -> tuple
     """The API teacher's top-k over rows ``ids`` (B, L) now (on-policy samples)."""
     try:
         scores = api.score(ids.tolist(), api_teacher(api_cfg), k, retries=api_cfg.retries)
-    except api.Failed as exc:
+    except ApiError as exc:
         raise UserError(f"teacher_api.url failed while scoring on-policy samples: {exc}; fix the API and rerun "
                         "(the build resumes from its last checkpoint)") from None
     top_ids, top_lps, aligned = topk_from_scores(ids, scores, k, token_map)

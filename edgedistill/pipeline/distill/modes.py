@@ -14,7 +14,7 @@ def check_mode(distill, data, api) -> None:
     section); a UserError naming the fix."""
     sequence = distill.sequence
     if api.url:
-        from edgedistill.benchmarks.client import check_base_url
+        from edgedistill.openai_client import check_base_url
 
         check_base_url(api.url, "teacher_api.url")
     if api.for_distill and distill.mode != "sequence":
