@@ -166,7 +166,7 @@ class DistillConfig:
                                     "evaluation (0 = off)", low=0.0)
     mode: str = knob("logit", "logit: KD on the data's windows; sequence: CE (+ sparse KD on the teacher's top-k "
                      "logprobs) on the teacher's generated responses; on_policy: GKD, a share on_policy.lmbda of steps trains on the "
-                     "student's own samples scored by the teacher", choices=registry("edgedistill.pipeline.distill.modes:MODES"))
+                     "student's own samples scored by the teacher", choices=lambda: names.DISTILL_MODES)
     prompt_tokens: int = knob(64, "tokens of a training window used as a prompt (sequence and on_policy modes)", low=1)
     response_tokens: int = knob(128, "longest teacher response (sequence) or student continuation (on_policy)", low=1)
     sample_temperature: float = knob(1.0, "sampling temperature of teacher responses (sequence; 0 = greedy) and of "
@@ -329,34 +329,9 @@ class Recipe:
     bench: BenchConfig = field(default_factory=BenchConfig, metadata={"doc": "latency, quality, over-distillation checks and cost vs the teacher"})
 
     def __post_init__(self) -> None:
-        if not self.export.onnx and not self.export.gguf:
-            raise UserError("export.onnx and export.gguf are both empty; name at least one format to export, e.g. export.gguf=[f16]")
-        size = self.export.onnx_block_size
-        if size & (size - 1):
-            raise UserError(f"export.onnx_block_size must be a power of 2 (16, 32, 64, 128, ...), got {size}")
-        if self.distill.teacher_topk and self.distill.objective != "forward_kl":
-            raise UserError(f"distill.teacher_topk={self.distill.teacher_topk} trains on a top-k cache, which supports "
-                            f"objective forward_kl only, not '{self.distill.objective}'; set distill.teacher_topk=0 or the objective")
-        if self.prune.student and self.student == "prune":
-            raise UserError("prune.student prunes an independent student, but student is prune (the pruned teacher); "
-                            "name a student model or set prune.student=false")
-        api, teacher = self.teacher_api, self.teacher
-        if teacher == "api" and not api.for_distill:
-            raise UserError("teacher: api distills from teacher_api.url, which is empty or has teacher_api.distill=false; "
-                            "set it (e.g. teacher_api.url=http://127.0.0.1:8000/v1) or name a local teacher")
-        if teacher == "api" and self.student == "prune":
-            raise UserError("teacher: api has no local weights to prune; name an independent student "
-                            "(e.g. student: builtin:smollm2-135m-instruct)")
-        if teacher == "api" and self.bench.enabled:
-            raise UserError("the bench scores every artifact against a local copy of the teacher, which teacher: api "
-                            "does not have; set bench.enabled=false or name a local teacher")
-        if self.distill.teacher_topk and self.distill.feature_weight:
-            raise UserError("feature KD (distill.feature_weight > 0) needs the online teacher's hidden states; "
-                            "set distill.teacher_topk=0 or distill.feature_weight=0")
-        from edgedistill.pipeline.distill.modes import check_mode  # what each distill.mode combines with
+        from edgedistill.recipe_checks import check_recipe  # what the keys must agree on across sections
 
-        check_mode(self.distill, self.data, self.teacher_api)
-
+        check_recipe(self)
 
 
 def to_dict(obj: Any) -> Any:

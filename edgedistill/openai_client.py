@@ -17,6 +17,7 @@ import time
 import httpx
 
 from edgedistill.errors import UserError
+from edgedistill.text_stats import one_line
 
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 SYSTEMIC = frozenset({401, 403, 404})  # wrong key, model or URL: every other request fails the same way
@@ -105,7 +106,3 @@ def body_error(body) -> str:
         return one_line(str(error.get("message", error)))
     return one_line(str(error or body))
 
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Server text as one line of at most ``limit`` characters, for an error message."""
-    return " ".join(text.split())[:limit]

@@ -9,3 +9,4 @@ IMPORTANCE_METRICS = ("activation", "magnitude", "taylor")  # pipeline/importanc
 KD_OBJECTIVES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")  # distill/losses.py:KD_OBJECTIVES
 CROSS_OBJECTIVES = ("uld", "gold")  # distill/cross_tokenizer.py: teacher and student of different vocabularies
 FEATURE_LOSSES = ("mse", "cosine")  # distill/features.py:FEATURE_LOSSES
+DISTILL_MODES = ("logit", "sequence", "on_policy")  # distill/stage.py: the trainer each mode runs

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from edgedistill.openai_client import body_error, endpoint, error_message, http_client, one_line
+from edgedistill.openai_client import body_error, endpoint, error_message, http_client
+from edgedistill.text_stats import one_line
 
 
 class TargetError(RuntimeError):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.text_stats import one_line
 
 TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
 SHIPPED = {"pydocs_qa": TASKS_DIR / "pydocs_qa.yaml", "pydocs_qa_mc": TASKS_DIR / "pydocs_qa_mc.yaml"}
@@ -111,7 +112,7 @@ def load_task(spec: TaskSpec, manager) -> LoadedTask:
     try:  # loading a task downloads its dataset: offline, a hub dataset that is not cached fails here
         tasks = manager.load([spec.load])["tasks"]
     except Exception as exc:  # lm-eval and datasets raise many kinds (ConnectionError, DatasetNotFoundError, ...)
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(str(exc)) or type(exc).__name__
         raise UserError(f"bench.lm_eval '{spec.spec}' could not be loaded ({reason}); a task whose dataset is not "
                         "local needs the network or the HF datasets cache (offline: a task YAML with dataset_path: json "
                         "and data_files)") from None
@@ -232,7 +233,7 @@ def request_error(exc) -> str:
     try:
         return f"HTTP {response.status_code}: {response.json()['error']['message']}"
     except (AttributeError, KeyError, TypeError, ValueError):
-        return " ".join(str(exc).split())[:300]
+        return one_line(str(exc))
 
 
 def settings(specs: tuple[str, ...], limit: int) -> dict:

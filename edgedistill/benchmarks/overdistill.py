@@ -6,7 +6,7 @@ teacher's and each student's through the same HTTP API:
 * ``truncation_rate``: share of answers that hit ``max_tokens`` without ending
   (``finish_reason == "length"``).
 * ``mean_answer_tokens``, ``mean_answer_words`` and ``length_ratio`` = student mean /
-  teacher mean in words (units of ``words``: comparable whatever tokenizer the teacher
+  teacher mean in words (units of ``text_stats.words``: comparable whatever tokenizer the teacher
   API counts with; terse < 1).
 * ``paraphrase_stability``: how alike the answers to rephrasings of one question are:
   word-level F1 (SQuAD-style bag of lower-cased words, punctuation marks and line
@@ -27,11 +27,11 @@ warning to the student's report entry.
 from __future__ import annotations
 
 import itertools
-import re
-from collections import Counter
 from statistics import mean
 
 import numpy as np
+
+from edgedistill.text_stats import repetition, word_f1, words
 
 THRESHOLDS = {
     "truncation_rate_increase": 0.10,  # student truncation rate - teacher's
@@ -43,33 +43,6 @@ THRESHOLDS = {
     "retention_min": 0.90,  # student answer ROUGE-L (else top-1 accuracy) / teacher's
 }
 ECE_BINS = 15
-# words, punctuation marks and line breaks: an answer that is only blank lines still loops
-_WORD = re.compile(r"\w+|[^\w\s]|\n", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def word_f1(a: str, b: str) -> float:
-    """SQuAD-style F1 of two texts' bags of words; two empty texts agree (1.0)."""
-    wa, wb = words(a), words(b)
-    if not wa and not wb:
-        return 1.0
-    common = sum((Counter(wa) & Counter(wb)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(wa), common / len(wb)
-    return 2 * precision * recall / (precision + recall)
-
-
-def repetition(text: str, n: int = 4) -> float:
-    """Share of the text's word n-grams that repeat an earlier one (0 when too short)."""
-    tokens = words(text)
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
-
-
 def answer_checks(groups: list[list[dict]]) -> dict:
     """``groups``: per probe question, one answer per phrasing, each
     ``{"text", "completion_tokens", "finish_reason"}``."""

@@ -2,7 +2,7 @@
 
 Every answered prompt stays in the output (so a rerun does not ask again); rows that fail
 get ``"kept": false`` and ``"filter"`` naming the first check that failed, and training
-reads kept rows only. Lengths count words and punctuation (``overdistill.words``), so the
+reads kept rows only. Lengths count words and punctuation (``text_stats.words``), so the
 same thresholds mean the same for an API teacher with another tokenizer.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgedistill.benchmarks.overdistill import repetition, words
+from edgedistill.text_stats import repetition, words
 from edgedistill.datagen.templates import split_rationale
 
 

@@ -231,7 +231,7 @@ def check_objective_fits_tokenizers(recipe, teacher: dict, student: dict | None)
     """An independent student of another tokenizer needs an objective that compares
     across vocabularies (uld, gold) or the sequence mode (teacher text re-tokenized):
     refused at load, never a silent CE fallback."""
-    from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
+    from edgedistill.registry_names import CROSS_OBJECTIVES
 
     if student is None or teacher["kind"] == "api" or source_vocabulary(teacher) == source_vocabulary(student):
         return  # an API's tokenizer is unknown here: its scores are checked against min_aligned_share when they come

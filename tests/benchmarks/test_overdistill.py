@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from edgedistill.benchmarks.overdistill import THRESHOLDS, answer_checks, calibration, repetition, warnings_for, word_f1
+from edgedistill.benchmarks.overdistill import THRESHOLDS, answer_checks, calibration, warnings_for
+from edgedistill.text_stats import repetition, word_f1
 
 
 def test_word_f1_is_squad_style():

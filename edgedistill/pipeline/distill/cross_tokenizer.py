@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.pipeline.distill.losses import IGNORE_INDEX, LOGPROB_FLOOR
-from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
+from edgedistill.registry_names import CROSS_OBJECTIVES
 _PROB_LOG_FLOOR = float(np.log(1e-8))  # TRL's clamp of the hybrid JSD's probabilities
 
 

@@ -191,7 +191,7 @@ class TeacherSignal:
 
 
 def _is_cross(distill) -> bool:
-    from edgedistill.pipeline.distill.modes import CROSS_OBJECTIVES
+    from edgedistill.registry_names import CROSS_OBJECTIVES
 
     return distill.objective in CROSS_OBJECTIVES
 

@@ -1,12 +1,41 @@
-"""What each ``distill.mode`` (logit, sequence, on_policy) can be combined with, checked
-when a recipe is loaded, so a bad combination fails before anything runs."""
+"""Checks across a recipe's sections (what each ``distill.mode`` can be combined with,
+what a teacher behind an API allows, ...), run when a recipe is loaded, so a bad
+combination fails before anything runs. Per-key types and ranges live in ``config``."""
 
 from __future__ import annotations
 
 from edgedistill.errors import UserError
-from edgedistill.registry_names import CROSS_OBJECTIVES  # noqa: F401 (re-exported: the cross-tokenizer objectives)
+from edgedistill.registry_names import CROSS_OBJECTIVES
 
-MODES = ("logit", "sequence", "on_policy")
+
+def check_recipe(recipe) -> None:
+    """The rules that tie keys of different sections together (a UserError naming the fix),
+    checked when a recipe is loaded so a bad combination fails before anything runs."""
+    if not recipe.export.onnx and not recipe.export.gguf:
+        raise UserError("export.onnx and export.gguf are both empty; name at least one format to export, e.g. export.gguf=[f16]")
+    size = recipe.export.onnx_block_size
+    if size & (size - 1):
+        raise UserError(f"export.onnx_block_size must be a power of 2 (16, 32, 64, 128, ...), got {size}")
+    if recipe.distill.teacher_topk and recipe.distill.objective != "forward_kl":
+        raise UserError(f"distill.teacher_topk={recipe.distill.teacher_topk} trains on a top-k cache, which supports "
+                        f"objective forward_kl only, not '{recipe.distill.objective}'; set distill.teacher_topk=0 or the objective")
+    if recipe.prune.student and recipe.student == "prune":
+        raise UserError("prune.student prunes an independent student, but student is prune (the pruned teacher); "
+                        "name a student model or set prune.student=false")
+    api, teacher = recipe.teacher_api, recipe.teacher
+    if teacher == "api" and not api.for_distill:
+        raise UserError("teacher: api distills from teacher_api.url, which is empty or has teacher_api.distill=false; "
+                        "set it (e.g. teacher_api.url=http://127.0.0.1:8000/v1) or name a local teacher")
+    if teacher == "api" and recipe.student == "prune":
+        raise UserError("teacher: api has no local weights to prune; name an independent student "
+                        "(e.g. student: builtin:smollm2-135m-instruct)")
+    if teacher == "api" and recipe.bench.enabled:
+        raise UserError("the bench scores every artifact against a local copy of the teacher, which teacher: api "
+                        "does not have; set bench.enabled=false or name a local teacher")
+    if recipe.distill.teacher_topk and recipe.distill.feature_weight:
+        raise UserError("feature KD (distill.feature_weight > 0) needs the online teacher's hidden states; "
+                        "set distill.teacher_topk=0 or distill.feature_weight=0")
+    check_mode(recipe.distill, recipe.data, recipe.teacher_api)
 
 
 def check_mode(distill, data, api) -> None:
