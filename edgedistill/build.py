@@ -115,7 +115,7 @@ def _eval_files(recipe: Recipe) -> list[Path]:
     """The bench stage's input files: evaluation text, QA set, probe questions and price
     table, each checked to exist and (but the text) to parse before anything runs; and
     the teacher API's URL checked to be one."""
-    from edgedistill.benchmarks.cost import load_prices
+    from edgedistill.prices import load_prices
     from edgedistill.benchmarks.probes import PROBE_BUILTINS, load_probes
     from edgedistill.data import data_files
     from edgedistill.pipeline.evaluate import QA_BUILTINS, load_qa_pairs

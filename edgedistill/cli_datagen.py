@@ -4,7 +4,6 @@ chain-of-thought distillation data). Registered on the app in ``cli.py``."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -44,7 +43,8 @@ def generate_data(
     from rich.console import Console
 
     from edgedistill.openai_client import check_base_url
-    from edgedistill.datagen import Job, Price, ResponseFilter, Sampling, Teacher, run
+    from edgedistill.datagen import Job, ResponseFilter, Sampling, Teacher, run
+    from edgedistill.datagen.store import progress_printer, usd
 
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the JSONL file to write, e.g. {out / 'responses.jsonl'}")
@@ -54,10 +54,9 @@ def generate_data(
     if teacher_api is not None:
         check_base_url(teacher_api, "--teacher-api")
         source = Teacher(teacher_api, teacher_model, os.environ.get(teacher_api_key_env) or None)
-        from edgedistill.benchmarks.cost import load_prices
+        from edgedistill.prices import load_prices
 
-        table = load_prices(str(prices) if prices else "", api_price)
-        price = Price(table.api_name, table.usd_per_1m_input, table.usd_per_1m_output)
+        price = load_prices(str(prices) if prices else "", api_price)
     else:
         from edgedistill.pipeline.teacher import resolve_source
 
@@ -69,22 +68,12 @@ def generate_data(
               ResponseFilter(min_words, max_words, max_repetition, drop_truncated), concurrency, retries, backoff,
               batch_size, price)
     err = Console(stderr=True, highlight=False)
-    last = [0.0]
-
-    def on_row(progress) -> None:
-        now = time.monotonic()
-        if now - last[0] < 2.0 and progress.answered + progress.skipped + len(progress.failed) < progress.total:
-            return
-        last[0] = now
-        cost = f" | {_usd(price.usd(progress.prompt_tokens, progress.completion_tokens))} so far" if price else ""
-        err.print(f"generate-data: {progress.answered + progress.skipped}/{progress.total} answered "
-                  f"({progress.kept} kept this run, {len(progress.failed)} failed) | {progress.prompt_tokens:,} prompt + "
-                  f"{progress.completion_tokens:,} completion tokens{cost}", markup=False, soft_wrap=True)
+    on_row = progress_printer("generate-data", price, every_s=2.0)
 
     summary = run(job, on_row)
     whole = summary["file"]
-    cost = (f"; API cost this run {_usd(summary['run_usd'])}, whole file {_usd(summary['total_usd'])} "
-            f"at {price.name} prices" if price else "")
+    cost = (f"; API cost this run {usd(summary['run_usd'])}, whole file {usd(summary['total_usd'])} "
+            f"at {price.api_name} prices" if price else "")
     print(f"{whole['rows']} answered in {out} ({whole['kept']} kept by the filter; {summary['answered']} this run, "
           f"{summary['skipped']} already there) in {summary['seconds']:.1f}s; {whole['prompt_tokens']:,} prompt + "
           f"{whole['completion_tokens']:,} completion tokens{cost}")
@@ -94,6 +83,3 @@ def generate_data(
         return 1
     return 0
 
-
-def _usd(amount: float) -> str:
-    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.6f}"

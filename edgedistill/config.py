@@ -275,7 +275,7 @@ class BenchConfig:
 @dataclass(frozen=True)
 class CostConfig:
     prices: str = knob("", "price table YAML (API $ per 1M tokens, hardware $ per hour); empty = the shipped "
-                       "assumptions (edgedistill/benchmarks/prices.yaml)")
+                       "assumptions (edgedistill/prices.yaml)")
     api_price: str = knob("", "API row of the price table the teacher is billed at (empty = its api_default)")
     hardware: str = knob("", "hardware row of the price table the students run on (empty = its hardware_default)")
     requests_per_day: float = knob(10000.0, "traffic for the monthly cost", low=0.0, low_open=True)

@@ -29,6 +29,7 @@ from edgedistill.benchmarks import cost, overdistill
 from edgedistill.benchmarks.client import Endpoint, TargetError
 from edgedistill.benchmarks.latency import aggregate, measure_concurrent, measure_sequential
 from edgedistill.benchmarks.served import ServedModel
+from edgedistill.prices import Prices
 
 SCHEMA_VERSION = 1
 ENTRY_KEYS = (
@@ -214,7 +215,7 @@ def add_comparisons(teacher: Target, students: list[Target], thresholds: dict) -
         target.entry["warnings"] += target.problems
 
 
-def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traffic: cost.Traffic) -> None:
+def add_costs(teacher: Target, students: list[Target], prices: Prices, traffic: cost.Traffic) -> None:
     """A teacher behind an API at its per-token prices; a teacher that ran here self-hosted
     on the students' hardware row at its measured throughput, the API price then a what-if
     (``cost.py``); each student on rented hardware at its measured throughput, with its
@@ -244,7 +245,7 @@ def add_costs(teacher: Target, students: list[Target], prices: cost.Prices, traf
 
 
 def results_document(teacher: Target, students: list[Target], settings: Settings, traffic: cost.Traffic,
-                     prices: cost.Prices, build: dict, machine: dict, extra_settings: dict, warnings: list[str]) -> dict:
+                     prices: Prices, build: dict, machine: dict, extra_settings: dict, warnings: list[str]) -> dict:
     """results.json (schema in the README, section "bench results.json")."""
     return {
         "schema_version": SCHEMA_VERSION,

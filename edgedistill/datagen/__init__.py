@@ -22,20 +22,9 @@ from edgedistill.datagen.api import Sampling, Teacher
 from edgedistill.datagen.filters import ResponseFilter, finish_row
 from edgedistill.datagen.store import Progress, read_requests, totals
 from edgedistill.datagen.templates import apply_template, load_template
+from edgedistill.prices import Prices
 
-__all__ = ["Job", "Price", "Sampling", "Teacher", "ResponseFilter", "run", "summary_path"]
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per 1M tokens of the teacher's API (input = prompt, output = completion)."""
-
-    name: str
-    usd_per_1m_input: float
-    usd_per_1m_output: float
-
-    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.usd_per_1m_input + completion_tokens * self.usd_per_1m_output) / 1e6
+__all__ = ["Job", "Sampling", "Teacher", "ResponseFilter", "run", "summary_path"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ class Job:
     retries: int = 5
     backoff_s: float = 0.5
     batch_size: int = 16  # local teacher: prompts per generate() batch
-    price: Price | None = None  # API price for the cost (None: not priced)
+    price: Prices | None = None  # the API row prices the calls (None: not priced)
 
 
 def summary_path(out: Path) -> Path:
@@ -92,9 +81,9 @@ def run(job: Job, on_row: Callable[[Progress], None] = lambda progress: None) ->
         "teacher": (f"{job.teacher.base_url} ({job.teacher.model})" if isinstance(job.teacher, Teacher)
                     else f"local {job.teacher}"),
         "template": job.template or None,
-        "price": None if job.price is None else job.price.__dict__,
-        "run_usd": None if job.price is None else job.price.usd(progress.prompt_tokens, progress.completion_tokens),
-        "total_usd": None if job.price is None else job.price.usd(whole["prompt_tokens"], whole["completion_tokens"]),
+        "price": None if job.price is None else job.price.api_row(),
+        "run_usd": None if job.price is None else job.price.api_usd(progress.prompt_tokens, progress.completion_tokens),
+        "total_usd": None if job.price is None else job.price.api_usd(whole["prompt_tokens"], whole["completion_tokens"]),
     }
     path = summary_path(job.out)
     tmp = path.with_name(path.name + ".tmp")

@@ -110,17 +110,29 @@ class Writer:
         self.handle.close()
 
 
-def progress_printer(label: str, every: int = 64):
-    """An ``on_row`` callback printing "label: done/total" to stderr every ``every`` answers
-    and at the end (build logs of long teacher phases)."""
-    import sys
+def progress_printer(label: str, price=None, every_s: float = 10.0):
+    """An ``on_row`` callback printing "label: done/total answered (kept, failed) | tokens
+    [| cost so far]" to stderr at most every ``every_s`` seconds and once at the end;
+    ``price``: a ``prices.Prices`` whose API row prices the tokens (None: no cost)."""
+    from edgedistill.progress import Every, say
 
-    def say(progress: Progress) -> None:
+    due = Every(every_s)
+
+    def on_row(progress: Progress) -> None:
         done = progress.answered + progress.skipped + len(progress.failed)
-        if done == progress.total or progress.answered % every == 0:
-            print(f"{label}: {done}/{progress.total}", file=sys.stderr, flush=True)
+        if not due(final=done == progress.total):
+            return
+        cost = f" | {usd(price.api_usd(progress.prompt_tokens, progress.completion_tokens))} so far" if price else ""
+        say(f"{label}: {progress.answered + progress.skipped}/{progress.total} answered ({progress.kept} kept this run, "
+            f"{len(progress.failed)} failed) | {progress.prompt_tokens:,} prompt + {progress.completion_tokens:,} "
+            f"completion tokens{cost}")
 
-    return say
+    return on_row
+
+
+def usd(amount: float) -> str:
+    """Dollars with cents, or to the micro-dollar below $1 (one test run costs fractions of a cent)."""
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.6f}"
 
 
 def totals(out: Path) -> dict:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.artifacts import Artifact, atomic_write_json, is_under, record_files
+from edgedistill.progress import say
 from edgedistill.stage_context import StageContext
 
 OUTPUTS = ("bench",)
@@ -52,7 +52,7 @@ def answer_questions(bench_cfg, seed: int) -> list:
 
 
 def log(message: str) -> None:
-    print(f"  bench: {message}", file=sys.stderr, flush=True)
+    say(f"  bench: {message}")
 
 
 def scoring_windows(cfg: dict, tokenizer) -> tuple[list[list[int]], str]:
@@ -165,13 +165,14 @@ def run(cfg: dict, inp: Artifact, ctx: StageContext) -> Artifact:
     """cfg: {"bench": BenchConfig, "seq_len", "data": DataConfig, "seed", "eval_content", "recipe_name"}."""
     out_dir = ctx.out_dir
     from edgedistill.benchmarks import cost, overdistill, suite
+    from edgedistill.prices import load_prices
     from edgedistill.benchmarks.machine import machine_info
     from edgedistill.benchmarks.recommend import Constraint, recommend
     from edgedistill.hf import count_parameters_on_disk
 
     bench_cfg, seq_len = cfg["bench"], cfg["seq_len"]
     costs = bench_cfg.cost
-    prices = cost.load_prices(costs.prices, costs.api_price, costs.hardware)
+    prices = load_prices(costs.prices, costs.api_price, costs.hardware)
     traffic = cost.Traffic(costs.requests_per_day, costs.input_tokens_per_request, costs.output_tokens_per_request,
                            costs.utilization)
     student_dir, teacher_dir = inp.find("distill").model_dir, inp.find("teacher").model_dir

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from edgedistill.benchmarks.cost import (
-    Prices, Traffic, against_self_hosted_teacher, api_cost, capacity_requests_per_day, load_prices, self_hosted_cost)
+    Traffic, against_self_hosted_teacher, api_cost, capacity_requests_per_day, self_hosted_cost)
+from edgedistill.prices import Prices, load_prices
 from edgedistill.errors import UserError
 
 PRICES = Prices("t.yaml", "2026-11-28", "assumed", "api", 2.0, 8.0, "box", 0.36)

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
-from edgedistill.errors import UserError
 from edgedistill.data import Packed, next_token_labels
+from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.lr_schedule import learning_rate_at
+from edgedistill.progress import say
 
 
 def batch_indices(step: int, windows: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -329,7 +330,7 @@ class Trainer:
 
     def _say(self, message: str) -> None:
         if self.acc.is_main_process:
-            print(message, file=sys.stderr, flush=True)
+            say(message)
 
     def _rewrite_log(self, rows: list[dict]) -> None:
         if self.log_path is not None and self.acc.is_main_process:
