@@ -156,7 +156,7 @@ class Artifact:
             parent=parent,
         )
 
-    def files_intact(self, full_hash: bool = False) -> list[str]:
+    def file_problems(self, full_hash: bool = False) -> list[str]:
         """Problems with the files on disk (missing, resized, or with ``full_hash`` changed)."""
         problems = []
         for record in self.files:

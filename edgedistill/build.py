@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from edgedistill.artifacts import MANIFEST_NAME, Artifact, atomic_write_json, is_under, new_manifest, read_manifest, stage_key
 from edgedistill.config import Recipe, to_dict
@@ -173,9 +173,7 @@ def plan(recipe: Recipe, out_dir: Path, pre: dict) -> list[tuple[str, str]]:
         if not stage.enabled(recipe):
             rows.append((stage.name, "skip"))
             continue
-        cfg = stage.config(recipe, pre)
-        key = stage_key(stage.name, to_dict(cfg), artifact.hash if artifact else "")
-        cached = _cached_artifact(stage.name, key, artifact, manifest, out_dir) if reusable else None
+        cached = _lookup(stage, recipe, pre, artifact, manifest, out_dir)[2] if reusable else None
         reusable = cached is not None
         artifact = cached
         rows.append((stage.name, "cached" if cached else "run"))
@@ -191,6 +189,15 @@ def check_build_folder(out_dir: Path) -> None:
         raise UserError(f"--out {out_dir} exists and is not an edgedistill build folder; choose a new or empty folder")
 
 
+def _lookup(stage: Stage, recipe: Recipe, pre: dict, inp: Artifact | None, manifest: dict,
+            out_dir: Path) -> tuple[Any, str, Artifact | None]:
+    """A stage's config, its key (the config and its input's hash) and its recorded output
+    when that key matches: what ``plan`` reports and ``build`` reuses, computed one way."""
+    cfg = stage.config(recipe, pre)
+    key = stage_key(stage.name, to_dict(cfg), inp.hash if inp else "")
+    return cfg, key, _cached_artifact(stage.name, key, inp, manifest, out_dir)
+
+
 def _cached_artifact(name: str, key: str, inp: Artifact | None, manifest: dict, out_dir: Path) -> Artifact | None:
     """The recorded output of stage ``name`` if its key matches and its files are intact."""
     record = manifest["stages"].get(name)
@@ -199,7 +206,7 @@ def _cached_artifact(name: str, key: str, inp: Artifact | None, manifest: dict, 
     if record["artifact"]["payload"].get("retry"):  # e.g. a bench whose teacher API was down: measure again
         return None
     artifact = Artifact.from_record(name, record["artifact"], out_dir, inp)
-    return None if artifact.files_intact() else artifact
+    return None if artifact.file_problems() else artifact
 
 
 def state_dir(out_dir: Path, stage: str, key: str) -> Path:
@@ -309,12 +316,10 @@ def _run_or_reuse(stage: Stage, recipe: Recipe, pre: dict, artifact: Artifact | 
     Under a multi-process launch the main process runs the stage (all processes run a
     resumable one, the distill stage, and only the main one keeps its outputs); the
     others wait and take the main process's record."""
-    cfg = stage.config(recipe, pre)
     inp = artifact
     input_hash = inp.hash if inp else ""
-    key = stage_key(stage.name, to_dict(cfg), input_hash)
-    cached = None if force else _cached_artifact(stage.name, key, inp, manifest, out_dir)
-    if cached is not None:
+    cfg, key, cached = _lookup(stage, recipe, pre, inp, manifest, out_dir)
+    if cached is not None and not force:
         on_stage(stage.name, "cached", manifest["stages"][stage.name]["seconds"])
         return cached
     everyone = getattr(importlib.import_module(stage.module), "RESUMABLE", False)
@@ -428,7 +433,7 @@ def reverify(out_dir: Path) -> tuple[list[str], dict[str, dict]]:
     from edgedistill.pipeline.verify import verify_exports
 
     manifest, artifacts = load_chain(out_dir)
-    problems = [f"{name}: {p}" for name, art in artifacts.items() for p in art.files_intact(full_hash=True)]
+    problems = [f"{name}: {p}" for name, art in artifacts.items() for p in art.file_problems(full_hash=True)]
     if "export" not in artifacts or "distill" not in artifacts:
         raise UserError(f"{out_dir} has no exported artifacts yet; run `edgedistill build` to finish it")
     if problems:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from edgedistill.errors import UserError
-from edgedistill.jsonl import parse_rows
+from edgedistill.json_files import parse_rows
 from edgedistill.runtime.chat import CHAT_TEMPLATES
 
 if TYPE_CHECKING:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgedistill.architectures import ARCHITECTURES, architecture, head_dim_of  # noqa: F401 (head_dim_of re-exported)
 from edgedistill.errors import UserError
+from edgedistill.json_files import read_json_object
 
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
@@ -16,9 +16,9 @@ def read_config(model_dir: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{model_dir} is not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it with save_pretrained") from None
+        return read_json_object(path, "fix or regenerate it with save_pretrained")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_architecture(model_dir: Path) -> str:

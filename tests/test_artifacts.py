@@ -34,7 +34,7 @@ def test_record_files_hashes_and_sizes(tmp_path):
     assert records[1].bytes == 9
 
 
-def test_files_intact_detects_missing_resized_and_changed(tmp_path):
+def test_file_problems_names_missing_resized_and_changed_files(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / name).write_text("12345")
     artifact = Artifact("x", tmp_path, record_files(tmp_path, ["a", "b", "c"]))
@@ -42,10 +42,10 @@ def test_files_intact_detects_missing_resized_and_changed(tmp_path):
     (tmp_path / "b").write_text("123")
     (tmp_path / "c").write_text("54321")
 
-    problems = artifact.files_intact(full_hash=True)
+    problems = artifact.file_problems(full_hash=True)
 
     assert problems == ["a: missing", "b: 3 bytes, expected 5", "c: sha256 differs from the manifest"]
-    assert artifact.files_intact() == ["a: missing", "b: 3 bytes, expected 5"]
+    assert artifact.file_problems() == ["a: missing", "b: 3 bytes, expected 5"]
 
 
 def test_artifact_record_round_trip_inside_and_outside_the_build(tmp_path):

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).parents[1] / "edgedistill"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = (
-    ("foundation", {"edgedistill", "errors", "registry_names", "jsonl", "processes", "stage_context", "text_stats",
+    ("foundation", {"edgedistill", "errors", "registry_names", "json_files", "processes", "stage_context", "text_stats",
                     "openai_client", "prices", "progress", "architectures", "hf", "artifacts"}),
     ("runtime", {"runtime"}),  # what an app embeds: no torch, no transformers
     ("data", {"demo", "data"}),

@@ -32,7 +32,7 @@ from statistics import mean
 import numpy as np
 
 from edgedistill.errors import UserError
-from edgedistill.jsonl import numbered_rows
+from edgedistill.json_files import numbered_rows
 
 BUILTIN = "builtin:pydocs-answers"
 INDEPENDENT_FILE = Path(__file__).parents[1] / "demo" / "data" / "pydocs" / "independent_qa.jsonl"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.errors import UserError
-from edgedistill.jsonl import numbered_rows
+from edgedistill.json_files import numbered_rows
 
 PROBE_BUILTINS = {"builtin:pydocs-probes": Path(__file__).parents[1] / "demo" / "data" / "pydocs" / "probes.jsonl"}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedistill.errors import UserError
-from edgedistill.jsonl import numbered_rows
+from edgedistill.json_files import numbered_rows
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ def load_qa_pairs(spec: str, limit: int = 0) -> list[dict]:
     path = QA_BUILTINS.get(spec) or Path(spec).expanduser()
     if not path.is_file():
         raise UserError(f"bench.qa_path '{spec}' is not a file; give a JSONL file of prompt/answer rows or {', '.join(QA_BUILTINS)}")
-    from edgedistill.jsonl import numbered_rows
+    from edgedistill.json_files import numbered_rows
 
     pairs = []
     for number, row in numbered_rows(path, f"bench.qa_path {path}"):

@@ -7,11 +7,11 @@ student and its teacher stop on the same ids and render a chat to the same promp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from edgedistill.json_files import read_json_object
 from edgedistill.runtime.chat import ChatTemplate, template_from_tokenizer_config, template_source, token_text
 
 
@@ -47,17 +47,6 @@ def folder_template_source(path: Path) -> str | None:
 def _jinja_file_text(path: Path) -> str | None:
     jinja_file = path / "chat_template.jinja"  # newer transformers save the template here instead of the config
     return jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None
-
-
-def read_json_object(file: Path) -> dict:
-    """A JSON object file of a model folder; a damaged one is a ValueError naming it."""
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file} is not valid UTF-8 JSON ({exc}); export the model folder again") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{file} holds a JSON {type(value).__name__}, not an object; export the model folder again")
-    return value
 
 
 def _json_or_empty(file: Path) -> dict:

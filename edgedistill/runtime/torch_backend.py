@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.runtime.base import Model
-from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata, read_json_object
+from edgedistill.json_files import read_json_object
+from edgedistill.runtime.folder_meta import TokenizerJsonText, read_folder_metadata
 
 
 class TorchModel(TokenizerJsonText, Model):

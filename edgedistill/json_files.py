@@ -1,4 +1,6 @@
-"""JSONL input files: numbered rows, a bad line named in a one-line UserError."""
+"""JSON and JSONL files read with one-line errors: JSONL input rows (a bad line named in a
+UserError) and a model folder's JSON object files (a damaged one named in a ValueError,
+the runtime's convention; the build turns it into a UserError)."""
 
 from __future__ import annotations
 
@@ -28,3 +30,15 @@ def parse_rows(text: str, label: str) -> Iterator[tuple[int, object]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{label} line {number} is not JSON ({exc.msg}); write one JSON object per line") from None
+
+
+def read_json_object(file: Path, fix: str = "export the model folder again") -> dict:
+    """A JSON object file (config.json, generation_config.json, ...); a damaged one is a
+    ValueError naming it and ``fix``."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not valid UTF-8 JSON ({exc}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{file} holds a JSON {type(value).__name__}, not an object; {fix}")
+    return value
