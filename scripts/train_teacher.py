@@ -78,27 +78,8 @@ def build_model(tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def evaluate(model, windows, batch_size: int = 8, bf16: bool = False) -> dict:
-    """Next-token NLL (nats/token), perplexity and top-1 accuracy over (N, L) windows."""
-    import torch
-    import torch.nn.functional as F
-
-    was_training = model.training
-    model.eval()
-    nll, hits, count = 0.0, 0, 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for batch in windows.split(batch_size):
-            logits = model(batch).logits[:, :-1].float()  # (B, L-1, V)
-            labels = batch[:, 1:]
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum").item()
-            hits += (logits.argmax(-1) == labels).sum().item()
-            count += labels.numel()
-    model.train(was_training)
-    return {"nll": nll / count, "ppl": math.exp(nll / count), "top1": hits / count, "tokens": count}
-
-
 def unigram_baseline(train_stream: list[int], windows, vocab_size: int) -> dict:
-    """Add-one-smoothed unigram model from train counts, scored on the same targets as evaluate()."""
+    """Add-one-smoothed unigram model from train counts, scored on the same targets as score_windows()."""
     counts = Counter(train_stream)
     total = len(train_stream) + vocab_size
     targets = windows[:, 1:].reshape(-1).tolist()
@@ -127,6 +108,7 @@ def train(args) -> dict:
     from edgedistill.demo.tiny import train_tokenizer
     from edgedistill.data import token_stream, windows
     from edgedistill.pipeline.distill.lr_schedule import warmup_then_decay
+    from edgedistill.pipeline.evaluate import score_windows
 
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -189,7 +171,7 @@ def train(args) -> dict:
         record = {"step": step, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(grad_norm, 3),
                   "tokens": step * tokens_per_step, "seconds": round(time.time() - train_started, 1)}
         if step % args.eval_every == 0 or step == total_steps:
-            record["validation"] = evaluate(model, validation, bf16=bf16)
+            record["validation"] = score_windows(model, validation, bf16=bf16)
             print(f"step {step}/{total_steps} loss~{loss_ema:.3f} val ppl {record['validation']['ppl']:.2f} "
                   f"top1 {record['validation']['top1']:.3f} {record['seconds']:.0f}s", flush=True)
         log.write(json.dumps(record) + "\n")
@@ -198,8 +180,8 @@ def train(args) -> dict:
     train_seconds = time.time() - train_started
 
     model.eval()
-    test_metrics = evaluate(model, test)  # fp32, as the build evaluates it
-    final_validation = evaluate(model, validation)
+    test_metrics = score_windows(model, test)  # fp32, as the build evaluates it
+    final_validation = score_windows(model, validation)
     baseline = unigram_baseline(train_stream, test, len(tokenizer))
     samples = {prompt: sample(model, tokenizer, prompt) for prompt in SAMPLE_PROMPTS}
     model.to(torch.float16).save_pretrained(args.out, safe_serialization=True)

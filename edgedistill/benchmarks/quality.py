@@ -13,6 +13,10 @@ Over the same held-out windows for every model, at every position but the last:
 * ``qa_top1``: QA answers read teacher-forced after their prompt, share of answer tokens
   predicted top-1 (as ``pipeline.evaluate.qa_scores``).
 
+These are ``pipeline.evaluate``'s definitions (``NextTokenTally``, ``compare_on_heldout``)
+on runtime logits in numpy, where no torch is loaded; ``tests/benchmarks/test_quality.py``
+pins the two equal on the same windows.
+
 Logits are compared over the first ``vocab`` columns (the shared vocabulary; padded rows
 are dropped). Sums are pooled over positions (not averaged per window).
 """

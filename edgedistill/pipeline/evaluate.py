@@ -2,6 +2,10 @@
 
 Two measurements, both teacher-forced so that small models give stable numbers:
 
+* :class:`NextTokenTally` is the one definition of next-token perplexity (exp of the mean
+  NLL pooled over scored positions, not averaged per window) and top-1 accuracy on the
+  torch side; ``benchmarks/quality.py`` computes the same on runtime (numpy) logits and a
+  test pins the two equal. :func:`score_windows` scores one model with it.
 * :func:`compare_on_heldout`: next-token perplexity and top-1 accuracy of each model over
   held-out windows, top-1 agreement of the student with the teacher, and mean forward
   KL(p_teacher || p_student) at T = 1 in nats per token.
@@ -25,6 +29,50 @@ from edgedistill.pipeline.distill.losses import forward_kl_per_token
 QA_BUILTINS = {"builtin:pydocs-qa": Path(__file__).parents[1] / "demo" / "data" / "pydocs" / "qa.jsonl"}
 
 
+class NextTokenTally:
+    """Pooled next-token NLL (nats) and top-1 hits over the positions added so far."""
+
+    def __init__(self):
+        self.nll, self.hits, self.count = 0.0, 0, 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``logits`` (n, V) float and ``labels`` (n,) of n scored positions; returns the
+        (n,) top-1 predictions (for agreement with another model)."""
+        top1 = logits.argmax(-1)
+        self.nll += F.cross_entropy(logits, labels, reduction="sum").item()
+        self.hits += (top1 == labels).sum().item()
+        self.count += labels.numel()
+        return top1
+
+    @property
+    def nll_per_token(self) -> float:
+        return self.nll / max(self.count, 1)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll_per_token)
+
+    @property
+    def top1(self) -> float:
+        return self.hits / max(self.count, 1)
+
+
+@torch.no_grad()
+def score_windows(model, windows: torch.Tensor, batch_size: int = 8, bf16: bool = False) -> dict:
+    """Next-token NLL (nats/token), perplexity and top-1 accuracy of one model over (N, L)
+    windows, every position but the last; ``bf16``: under CPU bf16 autocast (training-time
+    checks), logits scored in fp32."""
+    was_training = model.training
+    model.eval()
+    tally = NextTokenTally()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for batch in windows.split(batch_size):
+            logits = model(batch).logits[:, :-1].float()
+            tally.add(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    model.train(was_training)
+    return {"nll": tally.nll_per_token, "ppl": tally.perplexity, "top1": tally.top1, "tokens": tally.count}
+
+
 @torch.no_grad()
 def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: int = 8, split: str = "val",
                        targets: torch.Tensor | None = None, vocab_size: int | None = None) -> dict[str, float]:
@@ -38,30 +86,23 @@ def compare_on_heldout(student, teacher, sequences: torch.Tensor, batch_size: in
     ``student_teacher_kl`` is never a training-data number. ``vocab_size``: logit columns
     compared (the shared vocabulary), all when None.
     """
-    totals = {"student_nll": 0.0, "teacher_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
-    tokens = 0
+    student_tally, teacher_tally, agree, kl = NextTokenTally(), NextTokenTally(), 0, 0.0
     for index, batch in enumerate(sequences.split(batch_size)):
         keep = _kept_positions(targets, index, batch_size, batch)
         labels = batch[:, 1:].reshape(-1)[keep]  # (n,)
         student_logits = student(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(student, vocab_size))[keep].float()
         teacher_logits = teacher(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(teacher, vocab_size))[keep].float()
-        totals["student_nll"] += F.cross_entropy(student_logits, labels, reduction="sum").item()
-        totals["teacher_nll"] += F.cross_entropy(teacher_logits, labels, reduction="sum").item()
-        student_top1, teacher_top1 = student_logits.argmax(-1), teacher_logits.argmax(-1)
-        totals["student_hits"] += (student_top1 == labels).sum().item()
-        totals["teacher_hits"] += (teacher_top1 == labels).sum().item()
-        totals["agree"] += (student_top1 == teacher_top1).sum().item()
-        totals["kl"] += forward_kl_per_token(student_logits, teacher_logits, 1.0).sum().item()
-        tokens += labels.numel()
-    tokens = max(tokens, 1)
+        agree += (student_tally.add(student_logits, labels) == teacher_tally.add(teacher_logits, labels)).sum().item()
+        kl += forward_kl_per_token(student_logits, teacher_logits, 1.0).sum().item()
+    tokens = max(student_tally.count, 1)
     pair = "student_teacher" if split == "test" else f"student_teacher_{split}"
     return {
-        f"student_{split}_ppl": math.exp(totals["student_nll"] / tokens),
-        f"teacher_{split}_ppl": math.exp(totals["teacher_nll"] / tokens),
-        f"student_{split}_top1": totals["student_hits"] / tokens,
-        f"teacher_{split}_top1": totals["teacher_hits"] / tokens,
-        f"{pair}_top1_agreement": totals["agree"] / tokens,
-        f"{pair}_kl": totals["kl"] / tokens,
+        f"student_{split}_ppl": student_tally.perplexity,
+        f"teacher_{split}_ppl": teacher_tally.perplexity,
+        f"student_{split}_top1": student_tally.top1,
+        f"teacher_{split}_top1": teacher_tally.top1,
+        f"{pair}_top1_agreement": agree / tokens,
+        f"{pair}_kl": kl / tokens,
     }
 
 
@@ -88,8 +129,7 @@ def compare_with_topk_cache(student, sequences: torch.Tensor, topk_ids: torch.Te
     """
     from edgedistill.pipeline.distill.losses import sparse_forward_kl_per_token
 
-    totals = {"student_nll": 0.0, "student_hits": 0, "teacher_hits": 0, "agree": 0, "kl": 0.0}
-    tokens = 0
+    tally, teacher_hits, agree, kl = NextTokenTally(), 0, 0, 0.0
     for index, batch in enumerate(sequences.split(batch_size)):
         keep = _kept_positions(targets, index, batch_size, batch)
         rows = slice(index * batch_size, index * batch_size + batch.shape[0])
@@ -98,20 +138,17 @@ def compare_with_topk_cache(student, sequences: torch.Tensor, topk_ids: torch.Te
         logprobs = topk_logprobs[rows].reshape(-1, k).to(batch.device)[keep]
         labels = batch[:, 1:].reshape(-1)[keep]
         logits = student(batch).logits[:, :-1, :vocab_size].reshape(-1, _width(student, vocab_size))[keep].float()
-        totals["student_nll"] += F.cross_entropy(logits, labels, reduction="sum").item()
-        top1 = logits.argmax(-1)
-        totals["student_hits"] += (top1 == labels).sum().item()
-        totals["teacher_hits"] += (ids[:, 0] == labels).sum().item()
-        totals["agree"] += (top1 == ids[:, 0]).sum().item()
-        totals["kl"] += sparse_forward_kl_per_token(logits, ids, logprobs, temperature).sum().item()
-        tokens += labels.numel()
-    tokens = max(tokens, 1)
+        top1 = tally.add(logits, labels)
+        teacher_hits += (ids[:, 0] == labels).sum().item()
+        agree += (top1 == ids[:, 0]).sum().item()
+        kl += sparse_forward_kl_per_token(logits, ids, logprobs, temperature).sum().item()
+    tokens = max(tally.count, 1)
     return {
-        "student_val_ppl": math.exp(totals["student_nll"] / tokens),
-        "student_val_top1": totals["student_hits"] / tokens,
-        "teacher_val_top1": totals["teacher_hits"] / tokens,
-        "student_teacher_val_top1_agreement": totals["agree"] / tokens,
-        "student_teacher_val_topk_kl": totals["kl"] / tokens,
+        "student_val_ppl": tally.perplexity,
+        "student_val_top1": tally.top1,
+        "teacher_val_top1": teacher_hits / tokens,
+        "student_teacher_val_top1_agreement": agree / tokens,
+        "student_teacher_val_topk_kl": kl / tokens,
     }
 
 

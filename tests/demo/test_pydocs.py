@@ -81,14 +81,14 @@ def test_teacher_shape_and_card():
 @pytest.mark.slow
 def test_teacher_test_perplexity_reproduces_from_the_committed_weights():
     """The card's number is the committed model's number (fp16 weights, fp32 compute)."""
-    from scripts.train_teacher import evaluate
-    from edgedistill.hf import load_model, load_tokenizer
     from edgedistill.data import token_stream, windows
+    from edgedistill.hf import load_model, load_tokenizer
+    from edgedistill.pipeline.evaluate import score_windows
 
     summary = json.loads((TEACHER / "training_summary.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(TEACHER)
     test_windows = windows(token_stream(pydocs.texts("test"), tokenizer), 512)
-    measured = evaluate(load_model(TEACHER), test_windows)
+    measured = score_windows(load_model(TEACHER), test_windows)
     assert measured["tokens"] == summary["test"]["tokens"]
     assert measured["ppl"] == pytest.approx(summary["test"]["ppl"], rel=0.01)  # fp16 rounding of the weights
     assert measured["top1"] == pytest.approx(summary["test"]["top1"], abs=0.005)
