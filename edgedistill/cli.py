@@ -286,8 +286,8 @@ def verify(build_dir: Path = typer.Argument(..., help="a build folder (holds man
     for name, result in results.items():
         table.add_row(
             name, "yes" if result["device_ready"] else "NO: " + "; ".join(result["failures"]),
-            f"{result['top1_agreement']:.4f}", f"{result['mean_kl']:.2e}", f"{result['max_abs_logit_diff']:.2e}",
-            str(result["greedy_match"]),
+            f"{result.get('top1_agreement', float('nan')):.4f}", f"{result.get('mean_kl', float('nan')):.2e}",
+            f"{result.get('max_abs_logit_diff', float('nan')):.2e}", str(result.get("greedy_match", "-")),
         )
     if results:
         console.print(table)

@@ -130,11 +130,17 @@ def torch_greedy(model, prompt_ids: list[int], max_tokens: int, eos_token_id: in
 
 
 def check_artifact(student, tokenizer, path: Path, fmt: str, quantization: str, verify_cfg) -> dict:
-    """Measure one artifact and judge it against its format's thresholds."""
+    """Measure one artifact and judge it against its format's thresholds. An artifact the
+    runtime refuses to load (damaged, truncated) fails the gate with the runtime's one-line
+    reason and no measurements, instead of stopping the stage."""
     from edgedistill.runtime import load
 
     thresholds = FORMATS[fmt][quantization].thresholds
-    runtime_model = load(path)
+    try:
+        runtime_model = load(path)
+    except ValueError as exc:
+        return {"thresholds": dataclasses.asdict(thresholds), "device_ready": False,
+                "failures": [f"the runtime cannot load it: {exc}"]}
     measured = [compare_logits(torch_logits(student, ids), runtime_model.logits(ids))
                 for ids in parity_token_ids(tokenizer, verify_cfg.positions)]
     result = {

@@ -1,6 +1,7 @@
-"""Damaged and hostile artifacts never crash the runtime: each is either run or refused
-with one ValueError line naming the file, within bounded memory (seeded fuzz over real
-GGUF, ONNX and safetensors exports of the tiny model), and the CLI turns that into exit 2."""
+"""Damaged and hostile artifacts never crash anything: each is either run or refused with
+one ValueError line naming the file, within bounded memory (seeded fuzz over real GGUF,
+ONNX and safetensors exports of the tiny model, through load, generate and the verify
+stage's parity gate), and the CLI (generate, serve start-up) turns that into exit 2."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def gguf_cases(source: Path, root: Path, rng: random.Random, count: int) -> list
         else:
             struct.pack_into("<Q", mutated, rng.choice(fields), rng.choice(HUGE))
         path = _write(root / f"gguf-{index:03d}" / "model.gguf", bytes(mutated))
-        cases.append({"id": f"gguf-{index:03d}-{kind}", "path": str(path), "kind": kind})
+        cases.append({"id": f"gguf-{index:03d}-{kind}", "path": str(path), "kind": kind, "verify": ["gguf", "f16"]})
     return cases
 
 
@@ -102,7 +103,8 @@ def folder_cases(source: Path, root: Path, rng: random.Random, prefix: str, weig
         else:
             struct.pack_into("<Q", data, 0, rng.choice(HUGE))
         (folder / victim).write_bytes(bytes(data))
-        cases.append({"id": f"{prefix}-{index:03d}-{victim}-{how}", "path": str(folder), "kind": how, "victim": victim})
+        case = {"id": f"{prefix}-{index:03d}-{victim}-{how}", "path": str(folder), "kind": how, "victim": victim}
+        cases.append({**case, "verify": ["onnx", "fp32"]} if prefix == "onnx" else case)
     return cases
 
 
@@ -136,8 +138,8 @@ def test_two_hundred_damaged_artifacts_are_run_or_refused_in_one_line(artifacts,
              + folder_cases(artifacts["hf"], tmp_path, rng, "hf", "model.safetensors", 30))
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     out = tmp_path / "outcomes.jsonl"
-    worker = subprocess.run([sys.executable, "-m", "tests.runtime.hostile_worker", str(tmp_path / "cases.json"), str(out)],
-                            capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2])
+    worker = subprocess.run([sys.executable, "-m", "tests.runtime.hostile_worker", str(tmp_path / "cases.json"), str(out),
+                             str(artifacts["hf"])], capture_output=True, text=True, timeout=1200, cwd=Path(__file__).parents[2])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     started = [line["started"] for line in lines if "started" in line]
     assert worker.returncode == 0, f"the runtime process died in case {started[-1]}: {worker.stderr[-2000:]}"
@@ -149,11 +151,18 @@ def test_two_hundred_damaged_artifacts_are_run_or_refused_in_one_line(artifacts,
         if result["outcome"] == "ValueError":
             assert "\n" not in result["message"] and len(result["message"]) < 600, (case_id, result["message"])
             assert by_id[case_id]["path"] in result["message"], (case_id, result["message"])  # names the artifact
+    verified = {case_id: result["verify"] for case_id, result in outcomes.items() if "verify" in result}
+    assert len(verified) == 180
+    for case_id, verdict in verified.items():  # the gate runs to a verdict: it never raises on a damaged file
+        assert verdict["outcome"] == "ok", (case_id, verdict)
+        if outcomes[case_id]["outcome"] != "ok":  # what the runtime refuses, the gate fails with that reason
+            assert verdict["device_ready"] is False and "the runtime cannot load it" in verdict["failures"][0]
     truncated_gguf = [i for i, case in by_id.items() if i.startswith("gguf") and case["kind"] == "truncate"]
     assert all(outcomes[i]["outcome"] == "ValueError" for i in truncated_gguf)  # a short file is never run
     refused = sum(result["outcome"] != "ok" for result in outcomes.values())
+    gated = sum(not verdict["device_ready"] for verdict in verified.values())
     print(f"{len(cases)} damaged artifacts: {refused} refused in one line, {len(cases) - refused} ran; "
-          f"peak RSS {lines[-1]['peak_rss_mib']:.0f} MiB")
+          f"the parity gate failed {gated} of {len(verified)} exports; peak RSS {lines[-1]['peak_rss_mib']:.0f} MiB")
     assert refused > len(cases) // 2, "the mutations barely damaged anything: the fuzz would prove nothing"
     assert lines[-1]["peak_rss_mib"] < PEAK_RSS_LIMIT_MIB
 
@@ -183,3 +192,46 @@ def test_damaged_files_and_bad_ports_are_one_line_and_exit_2_from_the_cli(artifa
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _serve_start(path: str, timeout_s: float = 120.0) -> tuple[str, str]:
+    """Start ``edgedistill serve PATH --port 0``: ("serving", "") once it announces its
+    address (then stopped with SIGTERM, which must exit 0), or ("exit N", stderr) when it
+    exits first."""
+    import select
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-m", "edgedistill.cli", "serve", path, "--port", "0", "--threads", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        assert ready, f"serve {path} neither announced an address nor exited in {timeout_s:.0f} s"
+        line = process.stdout.readline()  # the announcement, or "" when the process ends
+        if line.startswith("serving "):
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, process.stderr.read()[-2000:]
+            return "serving", ""
+        process.wait(timeout=60)
+        return f"exit {process.returncode}", process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_serve_starts_on_what_loads_and_refuses_the_rest_in_one_line(artifacts, tmp_path):
+    rng = random.Random(SEED + 1)
+    cases = (gguf_cases(artifacts["gguf"], tmp_path, rng, 6) + folder_cases(artifacts["onnx"], tmp_path, rng, "onnx",
+                                                                             "model.onnx", 5)
+             + folder_cases(artifacts["hf"], tmp_path, rng, "hf", "model.safetensors", 5))
+    intact = {name: _serve_start(str(artifacts[name])) for name in ("gguf", "onnx", "hf")}
+    assert all(outcome == ("serving", "") for outcome in intact.values()), intact  # the control: intact files serve
+    outcomes = {case["id"]: _serve_start(case["path"]) for case in cases}
+    for case_id, (outcome, stderr) in outcomes.items():
+        assert outcome in ("serving", "exit 2"), (case_id, outcome, stderr[-2000:])
+        if outcome == "exit 2":
+            assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, (case_id, stderr)
+    refused = sum(outcome == "exit 2" for outcome, _ in outcomes.values())
+    print(f"serve on {len(cases)} damaged artifacts: {refused} refused in one line (exit 2), {len(cases) - refused} served")
+    assert refused >= len(cases) // 3, outcomes
