@@ -261,11 +261,18 @@ def cache_teacher(
 
 
 @app.command()
-def recipes() -> int:
-    """List the bundled recipes."""
+def recipes(keys: bool = typer.Option(False, "--keys", help="print every recipe key (default, allowed values, "
+                                                              "meaning) as a Markdown table instead")) -> int:
+    """List the bundled recipes (or, with --keys, every key a recipe may set)."""
     import yaml
 
     from edgedistill.config import bundled_recipes
+
+    if keys:
+        from edgedistill.recipe_reference import key_table
+
+        print(key_table())
+        return 0
 
     table = Table("name", "description")
     for name, path in bundled_recipes().items():

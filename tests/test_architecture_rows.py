@@ -70,15 +70,6 @@ def test_a_rope_scaling_gguf_cannot_reproduce_is_refused_at_preflight(tmp_path):
     shutil.rmtree(teacher)
 
 
-def test_the_readme_holds_the_current_supported_models_table():
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- supported-models:begin -->\n", 1)[1].split("\n<!-- supported-models:end -->", 1)[0]
-
-    assert block == supported_models_table(), "run python -m edgedistill.architectures and paste its table into README.md"
-
-
 def _teacher_with_tokenizer(tmp_path, edit):
     import json
 
@@ -157,7 +148,7 @@ def test_a_bos_tokenizer_opens_every_window_and_every_text_prompt_with_bos(tmp_p
 def test_real_gemma3_pruned_in_width_and_depth_builds_and_loads_in_both_runtimes(tmp_path):
     """builtin:gemma3-270m through the gemma3-270m-smoke recipe on a smaller budget: the
     pruned student (hidden 512, MLP 1024, 12 layers) loads in onnxruntime and llama.cpp
-    and is measured against torch (the README has the full recipe's numbers)."""
+    and is measured against torch (docs/export.md has the full recipe's numbers)."""
     from edgedistill.pipeline.gguf_teacher import REAL_MODEL_BUILTINS
 
     try:

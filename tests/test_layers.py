@@ -15,7 +15,7 @@ LAYERS = (
     ("data", {"demo", "data"}),
     ("formats and teacher data", {"datagen", "exporters"}),
     ("measurement", {"benchmarks"}),
-    ("recipes", {"config", "recipe_checks"}),
+    ("recipes", {"config", "recipe_checks", "recipe_reference"}),
     ("stages", {"pipeline"}),
     ("commands", {"build", "cli", "cli_datagen", "summary"}),
 )

@@ -1,6 +1,6 @@
 """The benchmark report's charts: quality, latency and cost against size on disk.
 
-Input is the bench stage's ``results`` dict (schema: README, "bench results.json"). Any number may be
+Input is the bench stage's ``results`` dict (schema: docs/bench.md, "bench results.json"). Any number may be
 None; a chart whose numbers are all None is left out rather than drawn empty. matplotlib is
 imported inside the functions so that ``pareto_front`` (used by the tables too) works where
 only the runtime extras are installed.

@@ -1,6 +1,6 @@
 """The benchmark report: ``report.md`` and a self-contained ``report.html`` from ``results``.
 
-``results`` is the bench stage's dict (schema: README, "bench results.json"); every number may be None
+``results`` is the bench stage's dict (schema: docs/bench.md, "bench results.json"); every number may be None
 and prints as "-". Both renderers draw from one list of ``Table``s built by ``report_tables``,
 so the markdown and the HTML page cannot disagree. ``compare.py`` diffs the results of two builds.
 """

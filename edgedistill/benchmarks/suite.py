@@ -246,7 +246,7 @@ def add_costs(teacher: Target, students: list[Target], prices: Prices, traffic: 
 
 def results_document(teacher: Target, students: list[Target], settings: Settings, traffic: cost.Traffic,
                      prices: Prices, build: dict, machine: dict, extra_settings: dict, warnings: list[str]) -> dict:
-    """results.json (schema in the README, section "bench results.json")."""
+    """results.json (schema in docs/bench.md, section "bench results.json")."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -76,7 +76,7 @@ class Quantization:
 # Thresholds are set on real weights: SmolLM2-135M-Instruct (the builtin teacher; logits
 # span 64 nats on the parity texts) with the committed docs-assistant teacher as a second
 # point, quantized with the importance matrix of 8,192 pydocs tokens, with margin over the
-# values measured (README, "Parity on real weights"). SmolLM2's 576-wide rows cannot hold
+# values measured (docs/export.md: thresholds set on real weights). SmolLM2's 576-wide rows cannot hold
 # k-quant super-blocks, so its q4_k_m/q5_k_m/q6_k fall back to Q5_0/Q5_1/Q8_0 for most
 # tensors, as llama.cpp's would. A broken export (a wrong Q/K permutation, a 4-bit file
 # without the mix and the importance matrix: mean KL 0.31 on SmolLM2) fails the KL bound.
