@@ -231,3 +231,13 @@ def test_fallen_back_gguf_tensors_get_a_summary_line_each_artifact():
     assert fallback_lines(artifacts) == [
         "gguf-q4_k_m: 3 tensors fell back (q4_k->q5_0 x2, q6_k->q8_0 x1) because their rows do not hold the type's "
         "blocks; each is listed in the manifest (facts.fallbacks)"]
+
+
+def test_recipes_keys_prints_the_generated_key_reference():
+    from edgedistill.recipe_reference import key_table
+
+    result = cli("recipes", "--keys")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == key_table()
+    assert "| `distill.alpha` | `0.5` | >= 0 and <= 1 |" in result.stdout
