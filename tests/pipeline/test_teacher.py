@@ -59,7 +59,7 @@ def test_a_folder_without_weights_or_tokenizer_is_rejected_up_front(tiny_llama_d
         teacher.resolve_source(str(no_weights))
     with pytest.raises(UserError, match="has no tokenizer"):
         teacher.resolve_source(str(no_tokenizer))
-    with pytest.raises(UserError, match="config.json is not valid JSON"):
+    with pytest.raises(UserError, match="config.json is not valid UTF-8 JSON"):
         teacher.resolve_source(str(tmp_path / "c"))
 
 
