@@ -26,7 +26,7 @@ MODES = ("logit", "sequence", "on_policy")
 
 def run_mode(recipe_name: str, name: str, mode: str, steps: int, out: Path, overrides: list[str]) -> dict:
     from edgedistill.build import build
-    from edgedistill.config import load_recipe
+    from edgedistill.recipe_loader import load_recipe
     from edgedistill.pipeline.bench import evaluate_quality
 
     sets = [*overrides, f"distill.mode={mode}", f"distill.steps={steps}", "bench.enabled=false", "export.onnx=[]",

@@ -13,7 +13,7 @@ from edgedistill import hf
 from edgedistill.artifacts import read_manifest
 from edgedistill.build import build
 from edgedistill.cli import main
-from edgedistill.config import load_recipe
+from edgedistill.recipe_loader import load_recipe
 from tests.test_distill_modes import teacher_api  # noqa: F401 - the served tiny Llama behind a flaky proxy
 
 FAST = ["teacher=api", "student=builtin:tiny-llama", "teacher_api.model=big-teacher", "bench.enabled=false",

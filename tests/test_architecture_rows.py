@@ -7,7 +7,7 @@ import pytest
 
 from edgedistill.architectures import ARCHITECTURES, PRUNE_DIMENSIONS, supported_models_table
 from edgedistill.build import build
-from edgedistill.config import load_recipe
+from edgedistill.recipe_loader import load_recipe
 from edgedistill.demo.tiny import TINY_TEACHERS
 from edgedistill.errors import UserError
 
@@ -92,7 +92,7 @@ def test_a_tokenizer_gguf_cannot_reproduce_is_refused_at_preflight(tmp_path):
         build(load_recipe("tiny", FAST + [f"teacher={teacher}"]), out)
     assert not out.exists() or not any(out.iterdir())
     # ONNX carries the tokenizer.json itself: without GGUF the same teacher is accepted
-    from edgedistill.build import preflight
+    from edgedistill.preflight import preflight
 
     preflight(load_recipe("tiny", FAST + [f"teacher={teacher}", "export.gguf=[]"]))
 

@@ -4,10 +4,11 @@ import json
 import pytest
 
 from edgedistill.artifacts import read_manifest
-from edgedistill.build import STAGES, build, plan, preflight
-from edgedistill.config import load_recipe
+from edgedistill.build import STAGES, build, plan
 from edgedistill.exporters.formats import GGUF_QUANTIZATIONS, LOSSLESS_FP32
 from edgedistill.pipeline.distill.trainer import Trainer
+from edgedistill.preflight import preflight
+from edgedistill.recipe_loader import load_recipe
 
 FAST = ["distill.steps=5", "bench.repeats=1", "bench.decode_tokens=8", "export.onnx=[]", "bench.probe_questions=2",
         "bench.latency_prompts=2", "bench.answer_tokens=8", "bench.artifact_eval_windows=2"]

@@ -2,8 +2,10 @@ import dataclasses
 
 import pytest
 
-from edgedistill.config import Recipe, bundled_recipes, describe_fields, from_dict, load_recipe, to_dict
+from edgedistill.config import Recipe, to_dict
 from edgedistill.errors import UserError
+from edgedistill.recipe_loader import bundled_recipes, from_dict, load_recipe
+from edgedistill.recipe_reference import recipe_keys
 
 
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
@@ -21,10 +23,10 @@ def test_defaults_round_trip_through_dict():
 
 
 def test_every_field_has_a_reason():
-    rows = describe_fields()
+    rows = list(recipe_keys())
 
-    assert {key for key, _, _ in rows} >= {"teacher", "distill.alpha", "prune.target_params", "export.gguf"}
-    assert all(reason for _, _, reason in rows)
+    assert {key for key, *_ in rows} >= {"teacher", "distill.alpha", "prune.target_params", "export.gguf"}
+    assert all(reason for *_, reason in rows)
 
 
 def test_overrides_apply_with_yaml_types():

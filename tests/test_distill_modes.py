@@ -10,7 +10,7 @@ import pytest
 from edgedistill.artifacts import read_manifest
 from edgedistill.build import build
 from edgedistill.cli import main
-from edgedistill.config import load_recipe
+from edgedistill.recipe_loader import load_recipe
 from edgedistill.exporters.gguf import export_gguf
 from tests.benchmarks.fake_api import fixed_answer_api
 from tests.runtime.server_process import running_server

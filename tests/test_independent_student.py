@@ -8,7 +8,7 @@ import pytest
 
 from edgedistill.build import build
 from edgedistill.cli import main
-from edgedistill.config import load_recipe
+from edgedistill.recipe_loader import load_recipe
 from edgedistill.demo.tiny import build_tiny_teacher
 
 FAST = ["distill.steps=4", "distill.batch_size=4", "bench.enabled=false", "export.onnx=[fp32]", "export.gguf=[f16]",

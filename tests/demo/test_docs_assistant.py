@@ -8,7 +8,7 @@ import math
 import pytest
 
 from edgedistill.build import build
-from edgedistill.config import load_recipe
+from edgedistill.recipe_loader import load_recipe
 
 REQUIRED_METRICS = (
     "teacher_params", "student_params", "teacher_test_ppl", "student_test_ppl", "teacher_test_top1",

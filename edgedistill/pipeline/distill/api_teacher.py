@@ -37,7 +37,7 @@ from edgedistill.openai_client import ApiError
 from edgedistill.errors import UserError
 from edgedistill.pipeline.distill.losses import LOGPROB_FLOOR
 from edgedistill.pipeline.distill.sequence_data import SparseTeacher, TokenMap, set_sparse
-from edgedistill.pipeline.distill.stage import SCORES_FOLDER
+from edgedistill.pipeline.distill.teacher_signals import SCORES_FOLDER
 
 
 def api_teacher(api_cfg) -> api.Teacher:

@@ -27,7 +27,7 @@ from edgedistill.datagen.filters import ResponseFilter, finish_row
 from edgedistill.datagen.store import Request, answered_rows, progress_printer, prompt_digest, read_requests
 from edgedistill.datagen.templates import apply_template, load_template
 from edgedistill.errors import UserError
-from edgedistill.pipeline.distill.stage import RESPONSES_FOLDER
+from edgedistill.pipeline.distill.teacher_signals import RESPONSES_FOLDER
 
 
 
