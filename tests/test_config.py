@@ -130,7 +130,7 @@ def test_loading_and_validating_every_bundled_recipe_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from edgedistill.config import bundled_recipes, load_recipe; "
+    code = ("import sys; from edgedistill.recipe_loader import bundled_recipes, load_recipe; "
             "[load_recipe(name) for name in bundled_recipes()]; "
             "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'gguf') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
